@@ -1,0 +1,21 @@
+"""transferscope: make transfer learning predictable.
+
+Score how well a pretrained model's features will transfer to a target task
+(LogME, LEEP, NCE, H-score, NLEEP, SFDA, GBC, TransRate, PARC, kNN and linear probes)
+before any fine-tuning.
+"""
+
+__version__ = "0.1.0"
+
+from transferscope.errors import InputError, OptionalDependencyError, TransferabilityWarning
+from transferscope.metrics import get_metric, list_metrics, score
+
+__all__ = [
+    "InputError",
+    "OptionalDependencyError",
+    "TransferabilityWarning",
+    "__version__",
+    "get_metric",
+    "list_metrics",
+    "score",
+]

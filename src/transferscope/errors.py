@@ -1,0 +1,26 @@
+"""Exception and warning types. Every message says what was expected, what came, and how to fix it."""
+
+
+class InputError(ValueError):
+    """Bad user input: wrong shape, NaN, unknown name, unusable labels, ..."""
+
+
+class OptionalDependencyError(ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class TransferabilityWarning(UserWarning):
+    """The score was computed, but the input makes it less trustworthy (e.g. D > N)."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import an optional module or fail with an error that names the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise OptionalDependencyError(
+            f"{purpose} needs the optional package '{module}', which is not installed; "
+            f"install it with: pip install 'transferscope[{extra}]'"
+        ) from exc

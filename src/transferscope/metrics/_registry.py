@@ -1,0 +1,175 @@
+"""The metric registry: a dict of :class:`MetricSpec` filled by the :func:`metric` decorator.
+
+A metric is an implementation ``impl(x, labels, **options) -> float`` where ``x`` has already
+passed the validation gate (features, or source probabilities) and ``labels`` is a
+:class:`~transferscope.validation.CheckedLabels`. The decorator returns the public function,
+which runs the gate, checks option names (with a "did you mean") and calls the implementation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from transferscope.errors import InputError
+from transferscope.validation import (
+    check_features,
+    check_labels,
+    check_source_probs,
+)
+
+INPUT_KINDS = ("features", "source_probs", "source_predictions")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What the registry knows about one metric."""
+
+    name: str
+    func: Callable  # the public, validating function
+    summary: str
+    inputs: str  # one of INPUT_KINDS
+    regression: bool = False  # also accepts continuous targets
+    stochastic: bool = False  # depends on a seed
+    min_per_class: int = 1
+    reference: str = ""
+    options: dict = field(default_factory=dict)  # option name -> default
+
+    @property
+    def needs(self) -> str:
+        return {
+            "features": "features (N x D) + labels",
+            "source_probs": "source-class probabilities (N x Cs) + labels",
+            "source_predictions": "source probabilities (N x Cs) or source labels (N) + labels",
+        }[self.inputs]
+
+
+_REGISTRY: dict[str, MetricSpec] = {}
+
+
+def suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def check_options(owner: str, options: dict, allowed: dict) -> None:
+    for key in options:
+        if key not in allowed:
+            raise InputError(
+                f"{owner} got an unknown option {key!r}{suggest(key, allowed)} "
+                f"(options: {', '.join(allowed) or 'none'})"
+            )
+
+
+def _check_x(spec: MetricSpec, x, n_samples_hint=None):
+    if spec.inputs == "features":
+        return check_features(x, keep_float32=True)
+    if spec.inputs == "source_probs":
+        return check_source_probs(x, len(x) if n_samples_hint is None else n_samples_hint)
+    # source_predictions: probabilities (argmax taken by the metric) or hard source labels
+    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else x
+    import numpy as np
+
+    arr = np.asarray(arr)
+    if arr.ndim == 1:
+        return check_labels(arr, len(arr), name="source labels").codes
+    return check_source_probs(arr, len(arr)).argmax(axis=1)
+
+
+def metric(
+    name: str,
+    summary: str,
+    *,
+    inputs: str = "features",
+    regression: bool = False,
+    stochastic: bool = False,
+    min_per_class: int = 1,
+    reference: str = "",
+):
+    """Register ``impl`` under ``name`` and return its validating public function."""
+    if inputs not in INPUT_KINDS:
+        raise ValueError(f"inputs must be one of {INPUT_KINDS}, got {inputs!r}")
+
+    def decorate(impl):
+        params = inspect.signature(impl).parameters
+        options = {
+            k: p.default for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+        @functools.wraps(impl)
+        def public(x, labels, **kwargs):
+            check_options(f"metric {name!r}", kwargs, options)
+            xs = _check_x(spec, x)
+            is_regression = bool(kwargs.get("regression", False))
+            checked = check_labels(
+                labels,
+                len(xs),
+                regression=is_regression,
+                min_per_class=1 if is_regression else min_per_class,
+            )
+            return float(impl(xs, checked, **kwargs))
+
+        spec = MetricSpec(
+            name=name,
+            func=public,
+            summary=summary,
+            inputs=inputs,
+            regression=regression,
+            stochastic=stochastic,
+            min_per_class=min_per_class,
+            reference=reference,
+            options=options,
+        )
+        if name in _REGISTRY:
+            raise ValueError(f"metric {name!r} is registered twice")
+        _REGISTRY[name] = spec
+        public.spec = spec
+        return public
+
+    return decorate
+
+
+def get_metric(name: str) -> MetricSpec:
+    """The :class:`MetricSpec` registered as ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(
+            f"Unknown metric {name!r}{suggest(name, _REGISTRY)} "
+            f"(available: {', '.join(sorted(_REGISTRY))})"
+        ) from None
+
+
+def list_metrics() -> list[MetricSpec]:
+    """Every registered metric, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def score(name: str, features=None, labels=None, *, source_probs=None, **options) -> float:
+    """Compute metric ``name``: the single entry point over the registry.
+
+    Parameters
+    ----------
+    name : str
+        A registered metric (see :func:`list_metrics`).
+    features : array of shape (n_samples, n_features), optional
+        Needed by feature-based metrics.
+    labels : array of shape (n_samples,), or (n_samples, n_targets) for regression
+    source_probs : array of shape (n_samples, n_source_classes), optional
+        Needed by LEEP and NCE.
+    **options
+        Passed to the metric (e.g. ``regression=True`` for LogME, ``seed=0`` for NLEEP).
+    """
+    spec = get_metric(name)
+    if labels is None:
+        raise InputError(f"metric {name!r} needs labels, got none; pass labels=...")
+    x = features if spec.inputs == "features" else source_probs
+    if x is None:
+        what = "features" if spec.inputs == "features" else "source_probs"
+        raise InputError(
+            f"metric {name!r} needs {spec.needs}, got no {what}; pass {what}=..."
+        )
+    return spec.func(x, labels, **options)

@@ -74,8 +74,9 @@ def cmd_demo(args) -> int:
         for row in score_many(metrics, features, labels, source_probs=probs):
             table[row["metric"]][name] = row["value"]
     rows = list(table.values())
-    print("Built-in example: scikit-learn digits (899 target samples, 10 classes) seen through")
-    print("three feature sets; every score should fall from 'pixels' to 'noise'.\n")
+    if args.format == "table":
+        print("Built-in example: scikit-learn digits (899 target samples, 10 classes) seen "
+              "through three feature sets; every score should fall from 'pixels' to 'noise'.\n")
     print(render(rows, args.format))
     if args.format == "table":
         print("\nNext: score your own features with  tscope score FEATURES.npz --metric all")

@@ -1,4 +1,7 @@
-"""Exception and warning types. Every message says what was expected, what came, and how to fix it."""
+"""Exception and warning types.
+
+Every message says what was expected, what came, and how to fix it.
+"""
 
 
 class InputError(ValueError):

@@ -55,8 +55,9 @@ def check_features(
     name: str = "features",
     keep_float32: bool = False,
     check_constant: bool = True,
+    min_samples: int = 2,
 ) -> np.ndarray:
-    """Return ``features`` as a finite, C-contiguous float array of shape (n_samples, n_features)."""
+    """Return ``features`` as a finite, C-contiguous float array (n_samples, n_features)."""
     if hasattr(features, "detach"):  # a torch tensor
         features = features.detach().cpu().numpy()
     try:
@@ -81,9 +82,10 @@ def check_features(
             f"Expected {name} as a 2-D array (n_samples, n_features), got {_describe(arr)}; "
             f"pool or flatten the trailing axes first, e.g. {name}.reshape(len({name}), -1)"
         )
-    if arr.shape[0] < 2 or arr.shape[1] < 1:
+    if arr.shape[0] < min_samples or arr.shape[1] < 1:
         raise InputError(
-            f"Expected {name} with at least 2 samples and 1 feature, got shape {arr.shape}; "
+            f"Expected {name} with at least {min_samples} samples and 1 feature, got shape "
+            f"{arr.shape}; "
             "pass more data"
         )
     dtype = arr.dtype if (keep_float32 and arr.dtype == np.float32) else np.float64
@@ -168,8 +170,8 @@ def check_labels(
             )
         if np.any(arr != np.round(arr)):
             raise InputError(
-                f"Expected class {name}, got non-integer floats (e.g. {arr[arr != np.round(arr)][0]!r}); "
-                "for continuous targets pass regression=True"
+                f"Expected class {name}, got non-integer floats (e.g. "
+                f"{arr[arr != np.round(arr)][0]!r}); for continuous targets pass regression=True"
             )
     if arr.dtype.kind == "O":
         kinds = {type(v).__name__ for v in arr.tolist()}

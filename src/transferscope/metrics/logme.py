@@ -6,9 +6,10 @@ JMLR 2022 (the fixed-point iteration used here, Algorithm 2 there).
 
 For each target column y (a one-hot class indicator, or a regression target) the evidence of
 ``y = F w + noise`` with prior ``w ~ N(0, 1/alpha I)`` and noise precision ``beta`` is maximised
-over (alpha, beta) by the fixed point ``alpha = gamma / m^T m``, ``beta = (N - gamma) / ||F m - y||^2``
-with ``gamma = sum_i beta s_i / (alpha + beta s_i)`` over the eigenvalues s_i of F^T F; the
-score is the mean over columns of the maximum evidence divided by N.
+over (alpha, beta) by the fixed point ``alpha = gamma / m^T m``,
+``beta = (N - gamma) / ||F m - y||^2`` with ``gamma = sum_i beta s_i / (alpha + beta s_i)``
+over the eigenvalues s_i of F^T F; the score is the mean over columns of the maximum
+evidence divided by N.
 
 Everything is computed from the D x D Gram matrix F^T F (or the N x N kernel F F^T when N <= D)
 and F^T Y, vectorised over all classes at once, so the cost is one Gram matrix and one symmetric

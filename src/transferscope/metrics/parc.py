@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.stats
 
+from transferscope.errors import InputError
 from transferscope.metrics._registry import metric
 from transferscope.metrics.sampling import stratified_subsample
 
@@ -43,6 +44,11 @@ def parc(features, labels, *, n_dims=32, max_samples=5000, seed=1919):
             random_state=seed,
             iterated_power=1,
         ).fit_transform(x)
+    if x.shape[1] < 3:
+        raise InputError(
+            f"Expected at least 3 feature dimensions for PARC (a correlation between rows of "
+            f"2 values is always +-1), got {x.shape[1]}; pass richer features or n_dims >= 3"
+        )
     codes = labels.codes
     if max_samples is not None and len(x) > max_samples:
         idx = stratified_subsample(codes, max_samples, seed)

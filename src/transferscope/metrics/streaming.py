@@ -63,7 +63,7 @@ class StreamingScorer:
 
     def update(self, features, labels) -> StreamingScorer:
         """Add one chunk: ``features`` (m, D), ``labels`` (m,) with values in ``classes``."""
-        x = check_features(features, keep_float32=True, check_constant=False)
+        x = check_features(features, keep_float32=True, check_constant=False, min_samples=1)
         y = np.asarray(labels).reshape(-1)
         if len(y) != len(x):
             raise InputError(

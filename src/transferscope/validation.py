@@ -90,20 +90,30 @@ def check_features(
         )
     dtype = arr.dtype if (keep_float32 and arr.dtype == np.float32) else np.float64
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
-        bad = ~np.isfinite(arr)
-        rows = np.flatnonzero(bad.any(axis=1))
-        kind = "NaN" if np.isnan(arr).any() else "Inf"
-        raise InputError(
-            f"Expected finite {name}, got {int(bad.sum())} non-finite values ({kind}) in "
-            f"{len(rows)} rows (first at row {int(rows[0])}); drop or impute those rows"
-        )
-    if check_constant and not (arr != arr[:1]).any():
+    _check_finite(arr, name)
+    # rows 0 and 1 differ in almost every real input: only then is the full scan skipped
+    if check_constant and not (arr[1] != arr[0]).any() and not (arr != arr[:1]).any():
         raise InputError(
             f"Expected {name} that vary across samples, got every column constant; "
             "check the feature extraction (a dead layer or a wrong input scale)"
         )
     return arr
+
+
+def _check_finite(arr: np.ndarray, name: str, total=None) -> None:
+    """Reject NaN/Inf. A finite sum proves every value finite (one pass, no temporary);
+    only when it is not (NaN, Inf, or an overflowing sum) are the values inspected."""
+    if np.isfinite(arr.sum() if total is None else total):
+        return
+    bad = ~np.isfinite(arr)
+    if not bad.any():  # the sum overflowed; every value is finite
+        return
+    rows = np.flatnonzero(bad.any(axis=1))
+    kind = "NaN" if np.isnan(arr).any() else "Inf"
+    raise InputError(
+        f"Expected finite {name}, got {int(bad.sum())} non-finite values ({kind}) in "
+        f"{len(rows)} rows (first at row {int(rows[0])}); drop or impute those rows"
+    )
 
 
 def check_labels(
@@ -206,7 +216,14 @@ def check_labels(
 
 def check_source_probs(probs, n_samples: int, *, name: str = "source_probs") -> np.ndarray:
     """Return row-stochastic source-label probabilities of shape (n_samples, n_source_classes)."""
-    arr = check_features(probs, name=name, check_constant=False)
+    if hasattr(probs, "detach"):
+        probs = probs.detach().cpu().numpy()
+    arr = np.asarray(probs)
+    if arr.ndim != 2 or arr.dtype.kind not in "biuf":
+        arr = check_features(arr, name=name, check_constant=False)  # raises the shape error
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    sums = arr.sum(axis=1)
+    _check_finite(arr, name, total=sums.sum())
     if arr.shape[0] != n_samples:
         raise InputError(
             f"Expected {name} with {n_samples} rows (one per sample), got {arr.shape[0]}; "
@@ -217,14 +234,13 @@ def check_source_probs(probs, n_samples: int, *, name: str = "source_probs") -> 
             f"Expected {name} >= 0, got a minimum of {arr.min():.4g}; these look like logits - "
             "apply a softmax over the source classes first"
         )
-    sums = arr.sum(axis=1)
     worst = float(np.max(np.abs(sums - 1.0)))
     if worst > PROB_SUM_ATOL:
         raise InputError(
             f"Expected each row of {name} to sum to 1, got row sums off by up to {worst:.3g}; "
             "apply a softmax (for logits) or divide each row by its sum"
         )
-    return arr / sums[:, None]
+    return arr if worst <= 1e-12 else arr / sums[:, None]
 
 
 def warn_if_wide(metric: str, n_samples: int, n_features: int, advice: str) -> None:

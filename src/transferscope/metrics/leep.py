@@ -10,7 +10,7 @@ ICCV 2019: the negative conditional entropy ``-H(Y | Z)`` of target labels given
 model's hard predictions ``z = argmax theta(x)``.
 
 Both are vectorised: the joint distribution is one sparse product (classes x source classes),
-and the per-sample expectation is taken in row chunks so memory stays O(chunk x Cs).
+and the per-sample expectation is taken in small row blocks so memory stays O(block x Cs).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from transferscope.metrics._registry import metric
-from transferscope.metrics._stats import chunk_rows, class_sums
+from transferscope.metrics._stats import class_sums
 
 
 @metric(
@@ -35,11 +35,11 @@ def leep(source_probs, labels):
     marginal = joint.sum(axis=0)  # P(z)
     cond = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # P(y | z)
     total = 0.0
-    step = chunk_rows(source_probs.shape[1])
+    # small row blocks: each sample's row of P(y | z) is gathered into a cache-sized buffer
+    step = max(1, 2**20 // source_probs.shape[1])
     for start in range(0, n, step):
         p = source_probs[start : start + step]
-        c = codes[start : start + step]
-        total += np.log(np.einsum("ij,ij->i", p, cond[c])).sum()
+        total += np.log(np.einsum("ij,ij->i", p, cond[codes[start : start + step]])).sum()
     return total / n
 
 

@@ -59,7 +59,7 @@ class StreamingScorer:
             )
         self.metrics = tuple(metrics)
         self.stats = ClassStats(n_features, len(self.classes), gram_dtype=gram_dtype,
-                                device=device)
+                                device=device, moments="hscore_reg" in self.metrics)
 
     def update(self, features, labels) -> StreamingScorer:
         """Add one chunk: ``features`` (m, D), ``labels`` (m,) with values in ``classes``."""

@@ -22,15 +22,37 @@ from transferscope.metrics._registry import metric
 from transferscope.metrics._stats import class_sums
 
 VAR_FLOOR = 1e-4
-BLOCK_ELEMENTS = 2**23
+BLOCK_ELEMENTS = 2**18  # pairwise terms per block: small enough to stay in cache
 
 
 def class_moments(features, labels):
+    """Per-class means and population variances (two-pass), variances floored at 1e-4."""
     counts = labels.counts.astype(np.float64)[:, None]
     means = class_sums(features, labels.codes, labels.n_classes) / counts
     resid = features - means[labels.codes]
-    var = class_sums(resid * resid, labels.codes, labels.n_classes) / counts
+    np.square(resid, out=resid)
+    var = class_sums(resid, labels.codes, labels.n_classes) / counts
     return means, np.maximum(var, VAR_FLOOR)
+
+
+def _diagonal_distances(means, var):
+    """Bhattacharyya distances of all class pairs, upper triangle computed, then mirrored."""
+    n_classes, dim = means.shape
+    log_var_sum = np.log(var).sum(axis=1)
+    bd = np.zeros((n_classes, n_classes))
+    block = max(1, BLOCK_ELEMENTS // (n_classes * dim))
+    for start in range(0, n_classes, block):
+        stop = min(n_classes, start + block)
+        # rows start..stop against columns start..C: the pairs not yet seen
+        avg = (var[start:stop, None, :] + var[None, start:, :]) / 2.0
+        diff = means[start:stop, None, :] - means[None, start:, :]
+        first = np.einsum("ijk,ijk->ij", diff * diff, 1.0 / avg) / 8.0
+        np.log(avg, out=avg)
+        second = (
+            avg.sum(axis=2) - 0.5 * log_var_sum[start:stop, None] - 0.5 * log_var_sum[None, start:]
+        )
+        bd[start:stop, start:] = first + 0.5 * second
+    return np.triu(bd, 1) + np.triu(bd, 1).T
 
 
 @metric(
@@ -46,7 +68,6 @@ def gbc(features, labels, *, gaussian_type="diagonal"):
             f"Expected gaussian_type 'diagonal' or 'spherical', got {gaussian_type!r}"
         )
     means, var = class_moments(features, labels)
-    n_classes = len(means)
     if gaussian_type == "spherical":
         s = var.mean(axis=1)
         centred = means - means.mean(axis=0)
@@ -56,20 +77,7 @@ def gbc(features, labels, *, gaussian_type="diagonal"):
         logs = np.log(s)
         bd = dist2 / avg / 8.0 + 0.5 * (np.log(avg) - 0.5 * logs[:, None] - 0.5 * logs[None, :])
     else:
-        log_var_sum = np.log(var).sum(axis=1)
-        bd = np.empty((n_classes, n_classes))
-        block = max(1, BLOCK_ELEMENTS // (n_classes * means.shape[1]))
-        for start in range(0, n_classes, block):
-            stop = min(n_classes, start + block)
-            avg = (var[start:stop, None, :] + var[None, :, :]) / 2.0
-            diff = means[start:stop, None, :] - means[None, :, :]
-            first = np.einsum("ijk,ijk->ij", diff * diff, 1.0 / avg) / 8.0
-            second = (
-                np.log(avg).sum(axis=2)
-                - 0.5 * log_var_sum[start:stop, None]
-                - 0.5 * log_var_sum[None, :]
-            )
-            bd[start:stop] = first + 0.5 * second
+        bd = _diagonal_distances(means, var)
     coeff = np.exp(-bd)
     np.fill_diagonal(coeff, 0.0)
     return -float(coeff.sum())

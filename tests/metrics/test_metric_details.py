@@ -91,7 +91,8 @@ def test_gbc_perfectly_separated_is_near_zero():
     assert -1e-6 < score("gbc", x, y) <= 0
 
 
-@pytest.mark.parametrize("name", ["logme", "hscore", "hscore_reg", "linear_probe"])
+@pytest.mark.parametrize("name", ["logme", "hscore", "hscore_reg", "linear_probe", "sfda",
+                                  "transrate", "knn"])
 def test_torch_path_matches_numpy(name):
     x, y = blobs(200, 16, 4, 2.0, 0)
     assert score(name, x, y, device="cpu") == pytest.approx(score(name, x, y), rel=1e-8)

@@ -207,6 +207,17 @@ def class_sums(features: np.ndarray, codes: np.ndarray, n_classes: int) -> np.nd
     return np.asarray(onehot @ features)
 
 
+def matmul(a: np.ndarray, b: np.ndarray, *, device=None) -> np.ndarray:
+    """``a @ b`` in float64: numpy/BLAS, or torch on ``device`` (e.g. "cuda") if given."""
+    if device is None:
+        return a @ b
+    import torch
+
+    at = torch.as_tensor(a, dtype=torch.float64, device=device)
+    bt = torch.as_tensor(b, dtype=torch.float64, device=device)
+    return (at @ bt).cpu().numpy()
+
+
 def symmetric_eigh(matrix: np.ndarray, *, device=None, dtype="float64"):
     """Eigen-decomposition of a symmetric matrix, returned in float64.
 

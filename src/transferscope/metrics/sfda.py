@@ -26,7 +26,7 @@ import numpy as np
 import scipy.linalg
 
 from transferscope.metrics._registry import metric
-from transferscope.metrics._stats import class_sums
+from transferscope.metrics._stats import class_sums, matmul
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -48,11 +48,11 @@ def _largest_eigenvalue_estimate(a: np.ndarray, iterations: int = 3) -> float:
     return float(x @ a @ y)
 
 
-def _discriminant_probs(x, codes, n_classes, priors, shrinkage):
+def _discriminant_probs(x, codes, n_classes, priors, shrinkage, device=None):
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
     means = class_sums(x, codes, n_classes) / counts[:, None]
     resid = x - means[codes]
-    s_w = resid.T @ resid / len(x)
+    s_w = matmul(resid.T, resid, device=device) / len(x)
     if shrinkage is None:
         shrinkage = max(np.exp(-5.0 * _largest_eigenvalue_estimate(s_w)), 1e-10)
     d = s_w.shape[0]
@@ -60,7 +60,7 @@ def _discriminant_probs(x, codes, n_classes, priors, shrinkage):
     shrunk.flat[:: d + 1] += shrinkage * np.trace(s_w) / d
     coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(shrunk), means.T).T  # mu S^-1
     intercept = -0.5 * np.einsum("ij,ij->i", means, coef) + np.log(priors)
-    return _softmax(x @ coef.T + intercept), means, shrinkage
+    return _softmax(matmul(x, coef.T, device=device) + intercept), means, shrinkage
 
 
 @metric(
@@ -69,15 +69,18 @@ def _discriminant_probs(x, codes, n_classes, priors, shrinkage):
     min_per_class=2,
     reference="sfda.sfda",
 )
-def sfda(features, labels):
-    """SFDA score of ``features`` (N, D) for ``labels`` (N,), in [0, 1]."""
+def sfda(features, labels, *, device=None):
+    """SFDA score of ``features`` (N, D) for ``labels`` (N,), in [0, 1].
+
+    ``device``: a torch device ("cuda") for the N x D^2 and N x D x C products.
+    """
     x = np.array(features, dtype=np.float64)  # a private copy: ConfMix rewrites it
     codes, n_classes = labels.codes, labels.n_classes
     priors = labels.counts / len(codes)
-    prob, means, shrinkage = _discriminant_probs(x, codes, n_classes, priors, None)
+    prob, means, shrinkage = _discriminant_probs(x, codes, n_classes, priors, None, device)
     prob = _softmax(prob)  # softened once more, as in the paper's code
     outer = (means.sum(axis=0)[None, :] - means) / (n_classes - 1)  # mean of the other classes
     p_true = prob[np.arange(len(codes)), codes][:, None]
     x = p_true * x + (1.0 - p_true) * outer[codes]
-    prob, _, _ = _discriminant_probs(x, codes, n_classes, priors, shrinkage)
+    prob, _, _ = _discriminant_probs(x, codes, n_classes, priors, shrinkage, device)
     return float(prob[np.arange(len(codes)), codes].mean())

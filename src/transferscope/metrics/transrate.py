@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from transferscope.metrics._registry import metric
+from transferscope.metrics._stats import matmul
 
 
 def _eigvals_of_scatter(z: np.ndarray) -> np.ndarray:
@@ -32,13 +33,16 @@ def _eigvals_of_scatter(z: np.ndarray) -> np.ndarray:
     "TransRate: coding rate of the features minus their coding rate given the class",
     reference="transrate.official",
 )
-def transrate(features, labels, *, eps=1e-4):
-    """TransRate of ``features`` (N, D) for ``labels`` (N,); ``eps`` is the distortion eps^2."""
+def transrate(features, labels, *, eps=1e-4, device=None):
+    """TransRate of ``features`` (N, D) for ``labels`` (N,); ``eps`` is the distortion eps^2.
+
+    ``device``: a torch device ("cuda") for the N x D^2 Gram matrix.
+    """
     z = features - features.mean(axis=0, dtype=np.float64)
     norms = np.linalg.norm(z, axis=1, keepdims=True)
     z = np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
     n, d = z.shape
-    eig_z = np.abs(np.linalg.eigvalsh(z.T @ z / n))
+    eig_z = np.abs(np.linalg.eigvalsh(matmul(z.T, z, device=device) / n))
     rank = int(np.sum(eig_z > eig_z.max() * d * np.finfo(np.float64).eps))
     rz = np.sum(np.log1p(eig_z / eps)) / rank / 2.0
     order = np.argsort(labels.codes, kind="stable")

@@ -41,9 +41,9 @@ class MetricSpec:
     @property
     def needs(self) -> str:
         return {
-            "features": "features (N x D) + labels",
-            "source_probs": "source-class probabilities (N x Cs) + labels",
-            "source_predictions": "source probabilities (N x Cs) or source labels (N) + labels",
+            "features": "features + labels",
+            "source_probs": "source probs + labels",
+            "source_predictions": "source probs or labels + labels",
         }[self.inputs]
 
 

@@ -75,7 +75,12 @@ def nleep(
         max_iter=max_iter,
         random_state=np.random.RandomState(seed),
     ).fit(fit_rows)
-    theta = gmm.predict_proba(reduced)  # (N, K) = pi(v | x)
+    # posteriors pi(v | x), (N, K), predicted in row blocks: scikit-learn's temporaries are
+    # several N x K arrays, which at K = 5000 components would be several GiB at once
+    theta = np.empty((len(reduced), n_mix))
+    step = max(1, 2**24 // n_mix)
+    for start in range(0, len(reduced), step):
+        theta[start : start + step] = gmm.predict_proba(reduced[start : start + step])
     n = len(theta)
     joint = class_sums(theta, labels.codes, labels.n_classes) / n
     marginal = joint.sum(axis=0)

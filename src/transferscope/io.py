@@ -15,19 +15,6 @@ from transferscope.errors import InputError, require
 FORMATS = (".npz", ".npy", ".csv", ".tsv", ".parquet")
 
 
-def _pick(name: str, wanted, available: list[str], role: str, required: bool):
-    if wanted is None:
-        return None
-    if wanted not in available:
-        if not required:
-            return None
-        raise InputError(
-            f"Expected a {role} entry {wanted!r} in {name}, got only {available}; "
-            f"choose one with --{role.replace(' ', '-')}-key"
-        )
-    return wanted
-
-
 def _load_table(path: Path, features_key, labels_key, probs_prefix):
     pd = require("pandas", "tables", "Reading CSV/parquet features")
     if path.suffix == ".parquet":
@@ -91,9 +78,12 @@ def load_features(path, *, features_key=None, labels_key=None, probs_key="probs"
                     f"got keys {keys}; pass --features-key with one of them"
                 )
             features = data[fk]
+            if labels_key is not None and labels_key not in keys:
+                raise InputError(
+                    f"Expected a labels entry {labels_key!r} in {path.name}, got only {keys}; "
+                    "choose one with --labels-key"
+                )
             lk = labels_key or next((k for k in ("labels", "y") if k in keys), None)
-            if labels_key is not None:
-                _pick(path.name, labels_key, keys, "labels", required=True)
             labels = data[lk] if lk in keys else None
             probs = data[probs_key] if probs_key in keys else None
     elif suffix == ".npy":

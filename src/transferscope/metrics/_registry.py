@@ -14,6 +14,8 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from transferscope.errors import InputError
 from transferscope.validation import (
     check_features,
@@ -64,16 +66,13 @@ def check_options(owner: str, options: dict, allowed: dict) -> None:
             )
 
 
-def _check_x(spec: MetricSpec, x, n_samples_hint=None):
+def _check_x(spec: MetricSpec, x):
     if spec.inputs == "features":
         return check_features(x, keep_float32=True)
     if spec.inputs == "source_probs":
-        return check_source_probs(x, len(x) if n_samples_hint is None else n_samples_hint)
+        return check_source_probs(x, len(x))
     # source_predictions: probabilities (argmax taken by the metric) or hard source labels
-    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else x
-    import numpy as np
-
-    arr = np.asarray(arr)
+    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
     if arr.ndim == 1:
         return check_labels(arr, len(arr), name="source labels").codes
     return check_source_probs(arr, len(arr)).argmax(axis=1)

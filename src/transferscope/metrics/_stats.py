@@ -115,11 +115,7 @@ class ClassStats:
     def _add_counts_and_sums(self, z: np.ndarray, codes: np.ndarray) -> None:
         self.n += len(z)
         self.counts += np.bincount(codes, minlength=self.n_classes)
-        onehot = scipy.sparse.csr_matrix(
-            (np.ones(len(codes), dtype=z.dtype), (codes, np.arange(len(codes)))),
-            shape=(self.n_classes, len(codes)),
-        )
-        self.class_sums += onehot @ z
+        self.class_sums += class_sums(z, codes, self.n_classes)
         if self.moments:
             z64 = z.astype(np.float64, copy=False)
             norm_sq = np.einsum("ij,ij->i", z64, z64)
@@ -202,7 +198,8 @@ def class_stats(features, codes, n_classes, *, gram_dtype="float64", device=None
 def class_sums(features: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
     """Per-class sums of rows, (C, D), in one sparse product (no Python loop over classes)."""
     onehot = scipy.sparse.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_classes, len(codes))
+        (np.ones(len(codes), dtype=features.dtype), (codes, np.arange(len(codes)))),
+        shape=(n_classes, len(codes)),
     )
     return np.asarray(onehot @ features)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from transferscope.errors import InputError
-from transferscope.metrics._registry import check_options, suggest
+from transferscope.metrics._registry import suggest
 from transferscope.metrics._stats import ClassStats, chunk_rows
 from transferscope.metrics.hscore import hscore_from_stats, hscore_reg_from_stats
 from transferscope.metrics.logme import logme_from_stats
@@ -93,14 +93,13 @@ class StreamingScorer:
 
 
 def streaming_score(features, labels, *, metrics=("logme", "hscore", "hscore_reg"),
-                    rows_per_chunk=None, gram_dtype="float64", device=None, progress=None,
-                    **options) -> dict[str, float]:
+                    rows_per_chunk=None, gram_dtype="float64", device=None,
+                    progress=None) -> dict[str, float]:
     """Score an array-like too large for memory (e.g. ``np.load(..., mmap_mode="r")``).
 
     Only ``rows_per_chunk`` rows are read and converted at a time; ``labels`` (N,) is held in
     memory. ``progress`` is an optional callable ``progress(rows_done, rows_total)``.
     """
-    check_options("streaming_score", options, {})
     n, d = features.shape
     checked = check_labels(labels, n)
     scorer = StreamingScorer(d, checked.classes, metrics=metrics, gram_dtype=gram_dtype,

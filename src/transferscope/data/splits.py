@@ -1,0 +1,59 @@
+"""Seeded, stratified splits and per-class subsampling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transferscope.data.dataset import Dataset
+from transferscope.errors import InputError
+
+
+def _by_class(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    _, codes = np.unique(labels, return_inverse=True)
+    return [rng.permutation(np.flatnonzero(codes == c)) for c in range(codes.max() + 1)]
+
+
+def subsample(data: Dataset, *, per_class: int | None = None, fraction: float | None = None,
+              seed: int = 0) -> Dataset:
+    """Keep ``per_class`` samples of every class, or ``fraction`` of each class (at least 1)."""
+    if per_class is None and fraction is None:
+        return data
+    if per_class is not None and per_class < 1:
+        raise InputError(f"Expected per_class >= 1, got {per_class}; e.g. --per-class 20")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise InputError(f"Expected 0 < fraction <= 1, got {fraction}; e.g. --fraction 0.1")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for members in _by_class(data.labels, rng):
+        n = per_class if per_class is not None else max(1, round(fraction * len(members)))
+        keep.append(members[:n])
+    return data.subset(np.sort(np.concatenate(keep)))
+
+
+def stratified_split(labels, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> list[np.ndarray]:
+    """Index arrays (sorted) for each fraction, every class split in the same proportions.
+
+    Each class contributes at least one sample to every part when it has enough samples; the
+    split is a pure function of (labels, fractions, seed).
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if np.any(fractions <= 0) or abs(fractions.sum() - 1) > 1e-9:
+        raise InputError(
+            f"Expected positive split fractions summing to 1, got {fractions.tolist()}"
+        )
+    rng = np.random.default_rng(seed)
+    parts = [[] for _ in fractions]
+    for members in _by_class(np.asarray(labels), rng):
+        n = len(members)
+        counts = np.floor(fractions * n).astype(int)
+        # give the remainder to the parts furthest below their share, then ensure >= 1 each
+        for i in np.argsort(-(fractions * n - counts))[: n - counts.sum()]:
+            counts[i] += 1
+        if n >= len(fractions):
+            while (counts == 0).any():
+                counts[np.argmax(counts)] -= 1
+                counts[np.argmin(counts)] += 1
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for i in range(len(fractions)):
+            parts[i].append(members[bounds[i] : bounds[i + 1]])
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]

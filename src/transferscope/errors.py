@@ -16,14 +16,15 @@ class TransferabilityWarning(UserWarning):
     """The score was computed, but the input makes it less trustworthy (e.g. D > N)."""
 
 
-def require(module: str, extra: str, purpose: str):
-    """Import an optional module or fail with an error that names the extra to install."""
+def require(module: str, extra: str, purpose: str, install: str | None = None):
+    """Import an optional module or fail with an error that names what to install."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        how = install or f"pip install 'transferscope[{extra}]'"
         raise OptionalDependencyError(
-            f"{purpose} needs the optional package '{module}', which is not installed; "
-            f"install it with: pip install 'transferscope[{extra}]'"
+            f"{purpose} needs the optional package '{module}', which is not installed "
+            f"({exc}); install it with: {how}"
         ) from exc

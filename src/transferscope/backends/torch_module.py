@@ -1,0 +1,103 @@
+"""Backends around a torch ``nn.Module``: hooks on named blocks, batched inference, pooling."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferscope.backends.base import Backend, weights_digest
+from transferscope.data import Dataset
+
+
+def pool(output) -> torch.Tensor:
+    """(B, ...) activations -> (B, D): global average over spatial/temporal axes."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if output.dim() == 4:  # (B, C, H, W)
+        return output.mean(dim=(2, 3))
+    if output.dim() == 3:  # (B, C, L) from conv1d
+        return output.mean(dim=2)
+    return output.flatten(1)
+
+
+def reinitialise(module: nn.Module, seed: int) -> nn.Module:
+    """Random-init twin: every submodule with ``reset_parameters`` is reset, under ``seed``."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            if hasattr(m, "reset_running_stats"):
+                m.reset_running_stats()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return module
+
+
+class TorchModuleBackend(Backend):
+    """A module plus a ``prepare(batch_inputs) -> tensor`` preprocessing step.
+
+    Layers are the named submodules listed by ``block_names`` (in forward order); the special
+    layer ``"output"`` is the module's own output.
+    """
+
+    modalities = ("image", "array", "series")
+
+    def __init__(self, name: str, module: nn.Module, *, block_names: list[str],
+                 default: str, preprocessing: dict | None = None):
+        self.name = name
+        self.module = module.eval()
+        self.block_names = block_names
+        self.default = default
+        self.preprocessing = dict(preprocessing or {})
+        self._digest = None
+
+    def layers(self) -> list[str]:
+        return [*self.block_names, "output"]
+
+    def default_layer(self) -> str:
+        return self.default
+
+    def identity(self) -> str:
+        if self._digest is None:
+            self._digest = weights_digest(self.module.state_dict())
+        pre = hashlib.sha256(repr(sorted(self.preprocessing.items())).encode()).hexdigest()[:8]
+        return f"{self.name}|{type(self.module).__name__}|w={self._digest}|p={pre}"
+
+    def prepare(self, batch, data: Dataset) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(batch, dtype=np.float32))
+
+    def features(self, data, layers, *, batch_size=64, device=None, progress=None):
+        self.check_input(data)
+        self.check_layers(layers)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        module = self.module.to(device)
+        named = dict(module.named_modules())
+        captured: dict[str, torch.Tensor] = {}
+        hooks = [
+            named[layer].register_forward_hook(
+                lambda _m, _i, out, layer=layer: captured.__setitem__(layer, pool(out))
+            )
+            for layer in layers if layer != "output"
+        ]
+        chunks = {layer: [] for layer in layers}
+        n = len(data)
+        try:
+            with torch.inference_mode():
+                for start in range(0, n, batch_size):
+                    batch = data.inputs[start : start + batch_size]
+                    x = self.prepare(batch, data).to(device)
+                    out = module(x)
+                    for layer in layers:
+                        value = pool(out) if layer == "output" else captured[layer]
+                        chunks[layer].append(value.float().cpu().numpy())
+                    if progress is not None:
+                        progress(min(n, start + batch_size), n)
+        finally:
+            for h in hooks:
+                h.remove()
+        return {layer: np.concatenate(parts) for layer, parts in chunks.items()}

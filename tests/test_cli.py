@@ -101,7 +101,7 @@ def test_missing_labels(tmp_path, capsys):
 
 
 def test_demo_orders_feature_sets(capsys):
-    code, out, _ = run(capsys, "demo", "--metric", "logme,hscore_reg,leep,knn", "--format",
+    code, out, _ = run(capsys, "example", "--metric", "logme,hscore_reg,leep,knn", "--format",
                        "json")
     assert code == 0
     for row in json.loads(out[out.index("["):]):

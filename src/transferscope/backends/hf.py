@@ -24,6 +24,7 @@ class HFTextBackend(Backend):
     def __init__(self, source: str, *, max_length: int = 256, trust_remote_code: bool = False,
                  module=None, name=None):
         transformers = require("transformers", "hf", "Hugging Face models")
+        transformers.utils.logging.disable_progress_bar()
         local = Path(source).exists()
         kw = {"local_files_only": local, "trust_remote_code": trust_remote_code}
         try:

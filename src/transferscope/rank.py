@@ -1,0 +1,188 @@
+"""Rank candidate pretrained models on a target dataset, with a negative-transfer risk label.
+
+For every candidate: features are extracted (cached), each metric is computed on the full
+target set and on ``bootstrap`` seeded, stratified subsamples of a fraction r = 0.8 (the same
+subsamples for every model, so differences are paired). Intervals are subsampling intervals for
+the full-data value: theta_full + sqrt(r / (1 - r)) * percentiles(theta_sub - mean(theta_sub)),
+since Var(theta_sub) - Var(theta_full) ~ sigma^2 (1/m - 1/n) while Var(theta_full) ~ sigma^2 / n;
+centring on the subsample mean removes the drift of metrics that depend on N, such as LogME.
+Every architecture's random-init twin (``random:<model>``)
+and the no-model ``raw`` baseline are scored the same way. The risk label compares the candidate
+with both baselines on the primary metric:
+
+- LIKELY-POSITIVE: the 95 % interval of (model - random twin) and of (model - raw) both lie > 0;
+- LIKELY-NEGATIVE: either interval lies < 0 (a baseline does better);
+- RISK: anything else (the evidence does not separate them).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from transferscope.backends import create_backend
+from transferscope.data import Dataset, subsample
+from transferscope.errors import InputError
+from transferscope.features import FeatureCache, extract_features
+from transferscope.metrics import get_metric
+from transferscope.metrics.sampling import stratified_subsample
+
+DEFAULT_METRICS = ("logme", "hscore_reg", "knn", "linear_probe")
+RULE = ("risk rule on {primary}: LIKELY-POSITIVE if the 95% bootstrap intervals of "
+        "(model - random twin) and (model - raw) are both above 0; LIKELY-NEGATIVE if either "
+        "is below 0; RISK otherwise")
+
+
+@dataclass
+class RankConfig:
+    """Options of :func:`rank`; validated at construction."""
+
+    metrics: tuple = DEFAULT_METRICS
+    primary: str | None = None  # metric for risk and P(first); default: linear_probe or first
+    per_class: int | None = None
+    fraction: float | None = None
+    bootstrap: int = 20
+    subsample_ratio: float = 0.8
+    seed: int = 0
+    baselines: bool = True
+    batch_size: int = 64
+    device: str | None = None
+    cache_dir: str | None = None
+    metric_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.metrics = tuple(self.metrics)
+        if not self.metrics:
+            raise InputError("Expected at least one metric, got none; e.g. --metric logme")
+        for m in self.metrics:
+            spec = get_metric(m)  # unknown names: did-you-mean
+            if spec.inputs != "features":
+                raise InputError(
+                    f"Metric {m!r} needs source-model probabilities, which rank does not "
+                    "extract; use feature metrics (logme, hscore_reg, knn, linear_probe, ...)"
+                )
+        if self.primary is None:
+            self.primary = "linear_probe" if "linear_probe" in self.metrics else self.metrics[0]
+        if self.primary not in self.metrics:
+            raise InputError(f"Expected primary among {self.metrics}, got {self.primary!r}")
+        if self.bootstrap < 0:
+            raise InputError(f"Expected bootstrap >= 0, got {self.bootstrap}")
+        if not 0 < self.subsample_ratio < 1:
+            raise InputError(f"Expected 0 < subsample_ratio < 1, got {self.subsample_ratio}")
+
+
+@dataclass
+class RankResult:
+    rows: list[dict]
+    rule: str
+    config: RankConfig
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+def _interval(values: np.ndarray, ratio: float) -> tuple[float, float]:
+    """95 % subsampling interval; ``values[0]`` is the full-data value, the rest subsamples."""
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    scale = np.sqrt(ratio / (1.0 - ratio))
+    lo, hi = np.percentile(values[1:] - values[1:].mean(), [2.5, 97.5])
+    return float(values[0] + scale * lo), float(values[0] + scale * hi)
+
+
+def _score_all(features, labels, cfg: RankConfig, resamples) -> dict[str, np.ndarray]:
+    """{metric: array [full, resample_1, ..., resample_B]}."""
+    out = {}
+    for m in cfg.metrics:
+        opts = {k: v for k, v in cfg.metric_options.items() if k in get_metric(m).options}
+        fn = get_metric(m).func
+        vals = [fn(features, labels, **opts)]
+        vals += [fn(features[idx], labels[idx], **opts) for idx in resamples]
+        out[m] = np.asarray(vals)
+    return out
+
+
+def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankResult:
+    """Rank ``models`` (names) for ``data``; options as in :class:`RankConfig`."""
+    cfg = config or RankConfig(**kw)
+    models = list(dict.fromkeys(models))
+    if not models:
+        raise InputError("Expected at least one model, got none; e.g. --model effnet-lite:0")
+    data = subsample(data, per_class=cfg.per_class, fraction=cfg.fraction, seed=cfg.seed)
+    labels = np.asarray(data.labels)
+    _, codes = np.unique(labels, return_inverse=True)
+    size = int(round(cfg.subsample_ratio * len(labels)))
+    resamples = [stratified_subsample(codes, size, cfg.seed + 1 + b)
+                 for b in range(cfg.bootstrap)]
+    cache = FeatureCache(cfg.cache_dir)
+
+    backends = {m: create_backend(m) for m in models}
+    for b in backends.values():
+        b.check_input(data)
+    order = list(models)
+    if cfg.baselines:
+        for m, b in list(backends.items()):
+            twin = f"random:{m}"
+            if hasattr(b, "module") and not m.startswith("random:") and twin not in backends:
+                backends[twin] = create_backend(twin)
+                order.append(twin)
+        if "raw" not in backends:
+            backends["raw"] = create_backend("raw")
+            order.append("raw")
+
+    scores, seconds = {}, {}
+    for name in order:
+        start = time.perf_counter()
+        feats = extract_features(backends[name], data, cache=cache, batch_size=cfg.batch_size,
+                                 device=cfg.device)
+        x = next(iter(feats.values()))
+        scores[name] = _score_all(x, labels, cfg, resamples)
+        seconds[name] = time.perf_counter() - start
+
+    p = cfg.primary
+    candidates = [m for m in models if not m.startswith("random:") and m != "raw"] or models
+    boot = np.stack([scores[m][p][1:] for m in candidates]) if cfg.bootstrap else None
+    rows = []
+    for name in order:
+        row = {"model": name, "role": _role(name, models)}
+        for m in cfg.metrics:
+            lo, hi = _interval(scores[name][m], cfg.subsample_ratio)
+            row[m] = float(scores[name][m][0])
+            row[f"{m}_lo"], row[f"{m}_hi"] = lo, hi
+        if name in candidates and boot is not None:
+            row["p_first"] = float(np.mean(np.argmax(boot, axis=0) == candidates.index(name)))
+        twin = f"random:{name}"
+        margins = {}
+        for label, base in (("random", twin), ("raw", "raw")):
+            if row["role"] == "candidate" and base in scores:
+                diff = scores[name][p] - scores[base][p]
+                lo, hi = _interval(diff, cfg.subsample_ratio)
+                margins[label] = (lo, hi)
+                row[f"margin_vs_{label}"] = float(diff[0])
+                row[f"margin_vs_{label}_lo"], row[f"margin_vs_{label}_hi"] = lo, hi
+        if row["role"] == "candidate":
+            row["risk"] = _risk(margins)
+        row["seconds"] = round(seconds[name], 3)
+        rows.append(row)
+    rows.sort(key=lambda r: (r["role"] != "candidate", -r[p]))
+    return RankResult(rows=rows, rule=RULE.format(primary=p), config=cfg)
+
+
+def _role(name: str, models) -> str:
+    if name in models and not name.startswith("random:") and name != "raw":
+        return "candidate"
+    return "random-twin" if name.startswith("random:") else "raw-baseline"
+
+
+def _risk(margins: dict) -> str:
+    if not margins or any(np.isnan(v) for pair in margins.values() for v in pair):
+        return "RISK"
+    if any(hi < 0 for _, hi in margins.values()):
+        return "LIKELY-NEGATIVE"
+    if all(lo > 0 for lo, _ in margins.values()) and len(margins) == 2:
+        return "LIKELY-POSITIVE"
+    return "RISK"

@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+
+from transferscope import InputError
+from transferscope.cli import main
+from transferscope.data import Dataset
+from transferscope.rank import RankConfig, rank
+
+NET = '''
+import torch
+from torch import nn
+
+def good():
+    # a "pretrained" model whose first unit reads the class signal planted in feature 0
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        net[0].weight.zero_(); net[0].bias.zero_()
+        net[0].weight[0, 0] = 5.0
+        net[0].weight[1, 0] = -5.0
+    return net
+
+def blind():
+    # a "pretrained" model that throws the class signal away
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        net[0].weight.zero_(); net[0].bias.fill_(0.1)
+        net[0].weight[:, 1] = 0.01
+    return net
+'''
+
+
+@pytest.fixture
+def setting(tmp_path):
+    (tmp_path / "nets.py").write_text(NET)
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = rng.standard_normal((90, 6)).astype(np.float32)
+    x[:, 0] = y - 1.0 + 0.1 * rng.standard_normal(90)
+    return Dataset("toy", "array", x, y), tmp_path
+
+
+def test_rank_table_contents(setting):
+    data, tmp = setting
+    good, blind = f"torch:{tmp / 'nets.py'}:good", f"torch:{tmp / 'nets.py'}:blind"
+    res = rank(data, [good, blind], metrics=("logme", "linear_probe"), bootstrap=8,
+               cache_dir=str(tmp / "cache"))
+    rows = {r["model"]: r for r in res.rows}
+    assert set(rows) == {good, blind, f"random:{good}", f"random:{blind}", "raw"}
+    assert [r["role"] for r in res.rows][:2] == ["candidate", "candidate"]
+    assert res.rows[0]["model"] == good  # ranked first on the primary metric
+    assert rows[good]["p_first"] > 0.5 and rows[good]["p_first"] + rows[blind]["p_first"] == 1
+    assert rows[blind]["risk"] == "LIKELY-NEGATIVE"  # raw input keeps the signal it drops
+    for r in res.rows:
+        for m in ("logme", "linear_probe"):
+            assert r[f"{m}_lo"] <= r[m] + 1e-9 and r[m] <= r[f"{m}_hi"] + 1e-9
+        assert r["seconds"] >= 0
+    assert "LIKELY-POSITIVE if" in res.rule
+    frame = res.to_frame()
+    assert list(frame["model"]) == [r["model"] for r in res.rows]
+
+
+def test_rank_is_deterministic_and_uses_the_cache(setting):
+    data, tmp = setting
+    good = f"torch:{tmp / 'nets.py'}:good"
+    kw = dict(metrics=("logme",), bootstrap=5, cache_dir=str(tmp / "c"))
+    a, b = rank(data, [good], **kw), rank(data, [good], **kw)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a.rows]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b.rows]
+    assert len(list((tmp / "c").glob("*.npy"))) == 3  # model, twin, raw: cached once each
+
+
+def test_rank_config_errors(setting):
+    data, tmp = setting
+    with pytest.raises(InputError, match="did you mean 'logme'"):
+        RankConfig(metrics=("logm",))
+    with pytest.raises(InputError, match="source-model probabilities"):
+        RankConfig(metrics=("leep",))
+    with pytest.raises(InputError, match="at least one model"):
+        rank(data, [])
+    text = Dataset("t", "text", ["a", "b", "c"], [0, 1, 0])
+    with pytest.raises(InputError, match="takes image"):
+        rank(text, ["effnet-lite:0"], bootstrap=0)
+
+
+def test_cli_rank_json(setting, capsys):
+    data, tmp = setting
+    np.savez(tmp / "toy.npz", X=data.inputs, y=data.labels)
+    code = main(["rank", "--data", str(tmp / "toy.npz"), "--model",
+                 f"torch:{tmp / 'nets.py'}:good", "--metric", "logme", "--bootstrap", "4",
+                 "--cache-dir", str(tmp / "cc"), "--format", "json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = json.loads(out)
+    assert rows[0]["role"] == "candidate" and "risk" in rows[0]
+    code = main(["rank", "--data", "sklearn:digitz", "--model", "raw"])
+    assert code == 2 and "did you mean 'sklearn:digits'" in capsys.readouterr().err

@@ -139,3 +139,15 @@ def test_hf_minilm_mean_pooling_matches_sentence_transformers():
         b.features(Dataset("i", "image", np.zeros((2, 8, 8), np.uint8), [0, 1]), ["hidden.6"])
     with pytest.raises(InputError, match="hub id"):
         create_backend("hf:/no/such/model/folder")
+
+
+@pytest.mark.parametrize("name", ["timm:resnet18", "torchvision:resnet18"])
+def test_optional_zoos_fail_clearly_when_missing(name):
+    from transferscope import OptionalDependencyError
+
+    try:
+        create_backend(name)
+    except OptionalDependencyError as exc:
+        assert "install" in str(exc) and "\n" not in str(exc)
+    except InputError as exc:  # importable, but offline without cached weights
+        assert "offline" in str(exc) or "Expected" in str(exc)

@@ -15,8 +15,7 @@ import re
 import torch
 
 from transferscope.backends.base import register_backend
-from transferscope.backends.images import to_tensor_batch
-from transferscope.backends.torch_module import TorchModuleBackend
+from transferscope.backends.images import ImageModuleBackend
 from transferscope.errors import InputError, require
 
 RESOLUTION = {0: 224, 1: 240, 2: 260}
@@ -72,21 +71,14 @@ def load_effnet_lite(variant: int, *, pretrained: bool = True) -> torch.nn.Modul
     return model.eval()
 
 
-class EffNetLiteBackend(TorchModuleBackend):
-    modalities = ("image",)
-
+class EffNetLiteBackend(ImageModuleBackend):
     def __init__(self, variant: int, module=None, name=None):
         self.variant = variant
-        self.size = RESOLUTION[variant]
         module = module if module is not None else load_effnet_lite(variant)
         blocks = [f"blocks.{i}" for i in range(len(module.blocks))]
         super().__init__(name or f"effnet-lite:{variant}", module,
                          block_names=[*blocks, "act2"], default="act2",
-                         preprocessing={"size": self.size, "mean": MEAN, "std": STD,
-                                        "resize": "bilinear-antialias"})
-
-    def prepare(self, batch, data):
-        return to_tensor_batch(batch, self.size, MEAN, STD)
+                         size=RESOLUTION[variant], mean=MEAN, std=STD)
 
 
 @register_backend("effnet-lite")

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from transferscope.backends.torch_module import TorchModuleBackend
+
 
 def to_tensor_batch(batch, size: int, mean, std) -> torch.Tensor:
     """uint8 (or [0, 1] float) images (H, W) or (H, W, C) -> normalised (B, 3, size, size)."""
@@ -23,3 +25,18 @@ def to_tensor_batch(batch, size: int, mean, std) -> torch.Tensor:
     mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+class ImageModuleBackend(TorchModuleBackend):
+    """A vision module with square-resize + mean/std preprocessing."""
+
+    modalities = ("image",)
+
+    def __init__(self, name, module, *, block_names, default, size, mean, std):
+        self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
+        super().__init__(name, module, block_names=block_names, default=default,
+                         preprocessing={"size": self.size, "mean": self.mean, "std": self.std,
+                                        "resize": "bilinear-antialias"})
+
+    def prepare(self, batch, data):
+        return to_tensor_batch(batch, self.size, self.mean, self.std)

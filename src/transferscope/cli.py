@@ -68,14 +68,25 @@ def cmd_score(args) -> int:
     return 0
 
 
+def _short(name: str, width: int = 44) -> str:
+    """Shorten long model names for the table, keeping the backend prefixes visible."""
+    if len(name) <= width:
+        return name
+    prefix = ""
+    while ":" in name and name.split(":", 1)[0] in ("random", "hf", "torch", "timm",
+                                                    "torchvision", "effnet-lite"):
+        head, name = name.split(":", 1)
+        prefix += head + ":"
+    return prefix + "..." + name[-(width - len(prefix) - 3):]
+
+
 def _rank_rows(result, fmt):
     if fmt != "table":
         return result.rows
     metrics = result.config.metrics
     shown = []
     for r in result.rows:
-        name = r["model"]
-        row = {"model": name if len(name) <= 40 else f"...{name[-37:]}", "role": r["role"]}
+        row = {"model": _short(r["model"]), "role": r["role"]}
         for m in metrics:
             row[m] = f"{r[m]:.4g} [{r[m + '_lo']:.3g}, {r[m + '_hi']:.3g}]"
         row["P(first)"] = "" if "p_first" not in r else f"{r['p_first']:.2f}"
@@ -107,7 +118,7 @@ def cmd_rank(args) -> int:
 
 
 DEMO_CASES = (
-    ("images: scikit-learn digits (8x8, 15 per class)", "sklearn:digits", ["effnet-lite:0"], 15),
+    ("images: scikit-learn digits (8x8, 30 per class)", "sklearn:digits", ["effnet-lite:0"], 30),
     ("text: Debian fortunes, 6 categories (30 per class)", "fortunes", ["minilm"], 30),
 )
 

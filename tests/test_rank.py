@@ -98,3 +98,39 @@ def test_cli_rank_json(setting, capsys):
     assert rows[0]["role"] == "candidate" and "risk" in rows[0]
     code = main(["rank", "--data", "sklearn:digitz", "--model", "raw"])
     assert code == 2 and "did you mean 'sklearn:digits'" in capsys.readouterr().err
+
+
+SERIES_NET = '''
+import torch
+from torch import nn
+
+def fcn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 8, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 2))
+'''
+
+
+def test_cli_rank_on_series_and_image_folders(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "fcn.py").write_text(SERIES_NET)
+    np.savez(tmp_path / "s.npz", X=np.random.default_rng(0).standard_normal((40, 1, 30)),
+             y=np.arange(40) % 2)
+    code = main(["rank", "--data", str(tmp_path / "s.npz"), "--model",
+                 f"torch:{tmp_path / 'fcn.py'}:fcn", "--layer", "2", "--metric", "logme,knn",
+                 "--bootstrap", "3", "--cache-dir", str(tmp_path / "c"), "--format", "csv"])
+    out = capsys.readouterr().out
+    assert code == 0 and out.splitlines()[0].startswith("model,role,logme")
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((9, 9), 20 * i + (100 if cls == "b" else 0),
+                                    np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    code = main(["rank", "--data", str(tmp_path / "imgs"), "--model", "raw", "--metric",
+                 "logme", "--bootstrap", "3", "--cache-dir", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert code == 0 and "raw" in out and "risk rule" in out
+    code = main(["rank", "--data", str(tmp_path / "s.npz"), "--model",
+                 f"torch:{tmp_path / 'fcn.py'}:fcn", "--layer", "nope", "--bootstrap", "0"])
+    assert code == 2 and "has no layer 'nope'" in capsys.readouterr().err

@@ -108,7 +108,8 @@ def cmd_rank(args) -> int:
                         labels_path=args.labels, skip_corrupt=args.skip_corrupt)
     cfg = RankConfig(metrics=_metric_names(args.metric), per_class=args.per_class,
                      fraction=args.fraction, bootstrap=args.bootstrap, seed=args.seed,
-                     baselines=not args.no_baselines, batch_size=args.batch_size,
+                     baselines=not args.no_baselines, layer=args.layer,
+                     batch_size=args.batch_size,
                      device=args.device, cache_dir=args.cache_dir)
     result = rank(data, args.model, cfg)
     print(render(_rank_rows(result, args.format), args.format))
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the random-init twins and the raw-input baseline")
+    p.add_argument("--layer", help="take features from this layer of every model "
+                                    "(default: the penultimate layer)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--labels", help="labels .npy for a .npy inputs file")

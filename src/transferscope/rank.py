@@ -47,6 +47,7 @@ class RankConfig:
     subsample_ratio: float = 0.8
     seed: int = 0
     baselines: bool = True
+    layer: str | None = None  # default: each model's penultimate layer (raw: its input)
     batch_size: int = 64
     device: str | None = None
     cache_dir: str | None = None
@@ -137,8 +138,10 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
     scores, seconds = {}, {}
     for name in order:
         start = time.perf_counter()
-        feats = extract_features(backends[name], data, cache=cache, batch_size=cfg.batch_size,
-                                 device=cfg.device)
+        backend = backends[name]
+        layer = cfg.layer if (cfg.layer and name != "raw") else backend.default_layer()
+        feats = extract_features(backend, data, [layer], cache=cache,
+                                 batch_size=cfg.batch_size, device=cfg.device)
         x = next(iter(feats.values()))
         scores[name] = _score_all(x, labels, cfg, resamples)
         seconds[name] = time.perf_counter() - start

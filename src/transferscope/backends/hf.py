@@ -120,9 +120,6 @@ class HFBackend(Backend):
         return module(**enc, output_hidden_states=True).hidden_states, None
 
 
-HFTextBackend = HFBackend  # the name the first version used
-
-
 @register_backend("hf")
 def _hf(arg: str):
     if not arg:

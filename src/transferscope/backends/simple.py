@@ -4,14 +4,18 @@ and ``torch:<file.py>:<factory>[@<checkpoint>]`` for any user-written module."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from transferscope.backends.base import Backend, create_backend, register_backend
+from transferscope.backends.base import (
+    Backend,
+    create_backend,
+    register_backend,
+    weights_digest,
+)
 from transferscope.backends.torch_module import TorchModuleBackend, reinitialise
 from transferscope.errors import InputError
 
@@ -73,9 +77,9 @@ def _raw(arg: str):
 @register_backend("random")
 def _random(arg: str):
     inner = create_backend(arg)
-    # a seed derived from the name: deterministic, and unlike the small seeds (0, 42, ...)
-    # with which the "pretrained" module itself may have been initialised
-    seed = int(hashlib.sha256(f"random:{inner.name}".encode()).hexdigest()[:8], 16)
+    # a seed derived from the pretrained weights: the same twin wherever the model lives on
+    # disk, and unlike the small seeds (0, 42, ...) a module may itself be initialised with
+    seed = int(weights_digest(inner.module.state_dict())[:8], 16)
     if not hasattr(inner, "module"):
         raise InputError(f"Expected a model with weights after 'random:', got {arg!r}")
     twin = copy.copy(inner)

@@ -77,11 +77,11 @@ def _raw(arg: str):
 @register_backend("random")
 def _random(arg: str):
     inner = create_backend(arg)
+    if not hasattr(inner, "module"):
+        raise InputError(f"Expected a model with weights after 'random:', got {arg!r}")
     # a seed derived from the pretrained weights: the same twin wherever the model lives on
     # disk, and unlike the small seeds (0, 42, ...) a module may itself be initialised with
     seed = int(weights_digest(inner.module.state_dict())[:8], 16)
-    if not hasattr(inner, "module"):
-        raise InputError(f"Expected a model with weights after 'random:', got {arg!r}")
     twin = copy.copy(inner)
     twin.module = reinitialise(copy.deepcopy(inner.module), seed)
     twin.name = f"random:{inner.name}"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from transferscope.backends import create_backend
+from transferscope.backends.simple import random_twin
 from transferscope.data import Dataset, subsample
 from transferscope.errors import InputError
 from transferscope.features import FeatureCache, extract_features
@@ -109,6 +110,9 @@ def _score_all(features, labels, cfg: RankConfig, resamples) -> dict[str, np.nda
 
 def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankResult:
     """Rank ``models`` (names) for ``data``; options as in :class:`RankConfig`."""
+    if config is not None and kw:
+        raise InputError(f"Pass either config=RankConfig(...) or keyword options, got both "
+                         f"(keywords: {', '.join(kw)})")
     cfg = config or RankConfig(**kw)
     models = list(dict.fromkeys(models))
     if not models:
@@ -129,7 +133,7 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
         for m, b in list(backends.items()):
             twin = f"random:{m}"
             if hasattr(b, "module") and not m.startswith("random:") and twin not in backends:
-                backends[twin] = create_backend(twin)
+                backends[twin] = random_twin(b)  # reuses the loaded weights
                 order.append(twin)
         if "raw" not in backends:
             backends["raw"] = create_backend("raw")

@@ -76,9 +76,13 @@ def _raw(arg: str):
 
 @register_backend("random")
 def _random(arg: str):
-    inner = create_backend(arg)
+    return random_twin(create_backend(arg))
+
+
+def random_twin(inner: Backend) -> Backend:
+    """The same architecture and preprocessing as ``inner``, randomly initialised."""
     if not hasattr(inner, "module"):
-        raise InputError(f"Expected a model with weights after 'random:', got {arg!r}")
+        raise InputError(f"Expected a model with weights after 'random:', got {inner.name!r}")
     # a seed derived from the pretrained weights: the same twin wherever the model lives on
     # disk, and unlike the small seeds (0, 42, ...) a module may itself be initialised with
     seed = int(weights_digest(inner.module.state_dict())[:8], 16)

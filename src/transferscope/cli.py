@@ -161,6 +161,25 @@ def _resolve_demo_model(name: str) -> str:
     return name
 
 
+def cmd_runs(args) -> int:
+    from transferscope.store import RunStore
+
+    store = RunStore(args.db)
+    if args.mark_stale:
+        print(f"marked {store.mark_stale()} stale run(s) failed", file=sys.stderr)
+    rows = []
+    for r in store.list(state=args.state, study=args.study):
+        row = {"id": r["id"], "state": r["state"], "study": r["study"] or "", "seed": r["seed"],
+               "attempt": r["attempt"], "config": json.dumps(r["config"], sort_keys=True)}
+        for k, v in (r["metrics"] or {}).items():
+            row[k] = v
+        if r["error"]:
+            row["error"] = r["error"]
+        rows.append(row)
+    print(render(rows, args.format) if rows else "no runs")
+    return 0
+
+
 def cmd_example(args) -> int:
     models, labels = demo_inputs(seed=args.seed)
     metrics = _metric_names(args.metric)
@@ -235,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("runs", help="list runs in the run store")
+    p.add_argument("--db", default="sqlite:///tscope.db", help="SQLAlchemy URL of the store")
+    p.add_argument("--state", choices=("running", "finished", "failed"))
+    p.add_argument("--study")
+    p.add_argument("--mark-stale", action="store_true",
+                   help="first mark runs without a recent heartbeat as failed")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("example", help="score three built-in feature sets (offline, seconds)")
     p.add_argument("--metric", default="all")

@@ -10,8 +10,6 @@ from transferscope import __version__
 from transferscope.errors import InputError, OptionalDependencyError
 from transferscope.io import load_features
 from transferscope.metrics import list_metrics
-from transferscope.rank import DEFAULT_METRICS as DEFAULT_RANK_METRICS
-from transferscope.rank import RULE
 from transferscope.report import FORMATS, render
 from transferscope.scoring import DEFAULT_METRICS, all_metric_names, demo_inputs, score_many
 
@@ -126,7 +124,7 @@ DEMO_CASES = (
 
 def cmd_demo(args) -> int:
     from transferscope.data import load_dataset
-    from transferscope.rank import RankConfig, rank
+    from transferscope.rank import RULE, RankConfig, rank
 
     print("transferscope demo: will these pretrained models transfer, and do they beat their "
           "random-init twin and the raw input?\n")
@@ -230,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", required=True,
                    help="model name, repeatable: effnet-lite:0, hf:<path>, "
                         "torch:<file.py>:<factory>[@<ckpt>], raw, random:<model>")
-    p.add_argument("--metric", default=",".join(DEFAULT_RANK_METRICS))
+    p.add_argument("--metric", default=",".join(DEFAULT_METRICS))
     p.add_argument("--per-class", type=int)
     p.add_argument("--fraction", type=float)
     p.add_argument("--bootstrap", type=int, default=20)

@@ -29,8 +29,8 @@ from transferscope.errors import InputError
 from transferscope.features import FeatureCache, extract_features
 from transferscope.metrics import get_metric
 from transferscope.metrics.sampling import stratified_subsample
+from transferscope.scoring import DEFAULT_METRICS
 
-DEFAULT_METRICS = ("logme", "hscore_reg", "knn", "linear_probe")
 RULE = ("risk rule on {primary}: LIKELY-POSITIVE if the 95% bootstrap intervals of "
         "(model - random twin) and (model - raw) are both above 0; LIKELY-NEGATIVE if either "
         "is below 0; RISK otherwise")

@@ -20,7 +20,6 @@ rank-biserial formula over the ranks of the feature dissimilarities. With N <= m
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 
 from transferscope.errors import InputError
 from transferscope.metrics._registry import metric
@@ -34,6 +33,7 @@ from transferscope.metrics.sampling import stratified_subsample
 )
 def parc(features, labels, *, n_dims=32, max_samples=5000, seed=1919):
     """PARC of ``features`` (N, D) for ``labels`` (N,); memory O(min(N, max_samples)^2)."""
+    import scipy.stats
     from sklearn.decomposition import PCA
 
     x = np.asarray(features, dtype=np.float64)

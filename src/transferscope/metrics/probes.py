@@ -16,7 +16,6 @@ cross-validation (every sample is scored once, by a model that never saw it).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from transferscope.errors import InputError
 from transferscope.metrics._registry import metric
@@ -26,6 +25,8 @@ BLOCK_BYTES = 64 * 2**20
 
 
 def _folds(codes, folds, seed):
+    from sklearn.model_selection import StratifiedKFold
+
     if folds < 2:
         raise InputError(f"Expected folds >= 2, got {folds}; use 5 or 10")
     return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(

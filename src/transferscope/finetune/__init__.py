@@ -1,0 +1,9 @@
+"""Fine-tuning: a backbone cut at a layer plus a new head, registered strategies, a trainer
+with validation-only model selection. (The verdict against scratch and the CLI come next.)"""
+
+from transferscope.finetune.model import TransferModel
+from transferscope.finetune.strategies import list_strategies, make_strategy
+from transferscope.finetune.trainer import History, TrainConfig, evaluate, fit, train
+
+__all__ = ["History", "TrainConfig", "TransferModel", "evaluate", "fit", "list_strategies",
+           "make_strategy", "train"]

@@ -1,0 +1,167 @@
+"""The training loop: AdamW with warm-up and cosine decay, gradient clipping, early stopping
+and model selection on the validation split only, seeded, GPU and mixed precision when present.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferscope.backends.torch_module import reinitialise
+from transferscope.errors import InputError
+from transferscope.finetune.model import TransferModel
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    clip_norm: float = 1.0
+    patience: int = 5  # epochs without validation improvement before stopping
+    seed: int = 0
+    device: str | None = None
+    amp: bool = True  # mixed precision, on CUDA only
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise InputError(f"Expected epochs, batch_size, patience >= 1, got {self}")
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_acc: float = float("nan")
+    stopped_early: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def gap(self) -> float:
+        """Train minus validation accuracy at the selected epoch (the overfitting diagnostic)."""
+        e = self.epochs[self.best_epoch]
+        return e["train_acc"] - e["val_acc"]
+
+
+def _batches(n, batch_size, rng):
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _evaluate(model, x, y, batch_size, device):
+    model.eval()
+    losses, correct = 0.0, 0
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            out = model(xb).float()
+            losses += nn.functional.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
+    return losses / len(x), correct / len(x)
+
+
+def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | None = None,
+          *, on_epoch=None) -> History:
+    """Fit ``model`` with ``strategy`` on (x, y) tensors; returns the history and leaves the
+    model at its best validation epoch. Test data never enters this function."""
+    cfg = config or TrainConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    (x_tr, y_tr), (x_va, y_va) = train_xy, val_xy
+    model.to(device)
+    if strategy.reinitialise:
+        reinitialise(model.backbone, cfg.seed + 1)
+    if model.head is None:
+        model.build_head(x_tr[:2].to(device))
+    groups = [g for g in strategy.param_groups(model) if g["params"]]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
+    total, warm = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total - warm)))))
+    use_amp = cfg.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    hist, best_state, since_best = History(), None, 0
+    start = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        strategy.on_epoch_start(epoch, model)
+        model.train()
+        for _, block in model.backbone_blocks():  # frozen blocks keep their statistics
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
+        run_loss, run_correct = 0.0, 0
+        for idx in _batches(len(x_tr), cfg.batch_size, rng):
+            xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
+            with torch.autocast(device_type="cuda", enabled=use_amp):
+                out = model(xb)
+                loss = nn.functional.cross_entropy(out.float(), yb)
+                extra = strategy.penalty(model)
+                total_loss = loss if extra is None else loss + extra
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(total_loss).backward()
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip_norm)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            run_loss += loss.item() * len(idx)
+            run_correct += (out.argmax(1) == yb).sum().item()
+        val_loss, val_acc = _evaluate(model, x_va, y_va, cfg.batch_size, device)
+        row = {"epoch": epoch, "train_loss": run_loss / len(x_tr),
+               "train_acc": run_correct / len(x_tr), "val_loss": val_loss, "val_acc": val_acc,
+               "seconds": time.perf_counter() - start}
+        hist.epochs.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if hist.best_epoch < 0 or val_acc > hist.best_val_acc:
+            hist.best_epoch, hist.best_val_acc, since_best = epoch, val_acc, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+            if since_best >= cfg.patience:
+                hist.stopped_early = True
+                break
+    model.load_state_dict(best_state)
+    hist.wall_s = time.perf_counter() - start
+    return hist
+
+
+def fit(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | None = None,
+        *, on_epoch=None) -> History:
+    """Train through every stage of ``strategy``; the best validation epoch over all stages is
+    kept. Each stage gets its own optimiser and schedule and starts from the previous stage's
+    selected weights (for LP-FT: the fine-tuning starts from the linear-probe head)."""
+    cfg = config or TrainConfig()
+    merged = History()
+    offset, wall = 0, 0.0
+    for i, (stage, epochs) in enumerate(strategy.stages(cfg.epochs)):
+        stage_cfg = dataclasses.replace(cfg, epochs=epochs, seed=cfg.seed + i)
+        if i > 0 and stage.reinitialise:
+            raise InputError("Expected only the first stage to re-initialise the backbone")
+        h = train(model, stage, train_xy, val_xy, stage_cfg, on_epoch=on_epoch)
+        for row in h.epochs:
+            merged.epochs.append(dict(row, epoch=row["epoch"] + offset, stage=stage.name))
+        if merged.best_epoch < 0 or h.best_val_acc > merged.best_val_acc:
+            merged.best_epoch, merged.best_val_acc = h.best_epoch + offset, h.best_val_acc
+            best_state = copy.deepcopy(model.state_dict())
+        offset += len(h.epochs)
+        wall += h.wall_s
+        merged.stopped_early = h.stopped_early
+    model.load_state_dict(best_state)
+    merged.wall_s = wall
+    return merged
+
+
+def evaluate(model: TransferModel, xy, batch_size: int = 64, device=None) -> dict:
+    device = device or next(model.parameters()).device
+    loss, acc = _evaluate(model, xy[0], xy[1], batch_size, device)
+    return {"loss": loss, "acc": acc}

@@ -159,6 +159,29 @@ def _resolve_demo_model(name: str) -> str:
     return name
 
 
+def cmd_finetune(args) -> int:
+    from transferscope.data import load_dataset, subsample
+    from transferscope.finetune import TrainConfig, finetune
+    from transferscope.store import RunStore
+
+    data = subsample(load_dataset(args.data, text_column=args.text_column,
+                                  label_column=args.label_column, labels_path=args.labels),
+                     per_class=args.per_class, fraction=args.fraction, seed=args.seed)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
+                      seed=args.seed, device=args.device)
+    store = RunStore(args.db) if args.db else None
+    res = finetune(data, args.model, args.strategy, baseline=args.baseline, seeds=args.seeds,
+                   config=cfg, layer=args.layer, store=store,
+                   strategy_options=dict(_parse_opt(o) for o in args.opt))
+    rows = [dict(r) for r in res.arms]
+    print(render(rows, args.format))
+    if args.format == "table":
+        g, lo, hi = res.gain
+        print(f"\ngain (transfer - {args.baseline}): {g:+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]"
+              f"  ->  {res.verdict}\n{res.rule}")
+    return 0
+
+
 def cmd_runs(args) -> int:
     from transferscope.store import RunStore
 
@@ -252,6 +275,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("finetune", help="fine-tune a model vs a from-scratch baseline: verdict")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--strategy", default="lp_ft",
+                   help="linear_probe, full, lp_ft, freeze, l2sp, llrd (default: %(default)s)")
+    p.add_argument("--baseline", default="scratch")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--layer")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy option, e.g. --opt probe_epochs=5 (repeatable)")
+    p.add_argument("--per-class", type=int)
+    p.add_argument("--fraction", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--db", help="run store URL, e.g. sqlite:///tscope.db (reruns skip "
+                                "finished runs)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--labels")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("runs", help="list runs in the run store")
     p.add_argument("--db", default="sqlite:///tscope.db", help="SQLAlchemy URL of the store")

@@ -2,8 +2,10 @@
 with validation-only model selection. (The verdict against scratch and the CLI come next.)"""
 
 from transferscope.finetune.model import TransferModel
+from transferscope.finetune.run import FinetuneResult, finetune
 from transferscope.finetune.strategies import list_strategies, make_strategy
 from transferscope.finetune.trainer import History, TrainConfig, evaluate, fit, train
 
-__all__ = ["History", "TrainConfig", "TransferModel", "evaluate", "fit", "list_strategies",
+__all__ = ["FinetuneResult", "History", "TrainConfig", "TransferModel", "evaluate", "finetune",
+           "fit", "list_strategies",
            "make_strategy", "train"]

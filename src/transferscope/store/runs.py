@@ -187,6 +187,11 @@ class RunStore:
             out.append(d)
         return out
 
+    def find(self, config: dict, seed: int) -> dict | None:
+        """The run with this config and seed, as :meth:`list` returns it, or ``None``."""
+        key = run_key(config, seed)
+        return next((r for r in self.list() if r["run_key"] == key), None)
+
     def epochs_of(self, run_id: int) -> list[dict]:
         q = self.sa.select(self.epochs).where(self.epochs.c.run_id == run_id).order_by(
             self.epochs.c.epoch)

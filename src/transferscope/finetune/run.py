@@ -1,0 +1,97 @@
+"""Transfer vs scratch on one dataset: splits, both arms over seeds, the store, the verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from transferscope.backends import create_backend
+from transferscope.backends.torch_module import TorchModuleBackend
+from transferscope.data import Dataset, stratified_split
+from transferscope.errors import InputError
+from transferscope.finetune.model import TransferModel
+from transferscope.finetune.strategies import make_strategy
+from transferscope.finetune.trainer import TrainConfig, fit
+from transferscope.verdict import (
+    VERDICT_RULE,
+    mean_ci,
+    negative_transfer_verdict,
+    paired_gain,
+)
+
+
+@dataclass
+class FinetuneResult:
+    arms: list[dict]
+    gain: tuple[float, float, float]
+    verdict: str
+    rule: str
+    histories: dict
+
+
+def _tensors(backend: TorchModuleBackend, data: Dataset, idx) -> tuple:
+    sub = data.subset(idx)
+    _, codes = np.unique(data.labels, return_inverse=True)
+    x = torch.cat([backend.prepare(sub.inputs[i : i + 256], sub) for i in range(0, len(sub), 256)])
+    return x, torch.as_tensor(codes[idx])
+
+
+def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: str = "scratch",
+             seeds: int = 3, config: TrainConfig | None = None, strategy_options=None,
+             baseline_options=None, layer: str | None = None, split_seed: int = 0,
+             store=None, margin: float = 0.0) -> FinetuneResult:
+    """Fine-tune ``model`` on ``data`` with ``strategy`` and train the ``baseline`` arm
+    (default: the same architecture from scratch) for ``seeds`` seeds each; test accuracy of
+    both arms (model selection used the validation split only) and the verdict."""
+    cfg = config or TrainConfig()
+    backend = create_backend(model)
+    if not isinstance(backend, TorchModuleBackend):
+        raise InputError(f"Expected a torch-module model for fine-tuning, got {model!r}; "
+                         "effnet-lite, torch:, timm: and torchvision: models can be fine-tuned")
+    backend.check_input(data)
+    train_idx, val_idx, test_idx = stratified_split(data.labels, (0.6, 0.2, 0.2), split_seed)
+    tr, va, te = (_tensors(backend, data, i) for i in (train_idx, val_idx, test_idx))
+    n_classes = len(np.unique(data.labels))
+    arms = {"transfer": (strategy, strategy_options or {}),
+            baseline: (baseline, baseline_options or {})}
+    correct, rows, histories = {}, [], {}
+    for arm, (name, options) in arms.items():
+        correct[arm] = []
+        for s in range(seeds):
+            run_cfg = dataclasses.replace(cfg, seed=cfg.seed + s)
+            record = {"data": data.fingerprint, "model": backend.identity(), "arm": arm,
+                      "strategy": name, "options": options, "layer": layer,
+                      "train": dataclasses.asdict(run_cfg), "split_seed": split_seed}
+            handle = store.start(record, run_cfg.seed) if store is not None else None
+            if store is not None and handle is None:  # finished before: reuse, never redo
+                done = store.find(record, run_cfg.seed)
+                correct[arm].append(np.asarray(done["metrics"]["test_correct"]))
+                continue
+            net = TransferModel(backend, n_classes, layer=layer)
+            log = None if handle is None else (lambda row, h=handle: store.log_epoch(
+                h, row["epoch"], row))
+            hist = fit(net, make_strategy(name, **options), tr, va, run_cfg, on_epoch=log)
+            net.eval()
+            with torch.inference_mode():
+                pred = torch.cat([net(te[0][i : i + 256].to(next(net.parameters()).device))
+                                  .argmax(1).cpu() for i in range(0, len(te[0]), 256)])
+            ok = (pred == te[1]).numpy().astype(int)
+            correct[arm].append(ok)
+            histories[(arm, s)] = hist
+            if handle is not None:
+                store.finish(handle, {"test_acc": float(ok.mean()), "test_correct": ok.tolist(),
+                                      "best_epoch": hist.best_epoch,
+                                      "val_acc": hist.best_val_acc, "gap": hist.gap},
+                             timings={"wall_s": hist.wall_s})
+        accs = [c.mean() for c in correct[arm]]
+        mean, lo, hi = mean_ci(accs)
+        rows.append({"arm": arm, "strategy": name, "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
+                     "seeds": seeds})
+    gain = paired_gain(np.stack(correct["transfer"]), np.stack(correct[baseline]))
+    return FinetuneResult(arms=rows, gain=gain,
+                          verdict=negative_transfer_verdict(gain[1], gain[2], margin),
+                          rule=VERDICT_RULE.format(m=margin), histories=histories)
+

@@ -125,3 +125,33 @@ def test_layerwise_decay_groups_and_strategy_errors():
         make_strategy("l2sp", alpah=1)
     with pytest.raises(InputError, match="lr > 0"):
         make_strategy("full", lr=0)
+
+
+def test_gradual_unfreeze_opens_blocks_from_the_top():
+    model = TransferModel(tiny_backend(), 3, layer="4")
+    model.build_head(data()[0][0][:2])
+    s = make_strategy("gradual_unfreeze", every=2)
+    s.param_groups(model)
+    opened = []
+    for epoch in range(8):
+        s.on_epoch_start(epoch, model)
+        opened.append([n for n, b in model.backbone_blocks()
+                       if all(p.requires_grad for p in b.parameters())])
+    assert opened[0] == [] and opened[2] == ["3"] and opened[4] == ["1", "3"]
+    assert opened[7] == ["0", "1", "3"]
+    before = params(model.backbone)
+    model2, hist = run("gradual_unfreeze", TrainConfig(epochs=2, batch_size=16, seed=0,
+                                                      device="cpu"), every=5)
+    assert all(torch.equal(before[k], params(model2.backbone)[k]) for k in before)
+
+
+def test_bss_penalty_is_the_smallest_singular_values():
+    model = TransferModel(tiny_backend(), 3, layer="4")
+    x = data()[0][0][:16]
+    model.build_head(x)
+    model(x)
+    s = torch.linalg.svdvals(model.last_features)
+    pen = make_strategy("bss", eta=2.0, k=2).penalty(model)
+    assert pen.item() == pytest.approx(2.0 * (s[-2:] ** 2).sum().item(), rel=1e-5)
+    _, hist = run("bss", eta=1e-2)
+    assert np.isfinite(hist.best_val_acc)

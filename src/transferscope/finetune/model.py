@@ -50,7 +50,8 @@ class TransferModel(nn.Module):
         self.head.to(example.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        self.last_features = self.features(x)  # for feature regularisers such as BSS
+        return self.head(self.last_features)
 
     def backbone_blocks(self) -> list[tuple[str, nn.Module]]:
         """Blocks in forward order (what freezing and learning-rate decay act on): the

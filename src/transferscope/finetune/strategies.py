@@ -183,6 +183,41 @@ class LPFT(Strategy):
                  epochs - self.probe_epochs)]
 
 
+@strategy("gradual_unfreeze")
+@dataclass
+class GradualUnfreeze(Strategy):
+    """Head first, then one more block from the top every ``every`` epochs (Howard & Ruder,
+    ULMFiT, ACL 2018). Frozen blocks get no gradient and keep their batch-norm statistics."""
+
+    every: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.every < 1:
+            raise InputError(f"Expected every >= 1 epoch, got {self.every}")
+
+    def on_epoch_start(self, epoch, model):
+        blocks = model.backbone_blocks()
+        n_open = min(len(blocks), epoch // self.every)
+        for i, (_, block) in enumerate(blocks):
+            _set_trainable(block, i >= len(blocks) - n_open)
+
+
+@strategy("bss")
+@dataclass
+class BSS(Strategy):
+    """Full fine-tuning with Batch Spectral Shrinkage (Chen et al., NeurIPS 2019): the penalty
+    ``eta * sum of the k smallest squared singular values`` of each batch's feature matrix
+    suppresses the untransferable spectral components."""
+
+    eta: float = 1e-3
+    k: int = 1
+
+    def penalty(self, model):
+        s = torch.linalg.svdvals(model.last_features.float())
+        return self.eta * (s[-self.k :] ** 2).sum()
+
+
 @strategy("scratch")
 @dataclass
 class Scratch(Strategy):

@@ -171,7 +171,7 @@ def cmd_finetune(args) -> int:
                       seed=args.seed, device=args.device)
     store = RunStore(args.db) if args.db else None
     res = finetune(data, args.model, args.strategy, baseline=args.baseline, seeds=args.seeds,
-                   config=cfg, layer=args.layer, store=store,
+                   config=cfg, layer=args.layer, store=store, save_dir=args.save,
                    strategy_options=dict(_parse_opt(o) for o in args.opt))
     rows = [dict(r) for r in res.arms]
     print(render(rows, args.format))
@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--db", help="run store URL, e.g. sqlite:///tscope.db (reruns skip "
                                 "finished runs)")
+    p.add_argument("--save", metavar="DIR", help="save the best transfer model (safetensors, "
+                                                 "config.json, README.md model card)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--labels")

@@ -155,3 +155,32 @@ def test_bss_penalty_is_the_smallest_singular_values():
     assert pen.item() == pytest.approx(2.0 * (s[-2:] ** 2).sum().item(), rel=1e-5)
     _, hist = run("bss", eta=1e-2)
     assert np.isfinite(hist.best_val_acc)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    (tmp_path / "net.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "def tiny():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv1d(1, 6, 5, padding=2), nn.BatchNorm1d(6),\n"
+        "        nn.ReLU(), nn.Conv1d(6, 8, 3, padding=1), nn.ReLU(),\n"
+        "        nn.AdaptiveAvgPool1d(1), nn.Flatten())\n")
+    from transferscope.backends import create_backend
+    from transferscope.finetune import load_model, save_model
+
+    name = f"torch:{tmp_path / 'net.py'}:tiny"
+    model = TransferModel(create_backend(name), 3, layer="4", head_width=5)
+    fit(model, make_strategy("full"), *data(), CFG)
+    verdict = {"arms": [{"arm": "transfer", "strategy": "full", "test_acc": 0.9, "ci_lo": 0.8,
+                         "ci_hi": 1.0}], "gain": (0.1, 0.0, 0.2), "verdict": "INCONCLUSIVE"}
+    out = save_model(model, tmp_path / "saved", classes=[0, 1, 2], model_name=name,
+                     training={"strategy": "full"}, verdict=verdict)
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md"}
+    assert "INCONCLUSIVE" in (out / "README.md").read_text()
+    loaded, config = load_model(out)
+    x = data()[1][0]
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert config["classes"] == ["0", "1", "2"] and config["transferscope_version"]
+    with pytest.raises(InputError, match="config.json"):
+        load_model(tmp_path / "nothing")

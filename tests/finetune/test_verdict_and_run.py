@@ -81,8 +81,10 @@ def test_cli_finetune(tmp_path, capsys):
     code = main(["finetune", "--data", str(tmp_path / "s.npz"), "--model",
                  f"torch:{tmp_path / 'fcn.py'}:fcn", "--strategy", "lp_ft", "--opt",
                  "probe_epochs=1", "--epochs", "2", "--seeds", "2", "--layer", "4",
-                 "--format", "json"])
+                 "--save", str(tmp_path / "saved"), "--format", "json"])
     out = capsys.readouterr().out
     assert code == 0 and [r["arm"] for r in json.loads(out)] == ["transfer", "scratch"]
+    card = (tmp_path / "saved" / "README.md").read_text()
+    assert "Transfer vs scratch" in card and "scratch" in card
     code = main(["finetune", "--data", str(tmp_path / "s.npz"), "--model", "raw"])
     assert code == 2 and "torch-module model" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from transferscope.backends.torch_module import TorchModuleBackend
 from transferscope.data import Dataset, stratified_split
 from transferscope.errors import InputError
 from transferscope.finetune.model import TransferModel
+from transferscope.finetune.saving import save_model
 from transferscope.finetune.strategies import make_strategy
 from transferscope.finetune.trainer import TrainConfig, fit
 from transferscope.verdict import (
@@ -42,10 +43,12 @@ def _tensors(backend: TorchModuleBackend, data: Dataset, idx) -> tuple:
 def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: str = "scratch",
              seeds: int = 3, config: TrainConfig | None = None, strategy_options=None,
              baseline_options=None, layer: str | None = None, split_seed: int = 0,
-             store=None, margin: float = 0.0) -> FinetuneResult:
+             store=None, margin: float = 0.0, save_dir=None) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` with ``strategy`` and train the ``baseline`` arm
     (default: the same architecture from scratch) for ``seeds`` seeds each; test accuracy of
-    both arms (model selection used the validation split only) and the verdict."""
+    both arms (model selection used the validation split only) and the verdict. With
+    ``save_dir``, the transfer seed with the best validation accuracy is saved there
+    (safetensors + config + model card with the verdict)."""
     cfg = config or TrainConfig()
     backend = create_backend(model)
     if not isinstance(backend, TorchModuleBackend):
@@ -58,6 +61,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
     arms = {"transfer": (strategy, strategy_options or {}),
             baseline: (baseline, baseline_options or {})}
     correct, rows, histories = {}, [], {}
+    best_transfer = None  # (val_acc, model, seed) of the transfer seed to save
     for arm, (name, options) in arms.items():
         correct[arm] = []
         for s in range(seeds):
@@ -81,6 +85,9 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
             ok = (pred == te[1]).numpy().astype(int)
             correct[arm].append(ok)
             histories[(arm, s)] = hist
+            if arm == "transfer" and (best_transfer is None or
+                                      hist.best_val_acc > best_transfer[0]):
+                best_transfer = (hist.best_val_acc, net, run_cfg.seed)
             if handle is not None:
                 store.finish(handle, {"test_acc": float(ok.mean()), "test_correct": ok.tolist(),
                                       "best_epoch": hist.best_epoch,
@@ -91,7 +98,19 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
         rows.append({"arm": arm, "strategy": name, "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
                      "seeds": seeds})
     gain = paired_gain(np.stack(correct["transfer"]), np.stack(correct[baseline]))
-    return FinetuneResult(arms=rows, gain=gain,
-                          verdict=negative_transfer_verdict(gain[1], gain[2], margin),
-                          rule=VERDICT_RULE.format(m=margin), histories=histories)
+    result = FinetuneResult(arms=rows, gain=gain,
+                            verdict=negative_transfer_verdict(gain[1], gain[2], margin),
+                            rule=VERDICT_RULE.format(m=margin), histories=histories)
+    if save_dir is not None:
+        if best_transfer is None:
+            raise InputError("Expected a trained transfer model to save, got only runs reused "
+                             "from the store; rerun without --db to save a model")
+        save_model(best_transfer[1], save_dir, classes=np.unique(data.labels),
+                   model_name=model,
+                   training={"strategy": strategy, "options": strategy_options or {},
+                             "seed": best_transfer[2], "layer": layer,
+                             **dataclasses.asdict(cfg)},
+                   verdict={"arms": rows, "gain": gain, "verdict": result.verdict,
+                            "rule": result.rule})
+    return result
 

@@ -1,0 +1,72 @@
+"""Saved models: ``model.safetensors`` (backbone + head), ``config.json`` (everything needed to
+rebuild it, with the package version) and ``README.md``, a model card with the verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from transferscope.backends import create_backend
+from transferscope.errors import InputError
+from transferscope.finetune.model import TransferModel
+
+
+def save_model(model: TransferModel, directory, *, classes, model_name: str,
+               training: dict | None = None, verdict: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    from transferscope import __version__
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    config = {"transferscope_version": __version__, "model": model_name, "layer": model.layer,
+              "head_width": model.head_width, "n_outputs": model.n_outputs,
+              "classes": [str(c) for c in classes], "training": training or {},
+              "verdict": verdict or {}}
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    lines = [f"# {model_name} fine-tuned with transferscope {__version__}", "",
+             f"- features from layer `{model.layer}`, head width {model.head_width or 'linear'}, "
+             f"{model.n_outputs} classes: {', '.join(config['classes'][:20])}",
+             f"- training: `{json.dumps(training or {}, default=str)}`"]
+    if verdict:
+        lines += ["", "## Transfer vs scratch", "",
+                  "| arm | strategy | test accuracy | 95% CI |", "|---|---|---|---|"]
+        lines += [f"| {a['arm']} | {a['strategy']} | {a['test_acc']:.4f} | "
+                  f"[{a['ci_lo']:.4f}, {a['ci_hi']:.4f}] |" for a in verdict.get("arms", [])]
+        g = verdict.get("gain")
+        if g:
+            lines += ["", f"Gain {g[0]:+.4f} (95% CI [{g[1]:+.4f}, {g[2]:+.4f}]): "
+                          f"**{verdict.get('verdict')}**. {verdict.get('rule', '')}"]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def load_model(directory) -> tuple[TransferModel, dict]:
+    """Rebuild a saved model (weights loaded from safetensors only)."""
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    if not (d / "config.json").exists() or not (d / "model.safetensors").exists():
+        raise InputError(f"Expected config.json and model.safetensors in {d}, got "
+                         f"{sorted(p.name for p in d.iterdir()) if d.exists() else 'no folder'}")
+    config = json.loads((d / "config.json").read_text())
+    model = TransferModel(create_backend(config["model"]), config["n_outputs"],
+                          layer=config["layer"], head_width=config["head_width"])
+    state = load_file(str(d / "model.safetensors"))
+    key = "head.0.weight" if model.head_width else "head.weight"  # gives the head's input width
+    if key not in state:
+        raise InputError(f"Expected {key} in {d / 'model.safetensors'}, got a different model")
+    n_features = state[key].shape[1]
+    model.n_features = n_features
+    if model.head_width:
+        model.head = torch.nn.Sequential(torch.nn.Linear(n_features, model.head_width),
+                                         torch.nn.ReLU(),
+                                         torch.nn.Linear(model.head_width, model.n_outputs))
+    else:
+        model.head = torch.nn.Linear(n_features, model.n_outputs)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), config

@@ -170,6 +170,22 @@ def cmd_finetune(args) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                       seed=args.seed, device=args.device)
     store = RunStore(args.db) if args.db else None
+    if args.fractions:
+        from transferscope.finetune import learning_curves
+
+        fractions = [float(f) for f in args.fractions.split(",")]
+        curves = learning_curves(data, args.model, args.strategy, fractions=fractions,
+                                 baseline=args.baseline, seeds=args.seeds, config=cfg,
+                                 layer=args.layer, store=store,
+                                 strategy_options=dict(_parse_opt(o) for o in args.opt))
+        print(render(curves["points"], args.format))
+        if args.format == "table":
+            be = curves["break_even_fraction"]
+            print("\nbreak-even fraction (scratch catches up): "
+                  + ("none within the fractions tried" if be is None else f"{be:.3g}"))
+            print("data_saved_x: how many times more training data scratch needs to match "
+                  "transfer at that fraction (inf: not reached)")
+        return 0
     res = finetune(data, args.model, args.strategy, baseline=args.baseline, seeds=args.seeds,
                    config=cfg, layer=args.layer, store=store, save_dir=args.save,
                    strategy_options=dict(_parse_opt(o) for o in args.opt))
@@ -292,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strategy option, e.g. --opt probe_epochs=5 (repeatable)")
     p.add_argument("--per-class", type=int)
     p.add_argument("--fraction", type=float)
+    p.add_argument("--fractions", help="learning curves: both arms at these fractions of the "
+                                       "training split, e.g. 0.05,0.1,0.25,0.5,1")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
     p.add_argument("--db", help="run store URL, e.g. sqlite:///tscope.db (reruns skip "

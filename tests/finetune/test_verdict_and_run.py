@@ -88,3 +88,27 @@ def test_cli_finetune(tmp_path, capsys):
     assert "Transfer vs scratch" in card and "scratch" in card
     code = main(["finetune", "--data", str(tmp_path / "s.npz"), "--model", "raw"])
     assert code == 2 and "torch-module model" in capsys.readouterr().err
+
+
+def test_inverse_interpolation_and_learning_curves(tmp_path, capsys):
+    from transferscope.finetune.run import _inverse, learning_curves
+
+    assert _inverse([0.1, 0.5, 1.0], [0.5, 0.7, 0.9], 0.8) == pytest.approx(0.75)
+    assert _inverse([0.1, 0.5], [0.5, 0.7], 0.9) is None
+    assert _inverse([0.1, 0.5], [0.5, 0.7], 0.4) == 0.1
+    (tmp_path / "fcn.py").write_text(NET)
+    model = f"torch:{tmp_path / 'fcn.py'}:fcn"
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=0, device="cpu")
+    curves = learning_curves(series(120), model, "full", fractions=(0.25, 1.0), seeds=2,
+                             config=cfg, layer="4")
+    pts = curves["points"]
+    assert [p["fraction"] for p in pts] == [0.25, 1.0]
+    assert pts[0]["n_train"] < pts[1]["n_train"]
+    for p in pts:
+        assert p["gain_lo"] <= p["gain"] <= p["gain_hi"] and p["data_saved_x"] > 0
+    np.savez(tmp_path / "s.npz", X=series(120).inputs, y=series(120).labels)
+    code = main(["finetune", "--data", str(tmp_path / "s.npz"), "--model", model,
+                 "--strategy", "full", "--epochs", "2", "--seeds", "2", "--layer", "4",
+                 "--fractions", "0.5,1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "break-even fraction" in out and "data_saved_x" in out

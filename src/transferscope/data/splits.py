@@ -13,21 +13,32 @@ def _by_class(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     return [rng.permutation(np.flatnonzero(codes == c)) for c in range(codes.max() + 1)]
 
 
-def subsample(data: Dataset, *, per_class: int | None = None, fraction: float | None = None,
-              seed: int = 0) -> Dataset:
-    """Keep ``per_class`` samples of every class, or ``fraction`` of each class (at least 1)."""
+def subsample_indices(labels, *, per_class: int | None = None,
+                      fraction: float | None = None, seed: int = 0) -> np.ndarray:
+    """Sorted positions keeping ``per_class`` samples of every class, or ``fraction`` of each
+    class (at least 1), chosen at random under ``seed``."""
+    labels = np.asarray(labels)
     if per_class is None and fraction is None:
-        return data
+        return np.arange(len(labels))
     if per_class is not None and per_class < 1:
         raise InputError(f"Expected per_class >= 1, got {per_class}; e.g. --per-class 20")
     if fraction is not None and not 0 < fraction <= 1:
         raise InputError(f"Expected 0 < fraction <= 1, got {fraction}; e.g. --fraction 0.1")
     rng = np.random.default_rng(seed)
     keep = []
-    for members in _by_class(data.labels, rng):
+    for members in _by_class(labels, rng):
         n = per_class if per_class is not None else max(1, round(fraction * len(members)))
         keep.append(members[:n])
-    return data.subset(np.sort(np.concatenate(keep)))
+    return np.sort(np.concatenate(keep))
+
+
+def subsample(data: Dataset, *, per_class: int | None = None, fraction: float | None = None,
+              seed: int = 0) -> Dataset:
+    """Keep ``per_class`` samples of every class, or ``fraction`` of each class (at least 1)."""
+    if per_class is None and fraction is None:
+        return data
+    return data.subset(subsample_indices(data.labels, per_class=per_class, fraction=fraction,
+                                         seed=seed))
 
 
 def stratified_split(labels, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> list[np.ndarray]:

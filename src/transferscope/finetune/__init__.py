@@ -2,11 +2,11 @@
 with validation-only model selection. (The verdict against scratch and the CLI come next.)"""
 
 from transferscope.finetune.model import TransferModel
-from transferscope.finetune.run import FinetuneResult, finetune
+from transferscope.finetune.run import FinetuneResult, finetune, learning_curves
 from transferscope.finetune.saving import load_model, save_model
 from transferscope.finetune.strategies import list_strategies, make_strategy
 from transferscope.finetune.trainer import History, TrainConfig, evaluate, fit, train
 
 __all__ = ["FinetuneResult", "History", "TrainConfig", "TransferModel", "evaluate", "finetune",
-           "fit", "list_strategies", "load_model", "save_model",
+           "fit", "learning_curves", "list_strategies", "load_model", "save_model",
            "make_strategy", "train"]

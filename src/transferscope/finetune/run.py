@@ -11,6 +11,7 @@ import torch
 from transferscope.backends import create_backend
 from transferscope.backends.torch_module import TorchModuleBackend
 from transferscope.data import Dataset, stratified_split
+from transferscope.data.splits import subsample_indices
 from transferscope.errors import InputError
 from transferscope.finetune.model import TransferModel
 from transferscope.finetune.saving import save_model
@@ -43,7 +44,8 @@ def _tensors(backend: TorchModuleBackend, data: Dataset, idx) -> tuple:
 def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: str = "scratch",
              seeds: int = 3, config: TrainConfig | None = None, strategy_options=None,
              baseline_options=None, layer: str | None = None, split_seed: int = 0,
-             store=None, margin: float = 0.0, save_dir=None) -> FinetuneResult:
+             store=None, margin: float = 0.0, save_dir=None,
+             train_fraction: float = 1.0) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` with ``strategy`` and train the ``baseline`` arm
     (default: the same architecture from scratch) for ``seeds`` seeds each; test accuracy of
     both arms (model selection used the validation split only) and the verdict. With
@@ -56,6 +58,9 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
                          "effnet-lite, torch:, timm: and torchvision: models can be fine-tuned")
     backend.check_input(data)
     train_idx, val_idx, test_idx = stratified_split(data.labels, (0.6, 0.2, 0.2), split_seed)
+    if train_fraction != 1.0:  # fewer training samples; validation and test stay the same
+        train_idx = train_idx[subsample_indices(data.labels[train_idx],
+                                                fraction=train_fraction, seed=split_seed)]
     tr, va, te = (_tensors(backend, data, i) for i in (train_idx, val_idx, test_idx))
     n_classes = len(np.unique(data.labels))
     arms = {"transfer": (strategy, strategy_options or {}),
@@ -68,7 +73,8 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
             run_cfg = dataclasses.replace(cfg, seed=cfg.seed + s)
             record = {"data": data.fingerprint, "model": backend.identity(), "arm": arm,
                       "strategy": name, "options": options, "layer": layer,
-                      "train": dataclasses.asdict(run_cfg), "split_seed": split_seed}
+                      "train": dataclasses.asdict(run_cfg), "split_seed": split_seed,
+                      "train_fraction": train_fraction}
             handle = store.start(record, run_cfg.seed) if store is not None else None
             if store is not None and handle is None:  # finished before: reuse, never redo
                 done = store.find(record, run_cfg.seed)
@@ -95,8 +101,10 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
                              timings={"wall_s": hist.wall_s})
         accs = [c.mean() for c in correct[arm]]
         mean, lo, hi = mean_ci(accs)
+        walls = [histories[(arm, s)].wall_s for s in range(seeds) if (arm, s) in histories]
         rows.append({"arm": arm, "strategy": name, "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
-                     "seeds": seeds})
+                     "seeds": seeds, "n_train": len(train_idx),
+                     "train_s": float(np.mean(walls)) if walls else float("nan")})
     gain = paired_gain(np.stack(correct["transfer"]), np.stack(correct[baseline]))
     result = FinetuneResult(arms=rows, gain=gain,
                             verdict=negative_transfer_verdict(gain[1], gain[2], margin),
@@ -114,3 +122,46 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
                             "rule": result.rule})
     return result
 
+
+
+def learning_curves(data: Dataset, model: str, strategy: str = "lp_ft", *,
+                    fractions=(0.05, 0.1, 0.25, 0.5, 1.0), **kw) -> dict:
+    """Both arms at each fraction of the training split; break-even and data saved.
+
+    - break-even fraction: the first fraction at which scratch's mean test accuracy reaches
+      transfer's (linear interpolation of the gain between fractions), if it does;
+    - data saved at fraction f: how much more training data scratch needs to match transfer's
+      accuracy at f, as a ratio (scratch's running-best curve, interpolated); ``inf`` when
+      scratch never gets there within the fractions tried.
+    """
+    fractions = sorted(float(f) for f in fractions)
+    points = []
+    for f in fractions:
+        res = finetune(data, model, strategy, train_fraction=f, **kw)
+        t, s = res.arms
+        points.append({"fraction": f, "n_train": t["n_train"], "transfer_acc": t["test_acc"],
+                       "scratch_acc": s["test_acc"], "gain": res.gain[0],
+                       "gain_lo": res.gain[1], "gain_hi": res.gain[2], "verdict": res.verdict,
+                       "transfer_train_s": t["train_s"], "scratch_train_s": s["train_s"]})
+    gains = [p["gain"] for p in points]
+    break_even = None
+    for i in range(len(fractions) - 1):
+        (f0, g0), (f1, g1) = (fractions[i], gains[i]), (fractions[i + 1], gains[i + 1])
+        if g0 > 0 >= g1:
+            break_even = f0 + (f1 - f0) * g0 / (g0 - g1)
+            break
+    scratch_best = np.maximum.accumulate([p["scratch_acc"] for p in points])
+    for p in points:
+        need = _inverse(fractions, scratch_best, p["transfer_acc"])
+        p["data_saved_x"] = need / p["fraction"] if need is not None else float("inf")
+    return {"points": points, "break_even_fraction": break_even}
+
+
+def _inverse(xs, ys, target):
+    """Smallest x at which the non-decreasing curve ys reaches target (interpolated)."""
+    for i, y in enumerate(ys):
+        if y >= target:
+            if i == 0:
+                return xs[0]
+            return xs[i - 1] + (xs[i] - xs[i - 1]) * (target - ys[i - 1]) / (y - ys[i - 1])
+    return None

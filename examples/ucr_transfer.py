@@ -2,6 +2,7 @@
 trained from scratch (the protocol of Fawaz et al. 2018, on the data that ships offline).
 
     python examples/ucr_transfer.py --source ArrowHead --target GunPoint --seeds 3
+    python examples/ucr_transfer.py --source ArrowHead --target GunPoint --fractions 0.1,0.25,1
 
 Writes the source checkpoint (safetensors) under --out and prints the verdict table.
 """
@@ -50,21 +51,30 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--strategy", default="full")
     ap.add_argument("--fraction", type=float, default=None)
+    ap.add_argument("--fractions", help="learning curves over fractions of the training split")
     ap.add_argument("--out", default="/tmp/transferscope-examples")
     args = ap.parse_args(argv)
 
     from transferscope.data import load_dataset, subsample
-    from transferscope.finetune import TrainConfig, finetune
+    from transferscope.finetune import TrainConfig, finetune, learning_curves
     from transferscope.report import render
 
     ckpt = pretrain(args.source, Path(args.out), args.pretrain_epochs)
     target = subsample(load_dataset(f"ucr:{args.target}"), fraction=args.fraction, seed=0)
-    res = finetune(target, f"torch:{HERE / 'fcn.py'}:fcn@{ckpt}", args.strategy,
-                   seeds=args.seeds, layer="4",
-                   config=TrainConfig(epochs=args.epochs, batch_size=16, patience=10,
-                                      seed=0, device="cpu"),
-                   strategy_options={"lr": 1e-3, "backbone_lr": 1e-3},
-                   baseline_options={"lr": 1e-3, "backbone_lr": 1e-3})
+    kw = dict(seeds=args.seeds, layer="4",
+              config=TrainConfig(epochs=args.epochs, batch_size=16, patience=10, seed=0,
+                                 device="cpu"),
+              strategy_options={"lr": 1e-3, "backbone_lr": 1e-3},
+              baseline_options={"lr": 1e-3, "backbone_lr": 1e-3})
+    model = f"torch:{HERE / 'fcn.py'}:fcn@{ckpt}"
+    if args.fractions:
+        curves = learning_curves(target, model, args.strategy,
+                                 fractions=[float(f) for f in args.fractions.split(",")], **kw)
+        print(f"\n{args.source} -> {args.target}, strategy {args.strategy}")
+        print(render(curves["points"]))
+        print(f"break-even fraction: {curves['break_even_fraction']}")
+        return 0
+    res = finetune(target, model, args.strategy, **kw)
     print(f"\n{args.source} -> {args.target} ({len(target)} series), strategy {args.strategy}")
     print(render(res.arms))
     g, lo, hi = res.gain

@@ -13,7 +13,6 @@ writes bench/results/extract.json.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -88,9 +88,7 @@ def main(argv=None) -> int:
     print(f"{args.model:14s} {args.n:5d} {t_bare:8.3f} {t_extract:10.3f} "
           f"{row['overhead']:+9.1%} {t_hit:8.4f} {row['hit_speedup']:12.0f}x "
           f"{row['images_per_s']:7.1f}   features equal: {same}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(row, indent=1))
+    write_json(args.out, row)
     return 0
 
 

@@ -12,13 +12,13 @@ Prints a table and writes bench/results/finetune.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_json
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
@@ -101,9 +101,7 @@ def main(argv=None) -> int:
     print(f"{'n_train':>8s} {'batch':>6s} {'minimal s/epoch':>16s} {'trainer s/epoch':>16s} "
           f"{'overhead':>9s}")
     print(f"{n_tr:8d} {args.batch_size:6d} {t_min:16.3f} {t_tr:16.3f} {row['overhead']:+9.1%}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(row, indent=1))
+    write_json(args.out, row)
     return 0
 
 

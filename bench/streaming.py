@@ -13,7 +13,6 @@ writes bench/results/streaming.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -113,10 +113,7 @@ def main(argv=None) -> int:
     print(f"{args.rows:>9d} x {args.dim:<4d} c{args.classes:<4d} {row['input_gib']:6.2f} "
           f"{seconds:8.2f} {row['anon_peak_gib']:14.3f} {row['anon_growth_gib']:11.3f} "
           f"{row['vm_hwm_gib']:10.2f}  {scores}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(row, indent=1))
-    print(f"wrote {out}")
+    write_json(args.out, row)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Fine-tuning: a backbone cut at a layer plus a new head, registered strategies, a trainer
-with validation-only model selection. (The verdict against scratch and the CLI come next.)"""
+with validation-only model selection, transfer-vs-scratch runs with a verdict, learning curves
+over data fractions, and saved models."""
 
 from transferscope.finetune.model import TransferModel
 from transferscope.finetune.run import FinetuneResult, finetune, learning_curves

@@ -16,7 +16,7 @@ from transferscope.errors import InputError
 from transferscope.finetune.model import TransferModel
 from transferscope.finetune.saving import save_model
 from transferscope.finetune.strategies import make_strategy
-from transferscope.finetune.trainer import TrainConfig, fit
+from transferscope.finetune.trainer import TrainConfig, fit, predict
 from transferscope.verdict import (
     VERDICT_RULE,
     mean_ci,
@@ -38,7 +38,7 @@ def _tensors(backend: TorchModuleBackend, data: Dataset, idx) -> tuple:
     sub = data.subset(idx)
     _, codes = np.unique(data.labels, return_inverse=True)
     x = torch.cat([backend.prepare(sub.inputs[i : i + 256], sub) for i in range(0, len(sub), 256)])
-    return x, torch.as_tensor(codes[idx])
+    return x, torch.as_tensor(codes.reshape(-1)[idx])
 
 
 def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: str = "scratch",
@@ -62,7 +62,9 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
         train_idx = train_idx[subsample_indices(data.labels[train_idx],
                                                 fraction=train_fraction, seed=split_seed)]
     tr, va, te = (_tensors(backend, data, i) for i in (train_idx, val_idx, test_idx))
-    n_classes = len(np.unique(data.labels))
+    classes = np.unique(data.labels)
+    # hashed once, not per run: the dataset's content and the model's weights
+    fingerprint, identity = data.fingerprint, backend.identity()
     arms = {"transfer": (strategy, strategy_options or {}),
             baseline: (baseline, baseline_options or {})}
     correct, rows, histories = {}, [], {}
@@ -71,7 +73,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
         correct[arm] = []
         for s in range(seeds):
             run_cfg = dataclasses.replace(cfg, seed=cfg.seed + s)
-            record = {"data": data.fingerprint, "model": backend.identity(), "arm": arm,
+            record = {"data": fingerprint, "model": identity, "arm": arm,
                       "strategy": name, "options": options, "layer": layer,
                       "train": dataclasses.asdict(run_cfg), "split_seed": split_seed,
                       "train_fraction": train_fraction}
@@ -80,15 +82,11 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
                 done = store.find(record, run_cfg.seed)
                 correct[arm].append(np.asarray(done["metrics"]["test_correct"]))
                 continue
-            net = TransferModel(backend, n_classes, layer=layer)
+            net = TransferModel(backend, len(classes), layer=layer)
             log = None if handle is None else (lambda row, h=handle: store.log_epoch(
                 h, row["epoch"], row))
             hist = fit(net, make_strategy(name, **options), tr, va, run_cfg, on_epoch=log)
-            net.eval()
-            with torch.inference_mode():
-                pred = torch.cat([net(te[0][i : i + 256].to(next(net.parameters()).device))
-                                  .argmax(1).cpu() for i in range(0, len(te[0]), 256)])
-            ok = (pred == te[1]).numpy().astype(int)
+            ok = (predict(net, te[0]).argmax(1) == te[1]).numpy().astype(int)
             correct[arm].append(ok)
             histories[(arm, s)] = hist
             if arm == "transfer" and (best_transfer is None or
@@ -113,7 +111,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
         if best_transfer is None:
             raise InputError("Expected a trained transfer model to save, got only runs reused "
                              "from the store; rerun without --db to save a model")
-        save_model(best_transfer[1], save_dir, classes=np.unique(data.labels),
+        save_model(best_transfer[1], save_dir, classes=classes,
                    model_name=model,
                    training={"strategy": strategy, "options": strategy_options or {},
                              "seed": best_transfer[2], "layer": layer,

@@ -56,16 +56,19 @@ def _batches(n, batch_size, rng):
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _evaluate(model, x, y, batch_size, device):
+def predict(model, x, batch_size: int = 256, device=None) -> torch.Tensor:
+    """Logits (on the CPU, float32) of ``model`` in eval mode, batch by batch."""
+    device = device or next(model.parameters()).device
     model.eval()
-    losses, correct = 0.0, 0
     with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            out = model(xb).float()
-            losses += nn.functional.cross_entropy(out, yb, reduction="sum").item()
-            correct += (out.argmax(1) == yb).sum().item()
-    return losses / len(x), correct / len(x)
+        return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(x), batch_size)])
+
+
+def _evaluate(model, x, y, batch_size, device):
+    out = predict(model, x, batch_size, device)
+    loss = nn.functional.cross_entropy(out, y.cpu()).item()
+    return loss, (out.argmax(1) == y.cpu()).float().mean().item()
 
 
 def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | None = None,

@@ -179,18 +179,21 @@ class RunStore:
             q = q.where(self.runs.c.study == study)
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
-        out = []
-        for r in rows:
-            d = dict(r)
-            for k in ("config", "metrics", "timings", "artifacts"):
-                d[k] = json.loads(d[k]) if d[k] else None
-            out.append(d)
-        return out
+        return [self._decode(r) for r in rows]
+
+    @staticmethod
+    def _decode(row) -> dict:
+        d = dict(row)
+        for k in ("config", "metrics", "timings", "artifacts"):
+            d[k] = json.loads(d[k]) if d[k] else None
+        return d
 
     def find(self, config: dict, seed: int) -> dict | None:
         """The run with this config and seed, as :meth:`list` returns it, or ``None``."""
-        key = run_key(config, seed)
-        return next((r for r in self.list() if r["run_key"] == key), None)
+        q = self.sa.select(self.runs).where(self.runs.c.run_key == run_key(config, seed))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else self._decode(row)
 
     def epochs_of(self, run_id: int) -> list[dict]:
         q = self.sa.select(self.epochs).where(self.epochs.c.run_id == run_id).order_by(

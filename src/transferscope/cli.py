@@ -296,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--strategy", default="lp_ft",
-                   help="linear_probe, full, lp_ft, freeze, gradual_unfreeze, llrd, l2sp, bss "
-                        "(default: %(default)s)")
+                   help="linear_probe, full, lp_ft, freeze, gradual_unfreeze, llrd, l2sp, bss, "
+                        "lora (default: %(default)s)")
     p.add_argument("--baseline", default="scratch")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=20)

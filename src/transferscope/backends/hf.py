@@ -107,6 +107,57 @@ class HFBackend(Backend):
                     progress(min(n, start + batch_size), n)
         return out
 
+    # -- fine-tuning interface (see TorchModuleBackend) --
+    finetunable = True
+
+    def prepare(self, batch, data) -> torch.Tensor:
+        """Text: (B, 2, max_length) int64 token ids and attention mask (trimmed to the longest
+        sample of each batch in ``feature_fn``); images: the processor's pixel values."""
+        if self.tokenizer is not None:
+            enc = self.tokenizer([str(t) for t in batch], padding="max_length", truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)
+        from PIL import Image
+
+        images = [Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("RGB") for a in batch]
+        return self.processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def feature_fn(self, module, layer):
+        i = int(layer.split(".")[1])
+
+        def run(x):
+            if self.tokenizer is None:
+                return _pool_hidden(module(pixel_values=x, output_hidden_states=True)
+                                    .hidden_states[i])
+            mask = x[:, 1]
+            length = max(1, int(mask.sum(1).max()))
+            ids, mask = x[:, 0, :length], mask[:, :length]
+            hidden = module(input_ids=ids, attention_mask=mask,
+                            output_hidden_states=True).hidden_states[i]
+            return _pool_hidden(hidden, mask.unsqueeze(-1).to(hidden.dtype))
+
+        return run
+
+    def blocks(self, module, layer):
+        """The modules before the layer stack (embeddings), then the first ``i`` layers for a
+        cut at ``hidden.i``; modules after the stack (pooler, final norm) do not shape the
+        hidden states and are left out."""
+        stack_name, stack = next(
+            ((n, m) for n, m in module.named_modules()
+             if isinstance(m, torch.nn.ModuleList) and len(m) == self.n_layers), (None, None))
+        if stack is None:
+            raise InputError(f"Expected a stack of {self.n_layers} layers in {self.name!r}, got "
+                             "none; freezing by block needs it (use full or linear_probe)")
+        i = int(layer.split(".")[1])
+        top = stack_name.split(".")[0]
+        before = []
+        for name, child in module.named_children():
+            if name == top:
+                break
+            before.append((name, child))
+        layers = [(f"{stack_name}.{j}", stack[j]) for j in range(i)]
+        return [(n, b) for n, b in before + layers if next(b.parameters(), None) is not None]
+
     def _forward(self, module, items, device):
         if self.tokenizer is not None:
             enc = self.tokenizer(items, padding=True, truncation=True,

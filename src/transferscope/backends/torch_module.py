@@ -59,6 +59,41 @@ class TorchModuleBackend(Backend):
     def layers(self) -> list[str]:
         return [*self.block_names, "output"]
 
+    # -- fine-tuning interface: what TransferModel needs from a backend whose weights train --
+    finetunable = True
+
+    def feature_fn(self, module: nn.Module, layer: str):
+        """``x -> (B, D)`` pooled features of ``module`` (a copy of ``self.module``) at
+        ``layer``, differentiable (a forward hook captures the layer's output)."""
+        if layer == "output":
+            return lambda x: pool(module(x))
+        box: dict = {}
+        dict(module.named_modules())[layer].register_forward_hook(
+            lambda _m, _i, out: box.__setitem__("out", out))
+
+        def run(x):
+            module(x)
+            return pool(box.pop("out"))
+
+        return run
+
+    def blocks(self, module: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
+        """Blocks in forward order up to ``layer`` (what freezing and learning-rate decay act
+        on): the module's children, with Sequential/ModuleList children (stages) expanded one
+        level; blocks after the cut (they do not shape the features) and blocks without
+        parameters are left out."""
+        blocks = []
+        for name, child in module.named_children():
+            if isinstance(child, (nn.Sequential, nn.ModuleList)):
+                blocks += [(f"{name}.{n}", c) for n, c in child.named_children()]
+            else:
+                blocks.append((name, child))
+        if layer != "output":
+            last = next((i for i, (n, _) in enumerate(blocks)
+                         if layer == n or layer.startswith(n + ".")), len(blocks) - 1)
+            blocks = blocks[: last + 1]
+        return [(n, b) for n, b in blocks if next(b.parameters(), None) is not None]
+
     def default_layer(self) -> str:
         return self.default
 

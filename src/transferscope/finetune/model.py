@@ -1,4 +1,4 @@
-"""A backbone (any torch-module backend, cut at one layer) plus a new head."""
+"""A backbone (a fine-tunable backend's module, cut at one layer) plus a new head."""
 
 from __future__ import annotations
 
@@ -7,46 +7,47 @@ import copy
 import torch
 from torch import nn
 
-from transferscope.backends.torch_module import TorchModuleBackend, pool
+from transferscope.errors import InputError
 
 
 class TransferModel(nn.Module):
-    """``backbone`` run up to ``layer`` (captured by a forward hook, pooled), then ``head``.
+    """``backbone`` run up to ``layer`` and pooled, then ``head``.
 
-    The backbone module is a deep copy: fine-tuning never changes the backend's weights, and
-    ``pretrained_state`` keeps the starting point (for L2-SP and for the reports).
+    The backend supplies the differentiable feature function (``feature_fn``: hooks for torch
+    modules, hidden states for transformers) and the block list (``blocks``). The backbone is a
+    deep copy: fine-tuning never changes the backend's weights, and ``pretrained_state`` keeps
+    the starting point (for L2-SP and for the reports).
     """
 
-    def __init__(self, backend: TorchModuleBackend, n_outputs: int, *, layer: str | None = None,
+    def __init__(self, backend, n_outputs: int, *, layer: str | None = None,
                  head_width: int = 0):
         super().__init__()
+        if not getattr(backend, "finetunable", False):
+            raise InputError(f"Expected a model whose weights can train, got {backend.name!r}; "
+                             "effnet-lite, hf:, torch:, timm: and torchvision: models can be "
+                             "fine-tuned")
+        if head_width < 0:
+            raise InputError(f"Expected head_width >= 0 hidden units (0 = linear), got "
+                             f"{head_width}")
         self.backend = backend
         self.layer = layer or backend.default_layer()
         backend.check_layers([self.layer])
         self.backbone = copy.deepcopy(backend.module)
         self.pretrained_state = {k: v.detach().clone()
                                  for k, v in self.backbone.state_dict().items()}
-        self._captured = None
-        if self.layer != "output":
-            dict(self.backbone.named_modules())[self.layer].register_forward_hook(
-                lambda _m, _i, out: setattr(self, "_captured", out))
+        self._features = backend.feature_fn(self.backbone, self.layer)
         self.n_features = None
         self.head_width = head_width
         self.n_outputs = n_outputs
         self.head = None  # built lazily: the feature width is known after one forward pass
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.backbone(x)
-        return pool(out if self.layer == "output" else self._captured)
+        return self._features(x)
 
     def build_head(self, example: torch.Tensor) -> None:
         with torch.no_grad():
             self.n_features = self.features(example[:2]).shape[1]
-        if self.head_width:
-            self.head = nn.Sequential(nn.Linear(self.n_features, self.head_width), nn.ReLU(),
-                                      nn.Linear(self.head_width, self.n_outputs))
-        else:
-            self.head = nn.Linear(self.n_features, self.n_outputs)
+        self.head = make_head(self.n_features, self.head_width, self.n_outputs)
         self.head.to(example.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,20 +55,8 @@ class TransferModel(nn.Module):
         return self.head(self.last_features)
 
     def backbone_blocks(self) -> list[tuple[str, nn.Module]]:
-        """Blocks in forward order (what freezing and learning-rate decay act on): the
-        backbone's children, with Sequential/ModuleList children (stages) expanded one level;
-        blocks without parameters are skipped."""
-        blocks = []
-        for name, child in self.backbone.named_children():
-            if isinstance(child, (nn.Sequential, nn.ModuleList)):
-                blocks += [(f"{name}.{n}", c) for n, c in child.named_children()]
-            else:
-                blocks.append((name, child))
-        if self.layer != "output":  # blocks after the cut do not shape the features
-            last = next((i for i, (n, _) in enumerate(blocks)
-                         if self.layer == n or self.layer.startswith(n + ".")), len(blocks) - 1)
-            blocks = blocks[: last + 1]
-        return [(n, b) for n, b in blocks if next(b.parameters(), None) is not None]
+        """Blocks in forward order up to the cut (see the backend's ``blocks``)."""
+        return self.backend.blocks(self.backbone, self.layer)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """Parameters that shape the features: those of the blocks up to the cut, and any the
@@ -76,3 +65,11 @@ class TransferModel(nn.Module):
         for _, block in self.backbone_blocks():
             params += list(block.parameters())
         return list({id(p): p for p in params}.values())
+
+
+def make_head(n_features: int, width: int, n_outputs: int) -> nn.Module:
+    """Linear head (``width`` 0) or one hidden ReLU layer of ``width`` units."""
+    if width:
+        return nn.Sequential(nn.Linear(n_features, width), nn.ReLU(),
+                             nn.Linear(width, n_outputs))
+    return nn.Linear(n_features, n_outputs)

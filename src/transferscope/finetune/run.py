@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from transferscope.backends import create_backend
-from transferscope.backends.torch_module import TorchModuleBackend
 from transferscope.data import Dataset, stratified_split
 from transferscope.data.splits import subsample_indices
 from transferscope.errors import InputError
@@ -34,7 +33,7 @@ class FinetuneResult:
     histories: dict
 
 
-def _tensors(backend: TorchModuleBackend, data: Dataset, idx) -> tuple:
+def _tensors(backend, data: Dataset, idx) -> tuple:
     sub = data.subset(idx)
     _, codes = np.unique(data.labels, return_inverse=True)
     x = torch.cat([backend.prepare(sub.inputs[i : i + 256], sub) for i in range(0, len(sub), 256)])
@@ -53,9 +52,10 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
     (safetensors + config + model card with the verdict)."""
     cfg = config or TrainConfig()
     backend = create_backend(model)
-    if not isinstance(backend, TorchModuleBackend):
-        raise InputError(f"Expected a torch-module model for fine-tuning, got {model!r}; "
-                         "effnet-lite, torch:, timm: and torchvision: models can be fine-tuned")
+    if not getattr(backend, "finetunable", False):
+        raise InputError(f"Expected a model whose weights can train, got {model!r}; "
+                         "effnet-lite, hf:, torch:, timm: and torchvision: models can be "
+                         "fine-tuned")
     backend.check_input(data)
     train_idx, val_idx, test_idx = stratified_split(data.labels, (0.6, 0.2, 0.2), split_seed)
     if train_fraction != 1.0:  # fewer training samples; validation and test stay the same

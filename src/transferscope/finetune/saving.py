@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from transferscope.backends import create_backend
 from transferscope.errors import InputError
-from transferscope.finetune.model import TransferModel
+from transferscope.finetune.model import TransferModel, make_head
 
 
 def save_model(model: TransferModel, directory, *, classes, model_name: str,
@@ -62,11 +60,6 @@ def load_model(directory) -> tuple[TransferModel, dict]:
         raise InputError(f"Expected {key} in {d / 'model.safetensors'}, got a different model")
     n_features = state[key].shape[1]
     model.n_features = n_features
-    if model.head_width:
-        model.head = torch.nn.Sequential(torch.nn.Linear(n_features, model.head_width),
-                                         torch.nn.ReLU(),
-                                         torch.nn.Linear(model.head_width, model.n_outputs))
-    else:
-        model.head = torch.nn.Linear(n_features, model.n_outputs)
+    model.head = make_head(n_features, model.head_width, model.n_outputs)
     model.load_state_dict(state, strict=True)
     return model.eval(), config

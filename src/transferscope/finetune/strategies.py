@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from transferscope.errors import InputError
+from transferscope.errors import InputError, require
 from transferscope.metrics._registry import check_options, suggest
 
 _STRATEGIES: dict[str, type] = {}
@@ -63,6 +63,14 @@ class Strategy:
                 {"params": model.backbone_parameters(), "lr": self.backbone_lr}]
 
     def penalty(self, model) -> torch.Tensor | None:
+        return None
+
+    def setup(self, model) -> None:
+        """Change the model before training (e.g. inject adapters); idempotent."""
+        return None
+
+    def finish(self, model) -> None:
+        """Act on the selected model after training (e.g. merge adapters)."""
         return None
 
     def on_epoch_start(self, epoch: int, model) -> None:
@@ -228,3 +236,95 @@ class Scratch(Strategy):
     @property
     def reinitialise(self) -> bool:
         return True
+
+
+@strategy("lora")
+@dataclass
+class LoRA(Strategy):
+    """Low-rank adapters through ``peft`` (Hu et al., ICLR 2022): the pretrained weights stay
+    frozen, ``W + (alpha / r) B A`` trains only A and B (at ``backbone_lr``) and the head.
+
+    ``target_modules="auto"``: peft's defaults for the transformer's model type (query/value
+    for BERT-like models), otherwise every Linear and (non-grouped) Conv layer up to the cut.
+    With ``merge`` the adapters are folded into the weights after training, so the saved model
+    has the base architecture and no inference overhead.
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple | str = "auto"
+    merge: bool = True
+    backbone_lr: float = 1e-3
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.r < 1:
+            raise InputError(f"Expected LoRA rank r >= 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"Expected 0 <= dropout < 1, got {self.dropout}")
+
+    def targets(self, model) -> list[str]:
+        if self.target_modules != "auto":
+            names = ([self.target_modules] if isinstance(self.target_modules, str)
+                     else list(self.target_modules))
+            return names
+        model_type = getattr(getattr(model.backbone, "config", None), "model_type", None)
+        if model_type is not None:
+            from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+            if model_type in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING:
+                return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
+        layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)
+        names = []
+        for block_name, block in model.backbone_blocks():
+            names += [f"{block_name}.{n}" if n else block_name for n, m in block.named_modules()
+                      if isinstance(m, layers) and getattr(m, "groups", 1) == 1]
+        if not names:
+            raise InputError(f"Expected Linear or Conv layers for LoRA in {model.backend.name!r}"
+                             ", got none; pass target_modules=<names>")
+        return names
+
+    def setup(self, model):
+        if any("lora_" in n for n, _ in model.backbone.named_parameters()):
+            return  # adapters already in place (a later stage)
+        peft = require("peft", "lora", "LoRA fine-tuning")
+        targets = self.targets(model)
+        config = peft.LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                                 target_modules=targets)
+        try:
+            peft.inject_adapter_in_model(config, model.backbone)
+        except ValueError as exc:
+            raise InputError(f"Expected LoRA target modules present in {model.backend.name!r}, "
+                             f"got {targets} ({str(exc).splitlines()[0][:120]}); pass "
+                             "target_modules=<names>") from None
+
+    def param_groups(self, model):
+        for n, p in model.backbone.named_parameters():
+            p.requires_grad_("lora_" in n)
+        adapters = [p for p in model.backbone_parameters() if p.requires_grad]
+        return [{"params": list(model.head.parameters()), "lr": self.lr},
+                {"params": adapters, "lr": self.backbone_lr}]
+
+    def finish(self, model):
+        if self.merge:
+            merge_lora(model.backbone)
+
+
+def merge_lora(module: torch.nn.Module) -> int:
+    """Fold every LoRA adapter in ``module`` into its base layer and put the base layer back;
+    returns how many layers were merged."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = 0
+    for name, child in list(module.named_modules()):
+        if isinstance(child, LoraLayer):
+            child.merge(safe_merge=True)
+            parent_name, _, attr = name.rpartition(".")
+            parent = module.get_submodule(parent_name) if parent_name else module
+            base = child.get_base_layer()
+            for p in base.parameters():
+                p.requires_grad_(True)
+            setattr(parent, attr, base)
+            merged += 1
+    return merged

@@ -85,6 +85,8 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
         reinitialise(model.backbone, cfg.seed + 1)
     if model.head is None:
         model.build_head(x_tr[:2].to(device))
+    strategy.setup(model)
+    model.to(device)  # adapters added by setup
     groups = [g for g in strategy.param_groups(model) if g["params"]]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
@@ -160,6 +162,8 @@ def fit(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | 
         wall += h.wall_s
         merged.stopped_early = h.stopped_early
     model.load_state_dict(best_state)
+    for stage, _ in strategy.stages(cfg.epochs):
+        stage.finish(model)
     merged.wall_s = wall
     return merged
 

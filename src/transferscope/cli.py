@@ -169,7 +169,7 @@ def cmd_finetune(args) -> int:
                      per_class=args.per_class, fraction=args.fraction, seed=args.seed)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                       seed=args.seed, device=args.device)
-    store = RunStore(args.db) if args.db else None
+    store = None if args.no_db else RunStore(args.db)
     if args.fractions:
         from transferscope.finetune import learning_curves
 
@@ -184,17 +184,22 @@ def cmd_finetune(args) -> int:
             print("\nbreak-even fraction (scratch catches up): "
                   + ("none within the fractions tried" if be is None else f"{be:.3g}"))
             print("data_saved_x: how many times more training data scratch needs to match "
-                  "transfer at that fraction (inf: not reached)")
+                  "transfer at that fraction; time_saved_s: how many more seconds of training "
+                  "(to its selected epoch) scratch needs for it (inf: not reached)")
         return 0
     res = finetune(data, args.model, args.strategy, baseline=args.baseline, seeds=args.seeds,
                    config=cfg, layer=args.layer, store=store, save_dir=args.save,
-                   strategy_options=dict(_parse_opt(o) for o in args.opt))
+                   strategy_options=dict(_parse_opt(o) for o in args.opt),
+                   target_acc=args.target_acc)
     rows = [dict(r) for r in res.arms]
     print(render(rows, args.format))
     if args.format == "table":
         g, lo, hi = res.gain
         print(f"\ngain (transfer - {args.baseline}): {g:+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]"
               f"  ->  {res.verdict}\n{res.rule}")
+        print(f"training time saved to reach validation accuracy {res.target_acc:.3f}: "
+              f"{res.time_saved_s:+.2f} s (time_to_target_s: median over seeds; best_s: "
+              "time to the selected epoch)")
     return 0
 
 
@@ -310,10 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float)
     p.add_argument("--fractions", help="learning curves: both arms at these fractions of the "
                                        "training split, e.g. 0.05,0.1,0.25,0.5,1")
+    p.add_argument("--target-acc", type=float, help="validation accuracy for the time-to-"
+                   "target (default: the lowest best validation accuracy of all runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device")
-    p.add_argument("--db", help="run store URL, e.g. sqlite:///tscope.db (reruns skip "
-                                "finished runs)")
+    p.add_argument("--db", default="sqlite:///tscope.db",
+                   help="run store (SQLAlchemy URL; default %(default)s): every run is recorded "
+                        "and a rerun reuses finished runs instead of training them again")
+    p.add_argument("--no-db", action="store_true", help="record nothing, reuse nothing")
     p.add_argument("--save", metavar="DIR", help="save the best transfer model (safetensors, "
                                                  "config.json, README.md model card)")
     p.add_argument("--text-column", default="text")

@@ -31,6 +31,8 @@ class FinetuneResult:
     verdict: str
     rule: str
     histories: dict
+    target_acc: float = float("nan")  # validation accuracy the time-to-target refers to
+    time_saved_s: float = float("nan")  # baseline's time to target minus transfer's
 
 
 def _tensors(backend, data: Dataset, idx) -> tuple:
@@ -44,12 +46,19 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
              seeds: int = 3, config: TrainConfig | None = None, strategy_options=None,
              baseline_options=None, layer: str | None = None, split_seed: int = 0,
              store=None, margin: float = 0.0, save_dir=None,
-             train_fraction: float = 1.0) -> FinetuneResult:
+             train_fraction: float = 1.0, target_acc: float | None = None) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` with ``strategy`` and train the ``baseline`` arm
     (default: the same architecture from scratch) for ``seeds`` seeds each; test accuracy of
     both arms (model selection used the validation split only) and the verdict. With
     ``save_dir``, the transfer seed with the best validation accuracy is saved there
-    (safetensors + config + model card with the verdict)."""
+    (safetensors + config + model card with the verdict).
+
+    Training time: ``train_s`` is the mean wall time of a run (early-stopping patience
+    included), ``best_s`` the time until its selected epoch ended, and ``time_to_target_s``
+    the median over seeds of the time until validation accuracy first reached
+    ``target_acc`` (default: the lowest best validation accuracy of all runs, a level every
+    run reached); ``inf`` when most seeds never reached it. ``time_saved_s`` on the
+    result is scratch's time to target minus transfer's."""
     cfg = config or TrainConfig()
     backend = create_backend(model)
     if not getattr(backend, "finetunable", False):
@@ -67,10 +76,16 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
     fingerprint, identity = data.fingerprint, backend.identity()
     arms = {"transfer": (strategy, strategy_options or {}),
             baseline: (baseline, baseline_options or {})}
-    correct, rows, histories = {}, [], {}
-    best_transfer = None  # (val_acc, model, seed) of the transfer seed to save
+    correct, rows, histories, curves, walls = {}, [], {}, {}, {}
+    best_transfer = None  # (val_acc, model or None when reused, seed, record)
+
+    def train_one(name, options, run_cfg, log=None):
+        net = TransferModel(backend, len(classes), layer=layer)
+        hist = fit(net, make_strategy(name, **options), tr, va, run_cfg, on_epoch=log)
+        return net, hist
+
     for arm, (name, options) in arms.items():
-        correct[arm] = []
+        correct[arm], curves[arm], walls[arm] = [], [], []
         for s in range(seeds):
             run_cfg = dataclasses.replace(cfg, seed=cfg.seed + s)
             record = {"data": fingerprint, "model": identity, "arm": arm,
@@ -80,46 +95,79 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
             handle = store.start(record, run_cfg.seed) if store is not None else None
             if store is not None and handle is None:  # finished before: reuse, never redo
                 done = store.find(record, run_cfg.seed)
-                correct[arm].append(np.asarray(done["metrics"]["test_correct"]))
+                m = done["metrics"]
+                correct[arm].append(np.asarray(m["test_correct"]))
+                curves[arm].append([tuple(p) for p in m["val_curve"]])
+                walls[arm].append((done["timings"] or {}).get("wall_s", float("nan")))
+                if arm == "transfer" and (best_transfer is None or
+                                          m["val_acc"] > best_transfer[0]):
+                    best_transfer = (m["val_acc"], None, run_cfg, record)
                 continue
-            net = TransferModel(backend, len(classes), layer=layer)
             log = None if handle is None else (lambda row, h=handle: store.log_epoch(
                 h, row["epoch"], row))
-            hist = fit(net, make_strategy(name, **options), tr, va, run_cfg, on_epoch=log)
-            ok = (predict(net, te[0]).argmax(1) == te[1]).numpy().astype(int)
+            try:
+                net, hist = train_one(name, options, run_cfg, log)
+                ok = (predict(net, te[0]).argmax(1) == te[1]).numpy().astype(int)
+            except BaseException as exc:  # interrupted or failed: never left "running"
+                if handle is not None:
+                    store.fail(handle, f"{type(exc).__name__}: {exc}")
+                raise
             correct[arm].append(ok)
+            curves[arm].append(hist.val_curve)
+            walls[arm].append(hist.wall_s)
             histories[(arm, s)] = hist
             if arm == "transfer" and (best_transfer is None or
                                       hist.best_val_acc > best_transfer[0]):
-                best_transfer = (hist.best_val_acc, net, run_cfg.seed)
+                best_transfer = (hist.best_val_acc, net, run_cfg, record)
             if handle is not None:
                 store.finish(handle, {"test_acc": float(ok.mean()), "test_correct": ok.tolist(),
                                       "best_epoch": hist.best_epoch,
-                                      "val_acc": hist.best_val_acc, "gap": hist.gap},
+                                      "val_acc": hist.best_val_acc, "gap": hist.gap,
+                                      "best_s": hist.best_s, "val_curve": hist.val_curve},
                              timings={"wall_s": hist.wall_s})
         accs = [c.mean() for c in correct[arm]]
         mean, lo, hi = mean_ci(accs)
-        walls = [histories[(arm, s)].wall_s for s in range(seeds) if (arm, s) in histories]
         rows.append({"arm": arm, "strategy": name, "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
                      "seeds": seeds, "n_train": len(train_idx),
-                     "train_s": float(np.mean(walls)) if walls else float("nan")})
+                     "train_s": float(np.mean(walls[arm])),
+                     "best_s": float(np.mean([_best_time(c) for c in curves[arm]]))})
+    if target_acc is None:  # the best validation accuracy that every run reached
+        target_acc = min(max(a for _, a in c) for arm in arms for c in curves[arm])
+    for row in rows:
+        row["time_to_target_s"] = time_to_target(curves[row["arm"]], target_acc)
     gain = paired_gain(np.stack(correct["transfer"]), np.stack(correct[baseline]))
     result = FinetuneResult(arms=rows, gain=gain,
                             verdict=negative_transfer_verdict(gain[1], gain[2], margin),
-                            rule=VERDICT_RULE.format(m=margin), histories=histories)
+                            rule=VERDICT_RULE.format(m=margin), histories=histories,
+                            target_acc=target_acc,
+                            time_saved_s=rows[1]["time_to_target_s"] - rows[0]["time_to_target_s"])
     if save_dir is not None:
-        if best_transfer is None:
-            raise InputError("Expected a trained transfer model to save, got only runs reused "
-                             "from the store; rerun without --db to save a model")
-        save_model(best_transfer[1], save_dir, classes=classes,
-                   model_name=model,
-                   training={"strategy": strategy, "options": strategy_options or {},
-                             "seed": best_transfer[2], "layer": layer,
-                             **dataclasses.asdict(cfg)},
-                   verdict={"arms": rows, "gain": gain, "verdict": result.verdict,
-                            "rule": result.rule})
+        _, net, run_cfg, record = best_transfer
+        if net is None:  # reused from the store: retrain that seed (same seed, same model)
+            net, _ = train_one(strategy, strategy_options or {}, run_cfg)
+        path = save_model(net, save_dir, classes=classes, model_name=model,
+                          training={"strategy": strategy, "options": strategy_options or {},
+                                    "seed": run_cfg.seed, "layer": layer,
+                                    **dataclasses.asdict(cfg)},
+                          verdict={"arms": rows, "gain": gain, "verdict": result.verdict,
+                                   "rule": result.rule})
+        if store is not None:
+            store.set_artifacts(record, run_cfg.seed, {"model_dir": str(path.resolve())})
     return result
 
+
+
+def _best_time(curve) -> float:
+    """Seconds until the first epoch with the best validation accuracy ended."""
+    best = max(a for _, a in curve)
+    return next(t for t, a in curve if a == best)
+
+
+def time_to_target(curves, target: float) -> float:
+    """Median over runs of the seconds until validation accuracy first reached ``target``
+    (``inf`` for a run that never did, so the median is ``inf`` when most never did)."""
+    times = [next((t for t, a in c if a >= target - 1e-12), float("inf")) for c in curves]
+    return float(np.median(times))
 
 
 def learning_curves(data: Dataset, model: str, strategy: str = "lp_ft", *,
@@ -130,7 +178,10 @@ def learning_curves(data: Dataset, model: str, strategy: str = "lp_ft", *,
       transfer's (linear interpolation of the gain between fractions), if it does;
     - data saved at fraction f: how much more training data scratch needs to match transfer's
       accuracy at f, as a ratio (scratch's running-best curve, interpolated); ``inf`` when
-      scratch never gets there within the fractions tried.
+      scratch never gets there within the fractions tried;
+    - training time saved at fraction f, likewise in seconds: the training time (to the
+      selected epoch) scratch needs to match transfer's accuracy at f, interpolated on scratch's
+      running-best accuracy-vs-time curve over the fractions, minus transfer's own time at f.
     """
     fractions = sorted(float(f) for f in fractions)
     points = []
@@ -140,7 +191,16 @@ def learning_curves(data: Dataset, model: str, strategy: str = "lp_ft", *,
         points.append({"fraction": f, "n_train": t["n_train"], "transfer_acc": t["test_acc"],
                        "scratch_acc": s["test_acc"], "gain": res.gain[0],
                        "gain_lo": res.gain[1], "gain_hi": res.gain[2], "verdict": res.verdict,
-                       "transfer_train_s": t["train_s"], "scratch_train_s": s["train_s"]})
+                       "transfer_best_s": t["best_s"], "scratch_best_s": s["best_s"]})
+    return summarise_curves(points)
+
+
+def summarise_curves(points: list[dict]) -> dict:
+    """Break-even fraction, data saved and training time saved from per-fraction points
+    (``fraction``, ``gain``, ``transfer_acc``, ``scratch_acc``, ``transfer_best_s``,
+    ``scratch_best_s``); adds ``data_saved_x`` and ``time_saved_s`` to each point."""
+    points = sorted(points, key=lambda p: p["fraction"])
+    fractions = [p["fraction"] for p in points]
     gains = [p["gain"] for p in points]
     break_even = None
     for i in range(len(fractions) - 1):
@@ -149,9 +209,15 @@ def learning_curves(data: Dataset, model: str, strategy: str = "lp_ft", *,
             break_even = f0 + (f1 - f0) * g0 / (g0 - g1)
             break
     scratch_best = np.maximum.accumulate([p["scratch_acc"] for p in points])
+    # scratch's accuracy against its training time (to the selected epoch), running best
+    by_time = sorted((p["scratch_best_s"], p["scratch_acc"]) for p in points)
+    times = [t for t, _ in by_time]
+    time_best = np.maximum.accumulate([a for _, a in by_time])
     for p in points:
         need = _inverse(fractions, scratch_best, p["transfer_acc"])
         p["data_saved_x"] = need / p["fraction"] if need is not None else float("inf")
+        need_s = _inverse(times, time_best, p["transfer_acc"])
+        p["time_saved_s"] = (need_s - p["transfer_best_s"]) if need_s is not None else float("inf")
     return {"points": points, "break_even_fraction": break_even}
 
 

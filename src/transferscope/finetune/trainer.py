@@ -45,6 +45,16 @@ class History:
     wall_s: float = 0.0
 
     @property
+    def best_s(self) -> float:
+        """Training seconds until the selected epoch ended (what producing the model took)."""
+        return self.epochs[self.best_epoch]["seconds"]
+
+    @property
+    def val_curve(self) -> list[tuple[float, float]]:
+        """(seconds since the start, validation accuracy) at the end of every epoch."""
+        return [(e["seconds"], e["val_acc"]) for e in self.epochs]
+
+    @property
     def gap(self) -> float:
         """Train minus validation accuracy at the selected epoch (the overfitting diagnostic)."""
         e = self.epochs[self.best_epoch]
@@ -152,9 +162,14 @@ def fit(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | 
         stage_cfg = dataclasses.replace(cfg, epochs=epochs, seed=cfg.seed + i)
         if i > 0 and stage.reinitialise:
             raise InputError("Expected only the first stage to re-initialise the backbone")
-        h = train(model, stage, train_xy, val_xy, stage_cfg, on_epoch=on_epoch)
-        for row in h.epochs:
-            merged.epochs.append(dict(row, epoch=row["epoch"] + offset, stage=stage.name))
+
+        def log(row, offset=offset, wall=wall, stage=stage):  # numbered across stages
+            merged.epochs.append(dict(row, epoch=row["epoch"] + offset,
+                                      seconds=row["seconds"] + wall, stage=stage.name))
+            if on_epoch is not None:
+                on_epoch(merged.epochs[-1])
+
+        h = train(model, stage, train_xy, val_xy, stage_cfg, on_epoch=log)
         if merged.best_epoch < 0 or h.best_val_acc > merged.best_val_acc:
             merged.best_epoch, merged.best_val_acc = h.best_epoch + offset, h.best_val_acc
             best_state = copy.deepcopy(model.state_dict())

@@ -141,6 +141,17 @@ class RunStore:
                 metrics=json.dumps(metrics), timings=json.dumps(timings or {}),
                 artifacts=json.dumps(artifacts or {})))
 
+    def set_artifacts(self, config: dict, seed: int, artifacts: dict) -> None:
+        """Record artifact paths (e.g. a saved model) on the finished run; merged with any
+        recorded before."""
+        found = self.find(config, seed)
+        if found is None or found["state"] != "finished":
+            raise InputError(f"Expected a finished run to attach artifacts to, got "
+                             f"{found['state'] if found else 'no run'}")
+        with self.engine.begin() as conn:
+            conn.execute(self.runs.update().where(self.runs.c.id == found["id"]).values(
+                artifacts=json.dumps({**(found["artifacts"] or {}), **artifacts})))
+
     def fail(self, run: Run, error: str) -> None:
         with self.engine.begin() as conn:
             self._check_running(conn, run)

@@ -169,6 +169,19 @@ def cmd_finetune(args) -> int:
                      per_class=args.per_class, fraction=args.fraction, seed=args.seed)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                       seed=args.seed, device=args.device)
+    options = dict(_parse_opt(o) for o in args.opt)
+    if args.freeze is not None:
+        if args.strategy not in (None, "freeze"):
+            raise InputError(f"Expected --freeze K with the freeze strategy, got --strategy "
+                             f"{args.strategy}; drop one of them")
+        args.strategy, options["k"] = "freeze", args.freeze
+    args.strategy = args.strategy or "lp_ft"
+    if args.cut is not None:
+        if args.layer not in (None, args.cut):
+            raise InputError(f"Expected one layer, got --layer {args.layer} and --cut "
+                             f"{args.cut}; --cut LAYER already sets the layer")
+        args.layer = args.cut
+    shape = {"head_width": args.head_width, "cut": args.cut is not None}
     store = None if args.no_db else RunStore(args.db)
     if args.fractions:
         from transferscope.finetune import learning_curves
@@ -176,8 +189,8 @@ def cmd_finetune(args) -> int:
         fractions = [float(f) for f in args.fractions.split(",")]
         curves = learning_curves(data, args.model, args.strategy, fractions=fractions,
                                  baseline=args.baseline, seeds=args.seeds, config=cfg,
-                                 layer=args.layer, store=store,
-                                 strategy_options=dict(_parse_opt(o) for o in args.opt))
+                                 layer=args.layer, store=store, strategy_options=options,
+                                 **shape)
         print(render(curves["points"], args.format))
         if args.format == "table":
             be = curves["break_even_fraction"]
@@ -189,8 +202,7 @@ def cmd_finetune(args) -> int:
         return 0
     res = finetune(data, args.model, args.strategy, baseline=args.baseline, seeds=args.seeds,
                    config=cfg, layer=args.layer, store=store, save_dir=args.save,
-                   strategy_options=dict(_parse_opt(o) for o in args.opt),
-                   target_acc=args.target_acc)
+                   strategy_options=options, target_acc=args.target_acc, **shape)
     rows = [dict(r) for r in res.arms]
     print(render(rows, args.format))
     if args.format == "table":
@@ -300,15 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a model vs a from-scratch baseline: verdict")
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--strategy", default="lp_ft",
+    p.add_argument("--strategy",
                    help="linear_probe, full, lp_ft, freeze, gradual_unfreeze, llrd, l2sp, bss, "
-                        "lora (default: %(default)s)")
+                        "lora (default: lp_ft)")
     p.add_argument("--baseline", default="scratch")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--layer")
+    p.add_argument("--layer", help="layer the head sits on (the whole model still runs)")
+    p.add_argument("--cut", metavar="LAYER", help="truncate the model after LAYER: the blocks "
+                   "above it are removed (fewer parameters, faster forward)")
+    p.add_argument("--freeze", type=int, metavar="K", help="freeze the first K blocks "
+                   "(the freeze strategy)")
+    p.add_argument("--head-width", type=int, default=0, metavar="H",
+                   help="hidden units of the new head (default 0: linear)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="strategy option, e.g. --opt probe_epochs=5 (repeatable)")
     p.add_argument("--per-class", type=int)

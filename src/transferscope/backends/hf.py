@@ -122,8 +122,8 @@ class HFBackend(Backend):
         images = [Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("RGB") for a in batch]
         return self.processor(images=images, return_tensors="pt")["pixel_values"]
 
-    def feature_fn(self, module, layer):
-        i = int(layer.split(".")[1])
+    def feature_fn(self, module, layer, *, cut: bool = False):
+        i = int(layer.split(".")[1])  # a truncated module has exactly i layers: the last one
 
         def run(x):
             if self.tokenizer is None:
@@ -138,16 +138,39 @@ class HFBackend(Backend):
 
         return run
 
+    def _stack(self, module):
+        """(name, ModuleList) of the transformer's layer stack in ``module`` (a copy of
+        ``self.module``, perhaps truncated); found by its length in the untouched original."""
+        name = next((n for n, m in self.module.named_modules()
+                     if isinstance(m, torch.nn.ModuleList) and len(m) == self.n_layers), None)
+        if name is None:
+            raise InputError(f"Expected a stack of {self.n_layers} layers in {self.name!r}, got "
+                             "none; freezing or cutting by layer needs it (use full or "
+                             "linear_probe)")
+        return name, module.get_submodule(name)
+
+    def truncate(self, module, layer):
+        """Keep the first ``i`` layers for a cut at ``hidden.i`` (in place); modules after the
+        stack (pooler, final norm) become ``nn.Identity``: they do not shape hidden states."""
+        i = int(layer.split(".")[1])
+        stack_name, stack = self._stack(module)
+        parent, _, attr = stack_name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, attr,
+                torch.nn.ModuleList(list(stack)[:i]))
+        if hasattr(module.config, "num_hidden_layers"):
+            module.config.num_hidden_layers = i
+        top, after = stack_name.split(".")[0], False
+        for name, _ in list(module.named_children()):
+            if after:
+                setattr(module, name, torch.nn.Identity())
+            after = after or name == top
+        return module
+
     def blocks(self, module, layer):
         """The modules before the layer stack (embeddings), then the first ``i`` layers for a
         cut at ``hidden.i``; modules after the stack (pooler, final norm) do not shape the
         hidden states and are left out."""
-        stack_name, stack = next(
-            ((n, m) for n, m in module.named_modules()
-             if isinstance(m, torch.nn.ModuleList) and len(m) == self.n_layers), (None, None))
-        if stack is None:
-            raise InputError(f"Expected a stack of {self.n_layers} layers in {self.name!r}, got "
-                             "none; freezing by block needs it (use full or linear_probe)")
+        stack_name, stack = self._stack(module)
         i = int(layer.split(".")[1])
         top = stack_name.split(".")[0]
         before = []

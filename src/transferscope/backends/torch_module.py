@@ -38,6 +38,14 @@ def reinitialise(module: nn.Module, seed: int) -> nn.Module:
     return module
 
 
+class _CutReached(Exception):
+    """Raised by the hook at a cut layer to end the forward pass there."""
+
+    def __init__(self, output):
+        super().__init__("cut layer reached")
+        self.output = output
+
+
 class TorchModuleBackend(Backend):
     """A module plus a ``prepare(batch_inputs) -> tensor`` preprocessing step.
 
@@ -62,37 +70,67 @@ class TorchModuleBackend(Backend):
     # -- fine-tuning interface: what TransferModel needs from a backend whose weights train --
     finetunable = True
 
-    def feature_fn(self, module: nn.Module, layer: str):
+    def feature_fn(self, module: nn.Module, layer: str, *, cut: bool = False):
         """``x -> (B, D)`` pooled features of ``module`` (a copy of ``self.module``) at
-        ``layer``, differentiable (a forward hook captures the layer's output)."""
+        ``layer``, differentiable (a forward hook captures the layer's output). With ``cut``
+        the forward pass stops at the layer: nothing after it is computed."""
         if layer == "output":
             return lambda x: pool(module(x))
         box: dict = {}
-        dict(module.named_modules())[layer].register_forward_hook(
-            lambda _m, _i, out: box.__setitem__("out", out))
+
+        def hook(_m, _i, out):
+            if cut:
+                raise _CutReached(out)
+            box["out"] = out
+
+        dict(module.named_modules())[layer].register_forward_hook(hook)
 
         def run(x):
-            module(x)
+            try:
+                module(x)
+            except _CutReached as reached:
+                return pool(reached.output)
             return pool(box.pop("out"))
 
         return run
 
-    def blocks(self, module: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
-        """Blocks in forward order up to ``layer`` (what freezing and learning-rate decay act
-        on): the module's children, with Sequential/ModuleList children (stages) expanded one
-        level; blocks after the cut (they do not shape the features) and blocks without
-        parameters are left out."""
+    @staticmethod
+    def _expanded(module: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The module's children, Sequential/ModuleList children (stages) expanded one level."""
         blocks = []
         for name, child in module.named_children():
             if isinstance(child, (nn.Sequential, nn.ModuleList)):
                 blocks += [(f"{name}.{n}", c) for n, c in child.named_children()]
             else:
                 blocks.append((name, child))
+        return blocks
+
+    @staticmethod
+    def _cut_index(blocks, layer: str) -> int:
+        return next((i for i, (n, _) in enumerate(blocks)
+                     if layer == n or layer.startswith(n + ".")), len(blocks) - 1)
+
+    def blocks(self, module: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
+        """Blocks in forward order up to ``layer`` (what freezing and learning-rate decay act
+        on): the module's children, with Sequential/ModuleList children (stages) expanded one
+        level; blocks after the cut (they do not shape the features) and blocks without
+        parameters are left out."""
+        blocks = self._expanded(module)
         if layer != "output":
-            last = next((i for i, (n, _) in enumerate(blocks)
-                         if layer == n or layer.startswith(n + ".")), len(blocks) - 1)
-            blocks = blocks[: last + 1]
+            blocks = blocks[: self._cut_index(blocks, layer) + 1]
         return [(n, b) for n, b in blocks if next(b.parameters(), None) is not None]
+
+    def truncate(self, module: nn.Module, layer: str) -> nn.Module:
+        """Remove the blocks after ``layer`` from ``module`` (in place; replaced by
+        ``nn.Identity``, so they hold no parameters). Pair with ``feature_fn(cut=True)``,
+        which stops the forward pass at the layer, so the removed blocks are never called."""
+        if layer == "output":
+            return module
+        blocks = self._expanded(module)
+        for name, _ in blocks[self._cut_index(blocks, layer) + 1 :]:
+            parent, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, attr, nn.Identity())
+        return module
 
     def default_layer(self) -> str:
         return self.default

@@ -13,6 +13,9 @@ from transferscope.errors import InputError
 class TransferModel(nn.Module):
     """``backbone`` run up to ``layer`` and pooled, then ``head``.
 
+    With ``cut=True`` the backbone is truncated after ``layer`` (fewer parameters, a forward
+    pass that stops there); otherwise the whole backbone runs and the layer is read by a hook.
+
     The backend supplies the differentiable feature function (``feature_fn``: hooks for torch
     modules, hidden states for transformers) and the block list (``blocks``). The backbone is a
     deep copy: fine-tuning never changes the backend's weights, and ``pretrained_state`` keeps
@@ -20,7 +23,7 @@ class TransferModel(nn.Module):
     """
 
     def __init__(self, backend, n_outputs: int, *, layer: str | None = None,
-                 head_width: int = 0):
+                 head_width: int = 0, cut: bool = False):
         super().__init__()
         if not getattr(backend, "finetunable", False):
             raise InputError(f"Expected a model whose weights can train, got {backend.name!r}; "
@@ -32,10 +35,13 @@ class TransferModel(nn.Module):
         self.backend = backend
         self.layer = layer or backend.default_layer()
         backend.check_layers([self.layer])
+        self.cut = cut
         self.backbone = copy.deepcopy(backend.module)
+        if cut:  # a truncated model: the blocks after the layer are gone, not just unused
+            self.backbone = backend.truncate(self.backbone, self.layer)
         self.pretrained_state = {k: v.detach().clone()
                                  for k, v in self.backbone.state_dict().items()}
-        self._features = backend.feature_fn(self.backbone, self.layer)
+        self._features = backend.feature_fn(self.backbone, self.layer, cut=cut)
         self.n_features = None
         self.head_width = head_width
         self.n_outputs = n_outputs
@@ -65,6 +71,10 @@ class TransferModel(nn.Module):
         for _, block in self.backbone_blocks():
             params += list(block.parameters())
         return list({id(p): p for p in params}.values())
+
+    def n_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters()
+                   if p.requires_grad or not trainable_only)
 
 
 def make_head(n_features: int, width: int, n_outputs: int) -> nn.Module:

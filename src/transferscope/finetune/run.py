@@ -46,12 +46,14 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
              seeds: int = 3, config: TrainConfig | None = None, strategy_options=None,
              baseline_options=None, layer: str | None = None, split_seed: int = 0,
              store=None, margin: float = 0.0, save_dir=None,
-             train_fraction: float = 1.0, target_acc: float | None = None) -> FinetuneResult:
+             train_fraction: float = 1.0, target_acc: float | None = None,
+             head_width: int = 0, cut: bool = False) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` with ``strategy`` and train the ``baseline`` arm
     (default: the same architecture from scratch) for ``seeds`` seeds each; test accuracy of
     both arms (model selection used the validation split only) and the verdict. With
     ``save_dir``, the transfer seed with the best validation accuracy is saved there
-    (safetensors + config + model card with the verdict).
+    (safetensors + config + model card with the verdict). ``cut`` truncates the backbone
+    after ``layer``; ``head_width`` > 0 puts a hidden layer in the head (both arms alike).
 
     Training time: ``train_s`` is the mean wall time of a run (early-stopping patience
     included), ``best_s`` the time until its selected epoch ended, and ``time_to_target_s``
@@ -76,11 +78,11 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
     fingerprint, identity = data.fingerprint, backend.identity()
     arms = {"transfer": (strategy, strategy_options or {}),
             baseline: (baseline, baseline_options or {})}
-    correct, rows, histories, curves, walls = {}, [], {}, {}, {}
+    correct, rows, histories, curves, walls, params = {}, [], {}, {}, {}, {}
     best_transfer = None  # (val_acc, model or None when reused, seed, record)
 
     def train_one(name, options, run_cfg, log=None):
-        net = TransferModel(backend, len(classes), layer=layer)
+        net = TransferModel(backend, len(classes), layer=layer, head_width=head_width, cut=cut)
         hist = fit(net, make_strategy(name, **options), tr, va, run_cfg, on_epoch=log)
         return net, hist
 
@@ -90,6 +92,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
             run_cfg = dataclasses.replace(cfg, seed=cfg.seed + s)
             record = {"data": fingerprint, "model": identity, "arm": arm,
                       "strategy": name, "options": options, "layer": layer,
+                      "head_width": head_width, "cut": cut,
                       "train": dataclasses.asdict(run_cfg), "split_seed": split_seed,
                       "train_fraction": train_fraction}
             handle = store.start(record, run_cfg.seed) if store is not None else None
@@ -99,6 +102,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
                 correct[arm].append(np.asarray(m["test_correct"]))
                 curves[arm].append([tuple(p) for p in m["val_curve"]])
                 walls[arm].append((done["timings"] or {}).get("wall_s", float("nan")))
+                params[arm] = (m.get("params"), m.get("trainable_params"))
                 if arm == "transfer" and (best_transfer is None or
                                           m["val_acc"] > best_transfer[0]):
                     best_transfer = (m["val_acc"], None, run_cfg, record)
@@ -115,6 +119,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
             correct[arm].append(ok)
             curves[arm].append(hist.val_curve)
             walls[arm].append(hist.wall_s)
+            params[arm] = (net.n_parameters(), hist.trainable_params)
             histories[(arm, s)] = hist
             if arm == "transfer" and (best_transfer is None or
                                       hist.best_val_acc > best_transfer[0]):
@@ -123,12 +128,15 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
                 store.finish(handle, {"test_acc": float(ok.mean()), "test_correct": ok.tolist(),
                                       "best_epoch": hist.best_epoch,
                                       "val_acc": hist.best_val_acc, "gap": hist.gap,
-                                      "best_s": hist.best_s, "val_curve": hist.val_curve},
+                                      "best_s": hist.best_s, "val_curve": hist.val_curve,
+                                      "params": net.n_parameters(),
+                                      "trainable_params": hist.trainable_params},
                              timings={"wall_s": hist.wall_s})
         accs = [c.mean() for c in correct[arm]]
         mean, lo, hi = mean_ci(accs)
         rows.append({"arm": arm, "strategy": name, "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
                      "seeds": seeds, "n_train": len(train_idx),
+                     "params": params[arm][0], "trainable_params": params[arm][1],
                      "train_s": float(np.mean(walls[arm])),
                      "best_s": float(np.mean([_best_time(c) for c in curves[arm]]))})
     if target_acc is None:  # the best validation accuracy that every run reached

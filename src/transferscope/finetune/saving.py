@@ -23,6 +23,7 @@ def save_model(model: TransferModel, directory, *, classes, model_name: str,
     save_file(state, str(out / "model.safetensors"))
     config = {"transferscope_version": __version__, "model": model_name, "layer": model.layer,
               "head_width": model.head_width, "n_outputs": model.n_outputs,
+              "cut": model.cut,
               "classes": [str(c) for c in classes], "training": training or {},
               "verdict": verdict or {}}
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -53,7 +54,8 @@ def load_model(directory) -> tuple[TransferModel, dict]:
                          f"{sorted(p.name for p in d.iterdir()) if d.exists() else 'no folder'}")
     config = json.loads((d / "config.json").read_text())
     model = TransferModel(create_backend(config["model"]), config["n_outputs"],
-                          layer=config["layer"], head_width=config["head_width"])
+                          layer=config["layer"], head_width=config["head_width"],
+                          cut=config.get("cut", False))
     state = load_file(str(d / "model.safetensors"))
     key = "head.0.weight" if model.head_width else "head.weight"  # gives the head's input width
     if key not in state:

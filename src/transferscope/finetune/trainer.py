@@ -43,6 +43,7 @@ class History:
     best_val_acc: float = float("nan")
     stopped_early: bool = False
     wall_s: float = 0.0
+    trainable_params: int = 0  # parameters the optimiser updated (the largest stage)
 
     @property
     def best_s(self) -> float:
@@ -99,13 +100,14 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
     model.to(device)  # adapters added by setup
     groups = [g for g in strategy.param_groups(model) if g["params"]]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    n_trainable = sum(p.numel() for g in groups for p in g["params"])
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     total, warm = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total - warm)))))
     use_amp = cfg.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    hist, best_state, since_best = History(), None, 0
+    hist, best_state, since_best = History(trainable_params=n_trainable), None, 0
     start = time.perf_counter()
     for epoch in range(cfg.epochs):
         strategy.on_epoch_start(epoch, model)
@@ -176,6 +178,7 @@ def fit(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | 
         offset += len(h.epochs)
         wall += h.wall_s
         merged.stopped_early = h.stopped_early
+        merged.trainable_params = max(merged.trainable_params, h.trainable_params)
     model.load_state_dict(best_state)
     for stage, _ in strategy.stages(cfg.epochs):
         stage.finish(model)

@@ -42,6 +42,43 @@ def _tensors(backend, data: Dataset, idx) -> tuple:
     return x, torch.as_tensor(codes.reshape(-1)[idx])
 
 
+def finetunable_backend(model, data: Dataset):
+    """The backend for ``model`` (a name or a backend), checked to train on ``data``."""
+    backend = create_backend(model) if isinstance(model, str) else model
+    if not getattr(backend, "finetunable", False):
+        raise InputError(f"Expected a model whose weights can train, got {backend.name!r}; "
+                         "effnet-lite, hf:, torch:, timm: and torchvision: models can be "
+                         "fine-tuned")
+    backend.check_input(data)
+    return backend
+
+
+@dataclass
+class Split:
+    """Model-ready (x, y) tensors of the stratified 60/20/20 train/validation/test split."""
+
+    train: tuple
+    val: tuple
+    test: tuple
+    classes: np.ndarray
+    idx: tuple  # (train, val, test) indices into the dataset
+
+
+def make_split(backend, data: Dataset, split_seed: int = 0,
+               train_fraction: float = 1.0) -> Split:
+    train_idx, val_idx, test_idx = stratified_split(data.labels, (0.6, 0.2, 0.2), split_seed)
+    if train_fraction != 1.0:  # fewer training samples; validation and test stay the same
+        train_idx = train_idx[subsample_indices(data.labels[train_idx],
+                                                fraction=train_fraction, seed=split_seed)]
+    tr, va, te = (_tensors(backend, data, i) for i in (train_idx, val_idx, test_idx))
+    return Split(tr, va, te, np.unique(data.labels), (train_idx, val_idx, test_idx))
+
+
+def correct_on(net, test_xy) -> np.ndarray:
+    """1 where the model's prediction on a test sample is right, else 0."""
+    return (predict(net, test_xy[0]).argmax(1) == test_xy[1]).numpy().astype(int)
+
+
 def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: str = "scratch",
              seeds: int = 3, config: TrainConfig | None = None, strategy_options=None,
              baseline_options=None, layer: str | None = None, split_seed: int = 0,
@@ -62,18 +99,9 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
     run reached); ``inf`` when most seeds never reached it. ``time_saved_s`` on the
     result is scratch's time to target minus transfer's."""
     cfg = config or TrainConfig()
-    backend = create_backend(model)
-    if not getattr(backend, "finetunable", False):
-        raise InputError(f"Expected a model whose weights can train, got {model!r}; "
-                         "effnet-lite, hf:, torch:, timm: and torchvision: models can be "
-                         "fine-tuned")
-    backend.check_input(data)
-    train_idx, val_idx, test_idx = stratified_split(data.labels, (0.6, 0.2, 0.2), split_seed)
-    if train_fraction != 1.0:  # fewer training samples; validation and test stay the same
-        train_idx = train_idx[subsample_indices(data.labels[train_idx],
-                                                fraction=train_fraction, seed=split_seed)]
-    tr, va, te = (_tensors(backend, data, i) for i in (train_idx, val_idx, test_idx))
-    classes = np.unique(data.labels)
+    backend = finetunable_backend(model, data)
+    split = make_split(backend, data, split_seed, train_fraction)
+    tr, va, te, classes, train_idx = split.train, split.val, split.test, split.classes, split.idx[0]
     # hashed once, not per run: the dataset's content and the model's weights
     fingerprint, identity = data.fingerprint, backend.identity()
     arms = {"transfer": (strategy, strategy_options or {}),
@@ -111,7 +139,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
                 h, row["epoch"], row))
             try:
                 net, hist = train_one(name, options, run_cfg, log)
-                ok = (predict(net, te[0]).argmax(1) == te[1]).numpy().astype(int)
+                ok = correct_on(net, te)
             except BaseException as exc:  # interrupted or failed: never left "running"
                 if handle is not None:
                     store.fail(handle, f"{type(exc).__name__}: {exc}")

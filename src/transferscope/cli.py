@@ -215,6 +215,59 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_layers(args) -> int:
+    from pathlib import Path
+
+    from transferscope.data import load_dataset, subsample
+    from transferscope.finetune import TrainConfig
+    from transferscope.layers import ProfileConfig, RecommendConfig, analyse_layers, verify
+    from transferscope.layers.plot import plot_profile
+
+    data = subsample(load_dataset(args.data, text_column=args.text_column,
+                                  label_column=args.label_column, labels_path=args.labels),
+                     per_class=args.per_class, fraction=args.fraction, seed=args.seed)
+    pcfg = ProfileConfig(metrics=_metric_names(args.metric), seed=args.seed,
+                         batch_size=args.batch_size, device=args.device,
+                         cache_dir=args.cache_dir,
+                         primary="linear_probe" if "linear_probe" in _metric_names(args.metric)
+                         else _metric_names(args.metric)[0])
+    analysis = analyse_layers(data, args.model, profile=pcfg, rules=RecommendConfig())
+    rec = analysis.recommendation
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = analysis.to_dict()
+    if args.verify:
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
+                          seed=args.seed, device=args.device)
+        result["verification"] = verify(data, args.model, rec, seeds=args.seeds, config=cfg,
+                                        lr=args.lr, backbone_lr=args.backbone_lr)
+    (out / "layers.json").write_text(json.dumps(result, indent=2, default=str))
+    try:
+        figures = plot_profile(analysis.profile, out, cut=rec.cut)
+    except OptionalDependencyError as exc:
+        figures, result["plot"] = [], str(exc)
+    if args.format != "table":
+        print(json.dumps(result, default=str) if args.format == "json"
+              else render(analysis.profile.rows, args.format))
+        return 0
+    print(render(analysis.profile.rows, "table"))
+    print(f"\nrecommendation ({rec.regime}): cut after {rec.cut}, freeze {rec.freeze} "
+          f"block(s), head width {rec.head_width}, strategy {rec.strategy}")
+    for decision, lines in rec.evidence.items():
+        print(f"  {decision}:")
+        for line in lines:
+            print(f"    {line}")
+    print(f"  run it: {rec.command(args.data, args.model)}")
+    if args.verify:
+        print("\nverification (test accuracy over seeds; the recommendation minus each "
+              "alternative, paired bootstrap 95% CI):")
+        print(render(result["verification"], "table"))
+    print(f"\nwrote {out / 'layers.json'}"
+          + "".join(f", {f}" for f in figures)
+          + (f" (no plot: {result['plot']})" if "plot" in result else ""))
+    return 0
+
+
 def cmd_runs(args) -> int:
     from transferscope.store import RunStore
 
@@ -348,6 +401,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("layers", help="layer profile: where to cut, what to freeze, how wide "
+                                      "a head (with --verify: fine-tune to check)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--metric", default="logme,hscore_reg,linear_probe,knn")
+    p.add_argument("--per-class", type=int)
+    p.add_argument("--fraction", type=float)
+    p.add_argument("--out", default="tscope-layers", help="folder for layers.json and the "
+                   "profile plot (PNG, SVG); default %(default)s")
+    p.add_argument("--verify", action="store_true", help="fine-tune the recommendation and "
+                   "three alternatives with seeds, and compare them on test")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--lr", type=float, help="head learning rate for --verify")
+    p.add_argument("--backbone-lr", type=float, help="backbone learning rate for --verify")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device")
+    p.add_argument("--cache-dir")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--labels")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("runs", help="list runs in the run store")
     p.add_argument("--db", default="sqlite:///tscope.db", help="SQLAlchemy URL of the store")

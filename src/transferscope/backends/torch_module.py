@@ -107,8 +107,10 @@ class TorchModuleBackend(Backend):
 
     @staticmethod
     def _cut_index(blocks, layer: str) -> int:
-        return next((i for i, (n, _) in enumerate(blocks)
-                     if layer == n or layer.startswith(n + ".")), len(blocks) - 1)
+        """Index of the last block that is, contains or lies inside ``layer``."""
+        inside = [i for i, (n, _) in enumerate(blocks)
+                  if layer == n or layer.startswith(n + ".") or n.startswith(layer + ".")]
+        return inside[-1] if inside else len(blocks) - 1
 
     def blocks(self, module: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
         """Blocks in forward order up to ``layer`` (what freezing and learning-rate decay act

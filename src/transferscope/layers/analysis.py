@@ -1,0 +1,40 @@
+"""One call from data and model to profile, head search and recommendation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transferscope.backends import create_backend
+from transferscope.data import Dataset, stratified_split
+from transferscope.features import FeatureCache, extract_features
+from transferscope.layers.head import WIDTHS, HeadSearch, search_head_width
+from transferscope.layers.profile import LayerProfile, ProfileConfig, layer_profile
+from transferscope.layers.recommend import Recommendation, RecommendConfig, recommend
+
+
+@dataclass
+class LayerAnalysis:
+    profile: LayerProfile
+    head: HeadSearch
+    recommendation: Recommendation
+
+    def to_dict(self) -> dict:
+        return {"profile": self.profile.to_dict(), "head_search": self.head.rows,
+                "head_rule": self.head.rule, "recommendation": self.recommendation.to_dict()}
+
+
+def analyse_layers(data: Dataset, model, *, profile: ProfileConfig | None = None,
+                   rules: RecommendConfig | None = None, widths=WIDTHS) -> LayerAnalysis:
+    backend = create_backend(model) if isinstance(model, str) else model
+    pcfg = profile or ProfileConfig()
+    prof = layer_profile(data, backend, pcfg)
+    rcfg = rules or RecommendConfig()
+    # the head is searched on the cut layer's features (cached by the profile), train part only
+    scores = [r["score"] for r in prof.rows]
+    top = max(s for s in scores if s == s)
+    cut = next(r["layer"] for r in prof.rows if r["score"] >= top - rcfg.tolerance)
+    part = data.subset(stratified_split(data.labels, (0.6, 0.2, 0.2), pcfg.split_seed)[0])
+    feats = extract_features(backend, part, [cut], cache=FeatureCache(pcfg.cache_dir),
+                             batch_size=pcfg.batch_size, device=pcfg.device)[cut]
+    head = search_head_width(feats, part.labels, widths=widths, seed=pcfg.seed)
+    return LayerAnalysis(prof, head, recommend(prof, backend, head, rcfg))

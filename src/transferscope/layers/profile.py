@@ -1,0 +1,120 @@
+"""Layer profile: transferability of every block's pooled features, and how far each layer
+moved from its random-init twin (linear CKA).
+
+Features come from one pass over the model's layers (through the feature cache) on the
+training part of the fine-tuning split only (the same seeded 60/20/20 split as
+:func:`transferscope.finetune.finetune`), so recommendations never see test data.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from transferscope.backends import create_backend
+from transferscope.backends.simple import random_twin
+from transferscope.data import Dataset, stratified_split
+from transferscope.errors import InputError
+from transferscope.features import FeatureCache, extract_features
+from transferscope.layers.cka import linear_cka
+from transferscope.metrics import get_metric, score
+
+PROFILE_METRICS = ("logme", "hscore_reg", "linear_probe", "knn")
+
+
+@dataclass
+class ProfileConfig:
+    metrics: tuple = PROFILE_METRICS
+    primary: str = "linear_probe"  # also scored on the random twin: the pretrained margin
+    layers: tuple | None = None  # default: every layer the backend exposes
+    split_seed: int = 0
+    seed: int = 0
+    batch_size: int = 64
+    device: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        self.metrics = tuple(self.metrics)
+        if not self.metrics:
+            raise InputError("Expected at least one metric for the layer profile, got none")
+        for m in self.metrics:
+            if get_metric(m).inputs != "features":
+                raise InputError(f"Expected feature metrics for the layer profile, got {m!r}, "
+                                 "which needs source probabilities")
+        if self.primary not in self.metrics:
+            raise InputError(f"Expected primary among {self.metrics}, got {self.primary!r}")
+
+
+@dataclass
+class LayerProfile:
+    model: str
+    data: str
+    n_samples: int
+    n_classes: int
+    metrics: tuple
+    primary: str
+    rows: list[dict] = field(default_factory=list)  # one per layer, input to output
+
+    def column(self, name: str) -> np.ndarray:
+        return np.array([r[name] for r in self.rows], dtype=float)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _consensus(rows, metrics) -> None:
+    """``score``: each metric min-max normalised over the layers, then averaged (1 = the best
+    layer on every metric)."""
+    parts = []
+    for m in metrics:
+        v = np.array([r[m] for r in rows], dtype=float)
+        span = np.nanmax(v) - np.nanmin(v)
+        parts.append(np.zeros_like(v) if span == 0 else (v - np.nanmin(v)) / span)
+    for r, s in zip(rows, np.nanmean(parts, axis=0), strict=True):
+        r["score"] = float(s)
+
+
+def _score(metric, features, labels, seed) -> float:
+    """The metric's value, or NaN where the layer carries no information (every feature
+    constant, e.g. a random twin's dead layer): such a layer is never recommended."""
+    seeded = {"seed": seed} if "seed" in get_metric(metric).options else {}
+    try:
+        return float(score(metric, features, labels, **seeded))
+    except InputError as exc:
+        if "constant" not in str(exc):
+            raise
+        return float("nan")
+
+
+def layer_profile(data: Dataset, model, config: ProfileConfig | None = None,
+                  **kw) -> LayerProfile:
+    cfg = config or ProfileConfig(**kw)
+    backend = create_backend(model) if isinstance(model, str) else model
+    backend.check_input(data)
+    layers = list(cfg.layers or backend.layers())
+    backend.check_layers(layers)
+    train_idx = stratified_split(data.labels, (0.6, 0.2, 0.2), cfg.split_seed)[0]
+    part = data.subset(train_idx)
+    labels = part.labels
+    cache = FeatureCache(cfg.cache_dir)
+    opts = {"batch_size": cfg.batch_size, "device": cfg.device, "cache": cache}
+    feats = extract_features(backend, part, layers, **opts)
+    twin = extract_features(random_twin(backend), part, layers, **opts)
+    rows = []
+    for i, layer in enumerate(layers):
+        start = time.perf_counter()
+        f = feats[layer]
+        row = {"layer": layer, "index": i, "dim": int(f.shape[1])}
+        for m in cfg.metrics:
+            row[m] = _score(m, f, labels, cfg.seed)
+        row[f"random_{cfg.primary}"] = _score(cfg.primary, twin[layer], labels, cfg.seed)
+        row["margin"] = row[cfg.primary] - row[f"random_{cfg.primary}"]
+        row["cka_random"] = linear_cka(f, twin[layer])
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+    _consensus(rows, cfg.metrics)
+    return LayerProfile(model=backend.name, data=data.name, n_samples=len(part),
+                        n_classes=len(np.unique(labels)), metrics=cfg.metrics,
+                        primary=cfg.primary, rows=rows)

@@ -10,12 +10,14 @@ Configurations (each trained for ``seeds`` seeds; model selection on validation 
 For each alternative: test accuracy (mean, 95 % t interval over seeds), parameter counts,
 training time, and the recommended minus alternative accuracy with the paired two-level
 bootstrap; the recommendation *beat* it (interval above 0), *matched* it (interval spans 0)
-or did *worse* (interval below 0).
+or did *worse* (interval below 0). An alternative identical to the recommendation (e.g.
+"nothing frozen" when full fine-tuning is recommended) is not trained twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 
@@ -56,8 +58,14 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = 3,
     backend = finetunable_backend(model, data)
     split = make_split(backend, data, split_seed)
     lrs = {k: v for k, v in (("lr", lr), ("backbone_lr", backbone_lr)) if v is not None}
-    rows, correct = [], {}
+    rows, correct, done = [], {}, {}
     for c in configurations(rec, backend, cfg.epochs):
+        same = json.dumps({k: v for k, v in c.items() if k != "name"}, sort_keys=True)
+        if same in done:  # identical to an earlier configuration: same seeds, same result
+            first = done[same]
+            correct[c["name"]] = correct[first["config"]]
+            rows.append(dict(first, config=c["name"], same_as=first["config"]))
+            continue
         per_seed, walls, n_params, n_train = [], [], 0, 0
         for s in range(seeds):
             net = TransferModel(backend, len(split.classes), layer=c["layer"],
@@ -73,6 +81,7 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = 3,
                      "head_width": c["head_width"], "strategy": c["strategy"],
                      "test_acc": mean, "ci_lo": lo, "ci_hi": hi, "params": n_params,
                      "trainable_params": n_train, "train_s": float(np.mean(walls))})
+        done[same] = rows[-1]
     rec_correct = correct["recommended"]
     for row in rows[1:]:
         g, lo, hi = paired_gain(rec_correct, correct[row["config"]])

@@ -121,6 +121,11 @@ def test_effnet_lite_loads_shipped_weights_exactly(digits):
     text = Dataset("t", "text", ["a", "b"], [0, 1])
     with pytest.raises(InputError, match="takes image inputs, got a text dataset"):
         b.features(text, ["act2"])
+    small = create_backend("effnet-lite:0@64")  # another input size: its own cache identity
+    assert small.prepare(digits.inputs[:2], digits).shape == (2, 3, 64, 64)
+    assert small.identity() != b.identity() and small.name == "effnet-lite:0@64"
+    with pytest.raises(InputError, match="input size >= 32"):
+        create_backend("effnet-lite:0@8")
 
 
 def test_hf_minilm_mean_pooling_matches_sentence_transformers():

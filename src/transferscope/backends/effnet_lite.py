@@ -4,7 +4,7 @@ packages ship (lukemelas key layout), loaded into geffnet's ``tf_efficientnet_li
 The keys are renamed structurally (stem, per-block convolutions and batch norms, head,
 classifier) and loading is strict: zero missing and zero unexpected keys, every shape equal.
 Preprocessing is TensorFlow's: pixels in [0, 1], mean = std = 0.5, bilinear resize to the
-model's resolution.
+model's resolution (``effnet-lite:0@96`` picks another input size: faster on a CPU).
 """
 
 from __future__ import annotations
@@ -72,18 +72,20 @@ def load_effnet_lite(variant: int, *, pretrained: bool = True) -> torch.nn.Modul
 
 
 class EffNetLiteBackend(ImageModuleBackend):
-    def __init__(self, variant: int, module=None, name=None):
+    def __init__(self, variant: int, module=None, name=None, size: int | None = None):
         self.variant = variant
         module = module if module is not None else load_effnet_lite(variant)
         blocks = [f"blocks.{i}" for i in range(len(module.blocks))]
-        super().__init__(name or f"effnet-lite:{variant}", module,
-                         block_names=[*blocks, "act2"], default="act2",
-                         size=RESOLUTION[variant], mean=MEAN, std=STD)
+        super().__init__(name or f"effnet-lite:{variant}" + (f"@{size}" if size else ""),
+                         module, block_names=[*blocks, "act2"], default="act2",
+                         size=size or RESOLUTION[variant], mean=MEAN, std=STD)
 
 
 @register_backend("effnet-lite")
 def _effnet(arg: str):
-    if arg not in ("0", "1", "2"):
-        raise InputError(f"Expected effnet-lite:0, :1 or :2, got effnet-lite:{arg}")
+    variant, _, size = arg.partition("@")
+    if variant not in ("0", "1", "2") or (size and not (size.isdigit() and int(size) >= 32)):
+        raise InputError(f"Expected effnet-lite:0, :1 or :2, optionally @<input size >= 32> "
+                         f"(e.g. effnet-lite:0@96 for fast CPU runs), got effnet-lite:{arg}")
     importlib.import_module("torch")
-    return EffNetLiteBackend(int(arg))
+    return EffNetLiteBackend(int(variant), size=int(size) if size else None)

@@ -268,6 +268,47 @@ def cmd_layers(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from transferscope.study import evaluate, load_spec, run_study, study_status
+
+    spec = load_spec(args.spec)
+    if args.action == "run":
+        summary = run_study(spec, executor=args.executor, jobs=args.jobs, address=args.address)
+        for phase, s in summary.items():
+            print(f"{phase}: {s['planned']} runs planned, {s['reused']} already finished, "
+                  f"{s['ran']} run now, {len(s['failed'])} failed")
+            for label, error in s["failed"][:10]:
+                print(f"  failed: {label}: {error}")
+        print(f"store: {spec.db} (study {spec.name!r}); next: tscope study evaluate {args.spec}")
+        return 1 if any(s["failed"] for s in summary.values()) else 0
+    if args.action == "status":
+        status = study_status(spec)
+        if args.format != "table":
+            print(json.dumps(status))
+            return 0
+        for kind, counts in status.items():
+            print(f"{kind}: " + (counts if isinstance(counts, str) else
+                                  ", ".join(f"{k} {v}" for k, v in counts.items())))
+        return 0
+    result = evaluate(spec)
+    if args.format == "json":
+        print(json.dumps(result, default=str))
+        return 0
+    print(render(result["metrics"], args.format) if result["metrics"] else "no finished pairs")
+    if args.format == "table":
+        print(f"\nshare of (target, source, strategy, fraction) cells with NEGATIVE transfer: "
+              f"{result['share_negative']:.2f} of {len(result['pairs'])}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from transferscope.study import load_spec, write_report
+
+    path = write_report(load_spec(args.spec), args.output)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_runs(args) -> int:
     from transferscope.store import RunStore
 
@@ -427,6 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("study", help="systematic transfer experiments from a spec file")
+    p.add_argument("action", choices=("run", "status", "evaluate"))
+    p.add_argument("spec", help="study spec (TOML)")
+    p.add_argument("--executor", default="local", help="local (process pool) or ray")
+    p.add_argument("--jobs", type=int, default=1, help="parallel runs (local: processes; "
+                   "ray: CPUs of the local Ray it starts)")
+    p.add_argument("--address", help="Ray cluster address, e.g. auto or ray://host:10001")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="one self-contained HTML report of a study")
+    p.add_argument("spec", help="study spec (TOML)")
+    p.add_argument("-o", "--output", default="report.html")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("runs", help="list runs in the run store")
     p.add_argument("--db", default="sqlite:///tscope.db", help="SQLAlchemy URL of the store")

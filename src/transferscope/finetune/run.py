@@ -74,6 +74,15 @@ def make_split(backend, data: Dataset, split_seed: int = 0,
     return Split(tr, va, te, np.unique(data.labels), (train_idx, val_idx, test_idx))
 
 
+def run_metrics(net, hist, correct) -> dict:
+    """What the run store keeps of one finished run (everything a verdict, a learning curve or
+    a time-to-target needs later, without the model)."""
+    return {"test_acc": float(correct.mean()), "test_correct": correct.tolist(),
+            "best_epoch": hist.best_epoch, "val_acc": hist.best_val_acc, "gap": hist.gap,
+            "best_s": hist.best_s, "val_curve": hist.val_curve,
+            "params": net.n_parameters(), "trainable_params": hist.trainable_params}
+
+
 def correct_on(net, test_xy) -> np.ndarray:
     """1 where the model's prediction on a test sample is right, else 0."""
     return (predict(net, test_xy[0]).argmax(1) == test_xy[1]).numpy().astype(int)
@@ -153,12 +162,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
                                       hist.best_val_acc > best_transfer[0]):
                 best_transfer = (hist.best_val_acc, net, run_cfg, record)
             if handle is not None:
-                store.finish(handle, {"test_acc": float(ok.mean()), "test_correct": ok.tolist(),
-                                      "best_epoch": hist.best_epoch,
-                                      "val_acc": hist.best_val_acc, "gap": hist.gap,
-                                      "best_s": hist.best_s, "val_curve": hist.val_curve,
-                                      "params": net.n_parameters(),
-                                      "trainable_params": hist.trainable_params},
+                store.finish(handle, run_metrics(net, hist, ok),
                              timings={"wall_s": hist.wall_s})
         accs = [c.mean() for c in correct[arm]]
         mean, lo, hi = mean_ci(accs)

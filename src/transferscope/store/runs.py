@@ -158,13 +158,17 @@ class RunStore:
             conn.execute(self.runs.update().where(self.runs.c.id == run.id).values(
                 state="failed", error=error[:2000], heartbeat_at=time.time()))
 
-    def mark_stale(self, older_than_s: float | None = None) -> int:
-        """Mark runs whose heartbeat is older than the limit as failed; returns how many."""
+    def mark_stale(self, older_than_s: float | None = None, *,
+                   study: str | None = None) -> int:
+        """Mark runs (of ``study``, if given) whose heartbeat is older than the limit as failed;
+        returns how many."""
         limit = time.time() - (self.stale_after_s if older_than_s is None else older_than_s)
+        where = (self.runs.c.state == "running") & (self.runs.c.heartbeat_at <= limit)
+        if study is not None:
+            where = where & (self.runs.c.study == study)
         with self.engine.begin() as conn:
-            res = conn.execute(self.runs.update().where(
-                (self.runs.c.state == "running") & (self.runs.c.heartbeat_at <= limit)
-            ).values(state="failed", error="no heartbeat (process killed?)"))
+            res = conn.execute(self.runs.update().where(where).values(
+                state="failed", error="no heartbeat (process killed?)"))
             return res.rowcount
 
     @contextmanager

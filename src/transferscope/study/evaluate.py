@@ -1,0 +1,169 @@
+"""How well did the cheap scores predict what fine-tuning really did?
+
+From a study's finished runs: per (target, source, strategy, fraction) the transfer and
+scratch test accuracies, the gain with its paired bootstrap interval and the verdict; per
+(target, source) the transferability scores and the risk label. Then, per metric, for the
+largest fraction of each strategy:
+
+- weighted Kendall tau (``scipy.stats.weightedtau``) between a target's source scores and the
+  sources' fine-tuned test accuracy, averaged over targets;
+- Pearson correlation, likewise (targets with at least 3 sources);
+- top-1 regret: accuracy lost by fine-tuning the top-scored source instead of the best one;
+- negative-transfer detection: a pair is flagged when the source scores below its random-init
+  twin or below the raw input on that metric (the ``risk`` row flags LIKELY-NEGATIVE labels);
+  precision and recall against the pairs whose verdict is NEGATIVE.
+
+Intervals: 95 % percentile bootstrap (seeded), resampling targets for tau, Pearson and regret,
+and (target, source) pairs for precision and recall.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from transferscope.store import RunStore
+from transferscope.study.spec import StudySpec
+from transferscope.verdict import negative_transfer_verdict, paired_gain
+
+N_BOOT = 2000
+
+
+def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
+    """Outcomes and scores of the study's finished runs."""
+    store = store or RunStore(spec.db)
+    runs = store.list(study=spec.name, state="finished")
+    transfer, scratch, scores = defaultdict(dict), defaultdict(dict), {}
+    for r in runs:
+        c = r["config"]
+        if c.get("kind") == "train":
+            key = (c["target"], c["arch"], c["train_fraction"])
+            if c["arm"] == "transfer":
+                transfer[(c["target"], c["source"], c["strategy"], c["train_fraction"])][
+                    r["seed"]] = r
+                transfer[(c["target"], c["source"], c["strategy"], c["train_fraction"])][
+                    "arch"] = c["arch"]
+            else:
+                scratch[key][r["seed"]] = r
+        elif c.get("kind") == "scores":
+            scores[(c["target"], c["source"])] = r["metrics"]["rows"]
+    pairs = []
+    for (target, source, strategy, fraction), by_seed in sorted(transfer.items()):
+        arch = by_seed.pop("arch")
+        base = scratch.get((target, arch, fraction), {})
+        seeds = sorted(set(by_seed) & set(base))
+        if not seeds:
+            continue
+        t = np.stack([by_seed[s]["metrics"]["test_correct"] for s in seeds])
+        b = np.stack([base[s]["metrics"]["test_correct"] for s in seeds])
+        g, lo, hi = paired_gain(t, b)
+        row = {"target": target, "source": source, "strategy": strategy, "fraction": fraction,
+               "seeds": len(seeds), "transfer_acc": float(t.mean()),
+               "scratch_acc": float(b.mean()), "gain": g, "gain_lo": lo, "gain_hi": hi,
+               "verdict": negative_transfer_verdict(lo, hi),
+               "transfer_best_s": float(np.mean([by_seed[s]["metrics"]["best_s"]
+                                                 for s in seeds])),
+               "scratch_best_s": float(np.mean([base[s]["metrics"]["best_s"] for s in seeds])),
+               "transfer_runs": [by_seed[s]["id"] for s in seeds],
+               "scratch_runs": [base[s]["id"] for s in seeds]}
+        rows = scores.get((target, source))
+        if rows:
+            cand = next(x for x in rows if x["role"] == "candidate")
+            twin = next((x for x in rows if x["role"] == "random-twin"), None)
+            raw = next((x for x in rows if x["role"] == "raw-baseline"), None)
+            row["risk"] = cand.get("risk")
+            for m in spec.metrics:
+                row[m] = cand[m]
+                below = [cand[m] < x[m] for x in (twin, raw) if x is not None]
+                row[f"{m}_flags_negative"] = bool(any(below))
+        pairs.append(row)
+    return {"pairs": pairs}
+
+
+def _boot(values_fn, n_items: int, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(N_BOOT):
+        v = values_fn(rng.integers(0, n_items, n_items))
+        if v == v:  # skip NaN draws (e.g. no predicted negatives)
+            stats.append(v)
+    if not stats:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _mean_ci(v) -> tuple[float, float, float]:
+    """Mean over targets (NaN-skipping) and its bootstrap interval over targets."""
+    v = np.asarray(v, dtype=float)
+    if not np.isfinite(v).any():
+        return float("nan"), float("nan"), float("nan")
+
+    def mean(idx):
+        sub = v[idx]
+        return float(np.nanmean(sub)) if np.isfinite(sub).any() else float("nan")
+
+    return (float(np.nanmean(v)), *_boot(mean, len(v)))
+
+
+def _per_target(pairs, metric):
+    """target -> (scores, accuracies) over its sources."""
+    out = defaultdict(lambda: ([], []))
+    for p in pairs:
+        if metric in p and p[metric] == p[metric]:
+            out[p["target"]][0].append(p[metric])
+            out[p["target"]][1].append(p["transfer_acc"])
+    return {t: (np.array(s), np.array(a)) for t, (s, a) in out.items() if len(s) >= 2}
+
+
+def _prf(flags, actual):
+    flags, actual = np.asarray(flags, bool), np.asarray(actual, bool)
+    tp = (flags & actual).sum()
+    precision = tp / flags.sum() if flags.sum() else float("nan")
+    recall = tp / actual.sum() if actual.sum() else float("nan")
+    return float(precision), float(recall)
+
+
+def evaluate(spec: StudySpec, store: RunStore | None = None) -> dict:
+    import scipy.stats
+
+    data = collect(spec, store)
+    pairs = data["pairs"]
+    rows = []
+    for strategy in spec.strategies:
+        top = max((p["fraction"] for p in pairs if p["strategy"] == strategy), default=None)
+        sel = [p for p in pairs if p["strategy"] == strategy and p["fraction"] == top]
+        if not sel:
+            continue
+        actual = [p["verdict"] == "NEGATIVE" for p in sel]
+        for metric in [*spec.metrics, "risk"]:
+            row = {"strategy": strategy, "fraction": top, "metric": metric, "pairs": len(sel)}
+            if metric != "risk":
+                per = _per_target(sel, metric)
+                targets = sorted(per)
+                taus = np.array([scipy.stats.weightedtau(*per[t])[0] for t in targets])
+                pears = np.array([scipy.stats.pearsonr(*per[t])[0] if len(per[t][0]) >= 3
+                                  and np.ptp(per[t][0]) > 0 and np.ptp(per[t][1]) > 0
+                                  else np.nan for t in targets])
+                regrets = np.array([per[t][1].max() - per[t][1][np.argmax(per[t][0])]
+                                    for t in targets])
+                row["targets"] = len(targets)
+                for name, v in (("tau", taus), ("pearson", pears), ("regret", regrets)):
+                    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _mean_ci(v)
+                flags = [p.get(f"{metric}_flags_negative", False) for p in sel]
+            else:
+                flags = [p.get("risk") == "LIKELY-NEGATIVE" for p in sel]
+            precision, recall = _prf(flags, actual)
+            f, a = np.asarray(flags), np.asarray(actual)
+            row.update(neg_flagged=int(f.sum()), neg_actual=int(a.sum()),
+                       precision=precision, recall=recall)
+            row["precision_lo"], row["precision_hi"] = _boot(
+                lambda idx, f=f, a=a: _prf(f[idx], a[idx])[0], len(sel), seed=1)
+            row["recall_lo"], row["recall_hi"] = _boot(
+                lambda idx, f=f, a=a: _prf(f[idx], a[idx])[1], len(sel), seed=2)
+            rows.append(row)
+    verdicts = [p["verdict"] for p in pairs]
+    return {"pairs": pairs, "metrics": rows,
+            "share_negative": (verdicts.count("NEGATIVE") / len(verdicts)) if verdicts
+            else float("nan")}

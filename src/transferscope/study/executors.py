@@ -1,0 +1,109 @@
+"""Where study tasks run: in this process, in a local process pool, or on a Ray cluster.
+
+An executor takes a function and a list of tasks and yields ``(index, result, error)`` as tasks
+complete, in any order. Results come back to the driver, which alone writes the run store
+(so SQLite works with any executor). Adding one is a class plus ``@executor("name")``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+from transferscope.errors import InputError, require
+from transferscope.metrics._registry import suggest
+
+_EXECUTORS: dict[str, type] = {}
+
+
+def executor(name: str):
+    def decorate(cls):
+        cls.name = name
+        _EXECUTORS[name] = cls
+        return cls
+
+    return decorate
+
+
+def make_executor(name: str, **options):
+    if name not in _EXECUTORS:
+        raise InputError(f"Unknown executor {name!r}{suggest(name, _EXECUTORS)} (executors: "
+                         f"{', '.join(sorted(_EXECUTORS))})")
+    return _EXECUTORS[name](**options)
+
+
+def _limit_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+@executor("local")
+class LocalExecutor:
+    """``jobs`` worker processes (spawned, each with cores / jobs torch threads); ``jobs=1``
+    runs the tasks in this process, one after another."""
+
+    def __init__(self, jobs: int = 1, **_ignored):
+        if jobs < 1:
+            raise InputError(f"Expected --jobs >= 1, got {jobs}")
+        self.jobs = jobs
+        self.pool = None
+
+    def run(self, fn: Callable, tasks: list) -> Iterator[tuple[int, object, BaseException]]:
+        if self.jobs == 1:
+            for i, task in enumerate(tasks):
+                try:
+                    yield i, fn(task), None
+                except Exception as exc:  # a failed task is reported; the study goes on
+                    yield i, None, exc
+            return
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"),
+                                        initializer=_limit_threads, initargs=(threads,))
+        try:
+            pending = {self.pool.submit(fn, t): i for i, t in enumerate(tasks)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    exc = fut.exception()
+                    yield i, (None if exc else fut.result()), exc
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@executor("ray")
+class RayExecutor:
+    """Each task a Ray task with ``cpus`` CPUs and ``gpus`` GPUs; connects to ``address``
+    (e.g. ``auto`` or ``ray://host:10001``) or starts a local Ray with ``jobs`` CPUs."""
+
+    def __init__(self, jobs: int | None = None, address: str | None = None, cpus: float = 1,
+                 gpus: float = 0, **_ignored):
+        self.ray = require("ray", "ray", "the Ray executor")
+        self.address, self.jobs, self.cpus, self.gpus = address, jobs, cpus, gpus
+
+    def run(self, fn, tasks):
+        ray = self.ray
+        started = False
+        if not ray.is_initialized():
+            kw = {"address": self.address} if self.address else {"num_cpus": self.jobs}
+            ray.init(include_dashboard=False, log_to_driver=False, **kw)
+            started = True
+        try:
+            remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus)(fn)
+            refs = {remote.remote(t): i for i, t in enumerate(tasks)}
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                i = refs.pop(done[0])
+                try:
+                    yield i, ray.get(done[0]), None
+                except Exception as exc:  # the task's own error, re-raised by Ray
+                    yield i, None, getattr(exc, "cause", None) or exc
+        finally:
+            for ref in list(refs) if "refs" in locals() else []:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()

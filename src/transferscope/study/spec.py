@@ -1,0 +1,195 @@
+"""The study spec: a TOML file naming targets, sources, strategies, data fractions, seeds,
+metrics and budgets. Validated in one place, with one-line errors.
+
+    name = "ucr-transfer"
+    targets = ["ucr:GunPoint", "ucr:ArrowHead"]
+    sources = ["pretrained:fcn-ArrowHead", "effnet-lite:0"]   # model names, or pretrain entries
+    strategies = ["full"]
+    fractions = [0.25, 1.0]
+    seeds = 3
+    metrics = ["logme", "hscore_reg", "linear_probe", "knn"]
+    db = "sqlite:///ucr-transfer.db"
+
+    [train]                      # TrainConfig fields
+    epochs = 30
+    [strategy_options.full]      # per-strategy options
+    lr = 1e-3
+    [[pretrain]]                 # a source trained here first (torch: models)
+    name = "fcn-ArrowHead"
+    model = "torch:examples/fcn.py:fcn"
+    data = "ucr:ArrowHead"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transferscope.errors import InputError
+from transferscope.finetune.strategies import make_strategy
+from transferscope.finetune.trainer import TrainConfig
+from transferscope.metrics import get_metric
+from transferscope.metrics._registry import check_options
+from transferscope.scoring import DEFAULT_METRICS
+
+
+@dataclass
+class PretrainSpec:
+    name: str
+    model: str  # a torch:<file.py>:<factory> model, trained from scratch on data
+    data: str
+    layer: str | None = None
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-3
+    patience: int = 15
+    seed: int = 0
+
+
+@dataclass
+class Budgets:
+    max_runs: int = 5000  # refuse grids larger than this (a typo in a grid is expensive)
+    per_class: int | None = None  # subsample each target to this many samples per class
+    bootstrap: int = 20  # subsamples for the transferability-score intervals
+
+
+@dataclass
+class StudySpec:
+    name: str
+    targets: list
+    sources: list
+    strategies: list = field(default_factory=lambda: ["full"])
+    fractions: list = field(default_factory=lambda: [1.0])
+    seeds: int = 3
+    metrics: list = field(default_factory=lambda: list(DEFAULT_METRICS))
+    baseline: str = "scratch"
+    layer: str | None = None
+    exclude_self: bool = True  # skip a pretrained source on its own pretraining data
+    db: str = "sqlite:///tscope.db"
+    artifacts: str | None = None  # folder for pretrained checkpoints (default: beside the spec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy_options: dict = field(default_factory=dict)
+    pretrain: list = field(default_factory=list)
+    budgets: Budgets = field(default_factory=Budgets)
+    path: Path | None = None
+
+    @property
+    def artifacts_dir(self) -> Path:
+        if self.artifacts:
+            return Path(self.artifacts)
+        base = self.path.parent if self.path is not None else Path.cwd()
+        return base / f"{self.name}-artifacts"
+
+
+def _fields(cls) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _build(cls, table: dict, where: str):
+    if not isinstance(table, dict):
+        raise InputError(f"Expected a table for {where}, got {type(table).__name__}")
+    check_options(where, table, _fields(cls))
+    try:
+        return cls(**table)
+    except TypeError as exc:
+        raise InputError(f"Expected the required keys of {where}: {exc}") from None
+
+
+def _names(value, key: str) -> list:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise InputError(f"Expected a non-empty list for {key!r}, got {value!r}; the study "
+                         "grid would be empty")
+    if len(set(map(str, value))) != len(value):
+        raise InputError(f"Expected distinct entries in {key!r}, got {value}")
+    return value
+
+
+def parse_spec(table: dict, path: Path | None = None) -> StudySpec:
+    table = dict(table)
+    known = _fields(StudySpec)
+    known.pop("path")
+    check_options("the study spec", table, known)
+    for key in ("name", "targets", "sources"):
+        if key not in table:
+            raise InputError(f"Expected {key!r} in the study spec, got keys {sorted(table)}")
+    name = table["name"]
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise InputError(f"Expected a study name of letters, digits, - and _, got {name!r}")
+    table["targets"] = _names(table["targets"], "targets")
+    table["sources"] = _names(table["sources"], "sources")
+    table["strategies"] = _names(table.get("strategies", ["full"]), "strategies")
+    table["fractions"] = [float(f) for f in _names(table.get("fractions", [1.0]), "fractions")]
+    table["metrics"] = _names(table.get("metrics", list(DEFAULT_METRICS)), "metrics")
+    table["train"] = _build(TrainConfig, table.get("train", {}), "[train]")
+    table["budgets"] = _build(Budgets, table.get("budgets", {}), "[budgets]")
+    table["pretrain"] = [_build(PretrainSpec, t, f"[[pretrain]] #{i + 1}")
+                         for i, t in enumerate(table.get("pretrain", []))]
+    spec = StudySpec(**table, path=path)
+    validate(spec)
+    return spec
+
+
+def load_spec(path) -> StudySpec:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        from transferscope.errors import require
+
+        tomllib = require("tomli", "study", "reading study specs on Python 3.10")
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"Expected a study spec file (TOML), got {str(p)!r}, which does not "
+                         "exist")
+    try:
+        table = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"Expected valid TOML in {p}, got: {exc}") from None
+    return parse_spec(table, p.resolve())
+
+
+def validate(spec: StudySpec) -> None:
+    """Everything that can be checked before any training: names, options, grid size."""
+    from transferscope.backends import list_backends
+
+    if spec.seeds < 1:
+        raise InputError(f"Expected seeds >= 1, got {spec.seeds}")
+    bad = [f for f in spec.fractions if not 0 < f <= 1]
+    if bad:
+        raise InputError(f"Expected fractions in (0, 1], got {bad}")
+    for m in spec.metrics:
+        if get_metric(m).inputs != "features":
+            raise InputError(f"Expected feature metrics in a study, got {m!r}, which needs "
+                             "source probabilities")
+    pre = {p.name: p for p in spec.pretrain}
+    if len(pre) != len(spec.pretrain):
+        raise InputError("Expected distinct [[pretrain]] names, got duplicates")
+    for p in spec.pretrain:
+        if not p.model.startswith("torch:"):
+            raise InputError(f"Expected a torch:<file.py>:<factory> model to pretrain, got "
+                             f"{p.model!r} ({p.name}); other models come pretrained")
+    kinds = list_backends()
+    for s in spec.sources:
+        kind, _, arg = s.partition(":")
+        if kind == "pretrained":
+            if arg not in pre:
+                raise InputError(f"Expected a [[pretrain]] entry named {arg!r} for source "
+                                 f"{s!r}, got entries {sorted(pre)}")
+        elif kind not in kinds:
+            from transferscope.metrics._registry import suggest
+
+            raise InputError(f"Unknown model {s!r}{suggest(kind, kinds)} (kinds: "
+                             f"{', '.join(sorted(kinds))}, pretrained:<name>)")
+    for name in [*spec.strategies, spec.baseline]:
+        make_strategy(name, **spec.strategy_options.get(name, {}))  # unknown names, options
+    unknown = set(spec.strategy_options) - set(spec.strategies) - {spec.baseline}
+    if unknown:
+        raise InputError(f"Expected [strategy_options] only for the study's strategies "
+                         f"{spec.strategies + [spec.baseline]}, got {sorted(unknown)}")
+    n = (len(spec.targets) * len(spec.sources) * len(spec.strategies) * len(spec.fractions)
+         * spec.seeds)
+    if n > spec.budgets.max_runs:
+        raise InputError(f"Expected at most budgets.max_runs = {spec.budgets.max_runs} "
+                         f"transfer runs, got a grid of {n}; shrink the grid or raise the budget")

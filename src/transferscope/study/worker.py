@@ -1,0 +1,101 @@
+"""What one study task does, in whatever process or Ray worker runs it: pretrain a source,
+score a (target, source) pair, or train one arm for one seed. Tasks are plain dicts and
+results plain JSON-able dicts, so any executor can carry them; workers never write the store.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from pathlib import Path
+
+from transferscope.backends import create_backend
+from transferscope.data import load_dataset, subsample
+
+
+@functools.lru_cache(maxsize=8)
+def target_data(spec: str, per_class: int | None):
+    return subsample(load_dataset(spec), per_class=per_class, seed=0)
+
+
+@functools.lru_cache(maxsize=4)
+def backend(name: str):
+    return create_backend(name)
+
+
+def execute(task: dict) -> dict:
+    kind = task["kind"]
+    start = time.perf_counter()
+    result = {"pretrain": _pretrain, "scores": _scores, "train": _train}[kind](task)
+    result.setdefault("timings", {})["wall_s"] = time.perf_counter() - start
+    return result
+
+
+def _train(task: dict) -> dict:
+    from transferscope.finetune.model import TransferModel
+    from transferscope.finetune.run import correct_on, make_split, run_metrics
+    from transferscope.finetune.strategies import make_strategy
+    from transferscope.finetune.trainer import TrainConfig, fit
+
+    data = target_data(task["target"], task["per_class"])
+    b = backend(task["model"])
+    split = make_split(b, data, task["split_seed"], task["fraction"])
+    net = TransferModel(b, len(split.classes), layer=task["layer"])
+    cfg = TrainConfig(**task["train"])
+    hist = fit(net, make_strategy(task["strategy"], **task["options"]), split.train, split.val,
+               cfg)
+    return {"metrics": run_metrics(net, hist, correct_on(net, split.test)),
+            "epochs": hist.epochs, "timings": {"train_s": hist.wall_s}}
+
+
+def _scores(task: dict) -> dict:
+    from transferscope.data import stratified_split
+    from transferscope.rank import RankConfig, rank
+
+    data = target_data(task["target"], task["per_class"])
+    # the transferability scores see the training part of the fine-tuning split only
+    part = data.subset(stratified_split(data.labels, (0.6, 0.2, 0.2), task["split_seed"])[0])
+    cfg = RankConfig(metrics=tuple(task["metrics"]), bootstrap=task["bootstrap"],
+                     layer=task["layer"], seed=0)
+    res = rank(part, [task["model"]], cfg)
+    return {"metrics": {"rows": res.rows, "rule": res.rule}}
+
+
+def _pretrain(task: dict) -> dict:
+    from safetensors.torch import save_file
+
+    from transferscope.data import stratified_split
+    from transferscope.finetune.model import TransferModel
+    from transferscope.finetune.run import _tensors
+    from transferscope.finetune.strategies import make_strategy
+    from transferscope.finetune.trainer import TrainConfig, fit
+
+    p = task["pretrain"]
+    data = load_dataset(p["data"])
+    b = create_backend(p["model"])
+    tr, va, _ = stratified_split(data.labels, (0.7, 0.15, 0.15), seed=p["seed"])
+    net = TransferModel(b, len(set(data.labels.tolist())), layer=p["layer"])
+    hist = fit(net, make_strategy("scratch", lr=p["lr"], backbone_lr=p["lr"]),
+               _tensors(b, data, tr), _tensors(b, data, va),
+               TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"],
+                           patience=p["patience"], seed=p["seed"]))
+    out = Path(task["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    # the backbone only: the source head is not transferred
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items()},
+              str(tmp))
+    tmp.replace(out)  # atomic: a checkpoint is complete or absent
+    return {"metrics": {"val_acc": hist.best_val_acc, "best_epoch": hist.best_epoch},
+            "epochs": hist.epochs, "artifacts": {"checkpoint": str(out),
+                                                 "sha256": sha256_file(out)},
+            "timings": {"train_s": hist.wall_s}}
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,121 @@
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.study import chromium
+from transferscope.cli import main
+from transferscope.store import RunStore
+from transferscope.study import evaluate, load_spec, run_study, study_status, write_report
+
+
+def finished(spec):
+    return RunStore(spec.db).list(study=spec.name, state="finished")
+
+
+def test_study_runs_resumes_without_duplicates_and_evaluates(study_dir):
+    spec = load_spec(study_dir)
+    assert study_status(spec) == {"pretrain": {"planned": 1, "finished": 0, "failed": 0,
+                                               "running": 0, "pending": 1},
+                                  "main": "waiting for pretraining"}
+    summary = run_study(spec)
+    # 2 targets x 2 sources: 4 score runs; transfer 2 x 2 x 2 fractions x 2 seeds = 16;
+    # scratch shared by the two sources (one architecture): 2 targets x 2 fractions x 2 seeds
+    assert summary["main"]["planned"] == 4 + 16 + 8 and not summary["main"]["failed"]
+    runs = finished(spec)
+    assert len(runs) == 1 + 28
+    again = run_study(spec)  # everything finished: nothing runs, nothing is duplicated
+    assert again["main"]["ran"] == 0 and again["pretrain"]["ran"] == 0
+    assert len(RunStore(spec.db).list(study=spec.name)) == 29
+    status = study_status(spec)
+    assert status["train"]["finished"] == 24 and status["scores"]["finished"] == 4
+
+    ev = evaluate(spec)
+    assert len(ev["pairs"]) == 2 * 2 * 2  # target x source x fraction
+    for p in ev["pairs"]:
+        assert p["gain_lo"] <= p["gain"] <= p["gain_hi"] and p["seeds"] == 2
+        assert p["verdict"] in ("POSITIVE", "NEGATIVE", "INCONCLUSIVE")
+        assert p["gain"] == pytest.approx(p["transfer_acc"] - p["scratch_acc"])
+        assert "logme" in p and p["risk"] in ("LIKELY-POSITIVE", "RISK", "LIKELY-NEGATIVE")
+    metrics = {r["metric"] for r in ev["metrics"]}
+    assert metrics == {"logme", "hscore_reg", "risk"}
+    for r in ev["metrics"]:
+        assert r["pairs"] == 4 and r["neg_actual"] == sum(
+            p["verdict"] == "NEGATIVE" for p in ev["pairs"] if p["fraction"] == 1.0)
+        if r["metric"] != "risk":
+            assert r["targets"] == 2 and r["regret"] >= 0
+
+
+def test_report_renders_in_headless_chromium(study_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    if chromium.chromium() is None:
+        pytest.skip("chromium not installed (.ci/run installs Debian's chromium)")
+    spec = load_spec(study_dir)
+    run_study(spec)
+    path = write_report(spec, tmp_path / "report.html")
+    text = path.read_text()
+    # self-contained: no script, style, image or link fetched from anywhere
+    assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', text)
+    seen = chromium.load(path, tmp_path)
+    assert seen["errors"] == []
+    n = text.count("<figure>")
+    assert n >= 4 and seen["figures"] == (n, n)  # every figure has a non-empty box
+    # the probe does catch errors: a page with a console error and a broken image
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><head></head><body><img src='missing.png'><figure><svg></svg>"
+                   "</figure><script>console.error('boom')</script></body></html>")
+    seen = chromium.load(bad, tmp_path)
+    assert any("boom" in e for e in seen["errors"]) and any("missing" in e
+                                                           for e in seen["errors"])
+
+
+def test_kill_9_mid_study_then_resume_loses_and_duplicates_nothing(study_dir):
+    spec = load_spec(study_dir)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "transferscope.cli", "study", "run",
+                             str(study_dir)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(finished(spec)) < 8:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = finished(spec)
+    assert 8 <= len(partial) < 29, "the kill should land mid-study"
+    summary = run_study(spec)
+    assert summary["main"]["reused"] >= len(partial) - 1  # the finished runs were kept
+    runs = RunStore(spec.db).list(study=spec.name)
+    assert len(runs) == 29 and all(r["state"] == "finished" for r in runs)
+    assert len({r["run_key"] for r in runs}) == 29
+    for r in runs:  # every finished run has its complete epoch log, once
+        epochs = RunStore(spec.db).epochs_of(r["id"])
+        if r["config"]["kind"] == "train":
+            assert [e["epoch"] for e in epochs] == list(range(len(epochs))) and epochs
+
+
+def test_local_process_pool_and_cli(study_dir, capsys):
+    code = main(["study", "run", str(study_dir), "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert code == 0 and "0 failed" in out
+    spec = load_spec(study_dir)
+    assert len(finished(spec)) == 29
+    assert main(["study", "status", str(study_dir)]) == 0
+    assert "train: planned 24, finished 24" in capsys.readouterr().out
+    assert main(["study", "evaluate", str(study_dir)]) == 0
+    assert "share of (target, source, strategy, fraction) cells" in capsys.readouterr().out
+    assert main(["study", "run", str(study_dir), "--executor", "sparkk"]) == 2
+    assert "Unknown executor 'sparkk'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_a_tiny_study_end_to_end(study_dir):
+    pytest.importorskip("ray")
+    spec = load_spec(study_dir)
+    summary = run_study(spec, executor="ray", jobs=2)
+    assert not summary["main"]["failed"] and len(finished(spec)) == 29
+    ev = evaluate(spec)
+    assert len(ev["pairs"]) == 8

@@ -273,7 +273,8 @@ def cmd_study(args) -> int:
 
     spec = load_spec(args.spec)
     if args.action == "run":
-        summary = run_study(spec, executor=args.executor, jobs=args.jobs, address=args.address)
+        summary = run_study(spec, executor=args.executor, jobs=args.jobs, address=args.address,
+                            cpus=args.cpus_per_run, gpus=args.gpus_per_run)
         for phase, s in summary.items():
             print(f"{phase}: {s['planned']} runs planned, {s['reused']} already finished, "
                   f"{s['ran']} run now, {len(s['failed'])} failed")
@@ -476,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="parallel runs (local: processes; "
                    "ray: CPUs of the local Ray it starts)")
     p.add_argument("--address", help="Ray cluster address, e.g. auto or ray://host:10001")
+    p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs per run")
+    p.add_argument("--gpus-per-run", type=float, default=0, help="ray: GPUs per run (e.g. "
+                   "0.25 to share one GPU among four runs)")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.set_defaults(func=cmd_study)
 

@@ -146,7 +146,7 @@ def test_cli_finetune(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "training time saved" in out and len(RunStore(db).list()) == 4
     assert (tmp_path / "saved" / "model.safetensors").read_bytes() == weights
-    code = main(["finetune", "--data", str(tmp_path / "s.npz"), "--model", "raw"])
+    code = main(["finetune", "--data", str(tmp_path / "s.npz"), "--model", "raw", "--no-db"])
     assert code == 2 and "weights can train" in capsys.readouterr().err
 
 

@@ -31,9 +31,18 @@ N_BOOT = 2000
 
 
 def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
-    """Outcomes and scores of the study's finished runs."""
+    """Outcomes and scores of the finished runs of the spec's grid (a run that an earlier
+    version of the spec planned, e.g. for a source since removed, does not count)."""
+    from transferscope.study.runner import main_tasks, resolve_sources
+
     store = store or RunStore(spec.db)
-    runs = store.list(study=spec.name, state="finished")
+    sources = resolve_sources(spec, store)
+    runs = []
+    if sources is not None:  # exactly the spec's grid: runs of an earlier grid are left out
+        for task in main_tasks(spec, sources):
+            run = store.find(task.record, task.seed)
+            if run is not None and run["state"] == "finished":
+                runs.append(run)
     transfer, scratch, scores = defaultdict(dict), defaultdict(dict), {}
     for r in runs:
         c = r["config"]

@@ -92,14 +92,14 @@ def _heatmaps(plt, pairs, strategies):
         im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim)
         for p in sel:
             i, j = sources.index(p["source"]), targets.index(p["target"])
-            mark = {"POSITIVE": "+", "NEGATIVE": "-", "INCONCLUSIVE": ""}[p["verdict"]]
+            mark = "" if p["verdict"] == "INCONCLUSIVE" else "*"
             ax.text(j, i, f"{p['gain']:+.2f}{mark}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(targets)), [_short(t, 18) for t in targets], rotation=30,
                       ha="right", fontsize=8)
         ax.set_yticks(range(len(sources)), [_short(s) for s in sources], fontsize=8)
         fig.colorbar(im, ax=ax, label="test accuracy gain over scratch")
-        ax.set_title(f"{strategy}, fraction {top:g} (+/-: POSITIVE/NEGATIVE verdict)",
-                     fontsize=9)
+        ax.set_title(f"{strategy}, fraction {top:g}; rows: sources, columns: targets "
+                     "(*: POSITIVE or NEGATIVE verdict)", fontsize=9)
         out.append((f"Transfer gain matrix: {strategy}", _svg(fig)))
     return out
 
@@ -122,7 +122,6 @@ def _curves(plt, pairs):
         ax.plot(f, [p["scratch_acc"] for p in pts["points"]], "s--", label="scratch")
         if pts["break_even_fraction"] is not None:
             ax.axvline(pts["break_even_fraction"], color="grey", ls=":", label="break-even")
-        ax.set_xscale("log")
         ax.set_title(f"{_short(key[1], 20)} -> {_short(key[0], 16)} ({key[2]})", fontsize=8)
         ax.set_xlabel("training fraction", fontsize=8)
         ax.legend(fontsize=7)

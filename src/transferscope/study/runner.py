@@ -185,11 +185,12 @@ def drive(store: RunStore, study: str, tasks: list[Task], ex, progress: Progress
 
 
 def run_study(spec: StudySpec, *, executor: str = "local", jobs: int = 1,
-              address: str | None = None, progress: bool | None = None) -> dict:
+              address: str | None = None, progress: bool | None = None, cpus: float = 1,
+              gpus: float = 0) -> dict:
     store = RunStore(spec.db)
     # one driver per study: whatever a killed driver left "running" is failed, to be redone
     store.mark_stale(older_than_s=0, study=spec.name)
-    ex = make_executor(executor, jobs=jobs, address=address)
+    ex = make_executor(executor, jobs=jobs, address=address, cpus=cpus, gpus=gpus)
     summary = {}
     pre = pretrain_tasks(spec)
     if pre:

@@ -15,6 +15,7 @@ from transferscope.layers import (
     ProfileConfig,
     RecommendConfig,
     analyse_layers,
+    choose_cut,
     layer_profile,
     linear_cka,
     recommend,
@@ -82,10 +83,11 @@ def test_profile_scores_every_layer_on_the_training_split(tmp_path):
 
 
 # -- recommendations ----------------------------------------------------------------------------
-def fake_profile(scores, margin, n, classes=2):
-    rows = [{"layer": layer, "index": i, "score": s, "linear_probe": 0.9,
-             "random_linear_probe": 0.9 - margin, "margin": margin}
-            for i, (layer, s) in enumerate(zip(["0", "1", "3", "4"], scores, strict=True))]
+def fake_profile(scores, margin, n, classes=2, probe=(0.5, 0.7, 0.895, 0.9)):
+    rows = [{"layer": layer, "index": i, "score": s, "linear_probe": a,
+             "random_linear_probe": a - margin, "margin": margin}
+            for i, (layer, s, a) in enumerate(zip(["0", "1", "3", "4"], scores, probe,
+                                                  strict=True))]
     return LayerProfile("tiny", "d", n, classes, ("linear_probe",), "linear_probe", rows)
 
 
@@ -99,13 +101,23 @@ HEAD = HeadSearch([{"head_width": 0, "val_acc": 0.9, "gap": 0.0, "score": 0.9}],
     (600, 0.0, "full", 0),
 ])
 def test_recommendation_rules(n, margin, strategy, freeze):
-    # the score climbs to layer "3", then falls: cut after "3" (earliest within 0.05 of peak)
+    # the probe accuracy climbs to 0.895 at layer "3", then gains only 0.005: cut after "3"
+    # (the earliest layer within 0.01 of the best)
     prof = fake_profile([0.2, 0.6, 0.98, 1.0], margin, n)
-    rec = recommend(prof, tiny_backend(), HEAD, RecommendConfig(tolerance=0.05))
+    rec = recommend(prof, tiny_backend(), HEAD, RecommendConfig(tolerance=0.01))
     assert rec.cut == "3" and rec.strategy == strategy and rec.freeze == freeze
     assert rec.params["cut"] < rec.params["model"]
     assert set(rec.evidence) == {"cut", "regime", "freeze", "head"}
     assert "--cut 3" in rec.command("d.npz", "m")
+
+
+def test_cut_follows_the_probe_not_the_normalised_proxies():
+    # the consensus peaks at "1" (proxies), but the probe keeps improving to the last layer
+    prof = fake_profile([0.2, 1.0, 0.5, 0.4], 0.3, 600, probe=(0.5, 0.6, 0.7, 0.8))
+    assert choose_cut(prof) == (3, 3)
+    # a flat probe profile: the earliest layer within the tolerance wins
+    prof = fake_profile([0.2, 1.0, 0.5, 0.4], 0.3, 600, probe=(0.70, 0.795, 0.8, 0.79))
+    assert choose_cut(prof, RecommendConfig(tolerance=0.01)) == (1, 2)
 
 
 # -- end to end: analysis, verification, CLI ----------------------------------------------------

@@ -9,7 +9,12 @@ from transferscope.data import Dataset, stratified_split
 from transferscope.features import FeatureCache, extract_features
 from transferscope.layers.head import WIDTHS, HeadSearch, search_head_width
 from transferscope.layers.profile import LayerProfile, ProfileConfig, layer_profile
-from transferscope.layers.recommend import Recommendation, RecommendConfig, recommend
+from transferscope.layers.recommend import (
+    Recommendation,
+    RecommendConfig,
+    choose_cut,
+    recommend,
+)
 
 
 @dataclass
@@ -30,9 +35,7 @@ def analyse_layers(data: Dataset, model, *, profile: ProfileConfig | None = None
     prof = layer_profile(data, backend, pcfg)
     rcfg = rules or RecommendConfig()
     # the head is searched on the cut layer's features (cached by the profile), train part only
-    scores = [r["score"] for r in prof.rows]
-    top = max(s for s in scores if s == s)
-    cut = next(r["layer"] for r in prof.rows if r["score"] >= top - rcfg.tolerance)
+    cut = prof.rows[choose_cut(prof, rcfg)[0]]["layer"]
     part = data.subset(stratified_split(data.labels, (0.6, 0.2, 0.2), pcfg.split_seed)[0])
     feats = extract_features(backend, part, [cut], cache=FeatureCache(pcfg.cache_dir),
                              batch_size=pcfg.batch_size, device=pcfg.device)[cut]

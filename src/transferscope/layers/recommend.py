@@ -3,9 +3,12 @@ head, which strategy; each with the evidence and the rule that produced it.
 
 Rules (stated with every recommendation):
 
-- cut: the earliest layer whose consensus score is within ``tolerance`` of the peak. Past it
+- cut: the earliest layer whose primary metric (cross-validated linear-probe accuracy: what a
+  head on that layer achieves) is within ``tolerance`` of the best layer's. Past it
   transferability stops improving (or falls): the blocks above it are too source-specific and
-  are removed.
+  are removed. The proxies (LogME, H-score, kNN) and their consensus are printed beside it as
+  evidence (min-max normalising them over layers exaggerates small differences, so they do not
+  place the cut).
 - regime: the target data is *small* when it has fewer than ``small_per_class`` training
   samples per class; the source is *similar* when the primary metric (linear-probe accuracy) at
   the cut beats the random-init twin's by at least ``min_margin``.
@@ -28,7 +31,7 @@ from transferscope.layers.profile import LayerProfile
 
 @dataclass
 class RecommendConfig:
-    tolerance: float = 0.05  # of the consensus score, for the cut
+    tolerance: float = 0.01  # of the primary metric (probe accuracy), for the cut
     small_per_class: int = 30
     min_margin: float = 0.05
     generic_level: float = 0.5  # consensus score that marks the end of the generic blocks
@@ -60,6 +63,20 @@ def _n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def choose_cut(profile: LayerProfile, config: RecommendConfig | None = None) -> tuple[int, int]:
+    """(index of the cut layer, index of the best layer) by the rule above; among layers whose
+    primary metric ties within the tolerance, the earliest wins."""
+    cfg = config or RecommendConfig()
+    p = profile.primary
+    primary = np.array([r[p] for r in profile.rows], dtype=float)
+    score = np.array([r["score"] for r in profile.rows], dtype=float)
+    top = np.nanmax(primary)
+    best = max((i for i in range(len(primary)) if primary[i] == top),
+               key=lambda i: (np.nan_to_num(score[i], nan=-1.0), -i))
+    cut = next(i for i, v in enumerate(primary) if v >= top - cfg.tolerance)
+    return cut, best
+
+
 def recommend(profile: LayerProfile, backend, head: HeadSearch,
               config: RecommendConfig | None = None) -> Recommendation:
     import copy
@@ -68,15 +85,17 @@ def recommend(profile: LayerProfile, backend, head: HeadSearch,
     rows = profile.rows
     scores = np.array([r["score"] for r in rows], dtype=float)
     peak = int(np.nanargmax(scores))
-    cut_i = next(i for i, s in enumerate(scores) if s >= scores[peak] - cfg.tolerance)
+    p = profile.primary
+    cut_i, best_i = choose_cut(profile, cfg)
     cut = rows[cut_i]["layer"]
-    shown = ", ".join(f"{r['layer']} {r['score']:.2f}" for r in rows)
+    shown = ", ".join(f"{r['layer']} {r[p]:.3f}/{r['score']:.2f}" for r in rows)
     truncated = backend.truncate(copy.deepcopy(backend.module), cut)
     n_full, n_cut = _n_params(backend.module), _n_params(truncated)
     evidence = {"cut": [
-        f"consensus score per layer (mean of min-max normalised {', '.join(profile.metrics)}): "
-        f"{shown}",
-        f"peak at {rows[peak]['layer']}; earliest layer within {cfg.tolerance:g} of it: {cut}",
+        f"{p} / consensus (mean of min-max normalised {', '.join(profile.metrics)}) per "
+        f"layer: {shown}",
+        f"best {p} at {rows[best_i]['layer']} ({rows[best_i][p]:.3f}); earliest layer within "
+        f"{cfg.tolerance:g} of it: {cut} (consensus peak: {rows[peak]['layer']})",
         f"cut after {cut}: {n_full - n_cut:,} of {n_full:,} backbone parameters removed "
         f"({100 * (n_full - n_cut) / max(n_full, 1):.0f}%)"]}
 
@@ -85,7 +104,6 @@ def recommend(profile: LayerProfile, backend, head: HeadSearch,
     small = per_class < cfg.small_per_class
     margin = rows[cut_i]["margin"]
     similar = margin >= cfg.min_margin
-    p = profile.primary
     generic_i = next(i for i, s in enumerate(scores) if s >= cfg.generic_level * scores[peak])
     k_generic = min(len(backend.blocks(backend.module, rows[generic_i]["layer"])),
                     max(len(blocks) - 1, 0))

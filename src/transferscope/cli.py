@@ -226,11 +226,10 @@ def cmd_layers(args) -> int:
     data = subsample(load_dataset(args.data, text_column=args.text_column,
                                   label_column=args.label_column, labels_path=args.labels),
                      per_class=args.per_class, fraction=args.fraction, seed=args.seed)
-    pcfg = ProfileConfig(metrics=_metric_names(args.metric), seed=args.seed,
-                         batch_size=args.batch_size, device=args.device,
-                         cache_dir=args.cache_dir,
-                         primary="linear_probe" if "linear_probe" in _metric_names(args.metric)
-                         else _metric_names(args.metric)[0])
+    metrics = _metric_names(args.metric)
+    pcfg = ProfileConfig(metrics=metrics, seed=args.seed, batch_size=args.batch_size,
+                         device=args.device, cache_dir=args.cache_dir,
+                         primary="linear_probe" if "linear_probe" in metrics else metrics[0])
     analysis = analyse_layers(data, args.model, profile=pcfg, rules=RecommendConfig())
     rec = analysis.recommendation
     out = Path(args.out)

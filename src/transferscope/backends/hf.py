@@ -187,11 +187,8 @@ class HFBackend(Backend):
                                  max_length=self.max_length, return_tensors="pt").to(device)
             hidden = module(**enc, output_hidden_states=True).hidden_states
             return hidden, enc["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
-        from PIL import Image
-
-        images = [Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("RGB") for a in items]
-        enc = self.processor(images=images, return_tensors="pt").to(device)
-        return module(**enc, output_hidden_states=True).hidden_states, None
+        pixels = self.prepare(items, None).to(device)
+        return module(pixel_values=pixels, output_hidden_states=True).hidden_states, None
 
 
 @register_backend("hf")

@@ -2,6 +2,7 @@
 
 from transferscope.data.dataset import Dataset
 from transferscope.data.loaders import BUILTINS, load_dataset
-from transferscope.data.splits import stratified_split, subsample
+from transferscope.data.splits import stratified_split, subsample, training_part
 
-__all__ = ["BUILTINS", "Dataset", "load_dataset", "stratified_split", "subsample"]
+__all__ = ["BUILTINS", "Dataset", "load_dataset", "stratified_split", "subsample",
+           "training_part"]

@@ -68,3 +68,9 @@ def stratified_split(labels, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> list[n
         for i in range(len(fractions)):
             parts[i].append(members[bounds[i] : bounds[i + 1]])
     return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+
+
+def training_part(data: Dataset, seed: int = 0) -> Dataset:
+    """The training part of the seeded 60/20/20 split that fine-tuning uses: what scores,
+    profiles and head searches may look at without touching validation or test data."""
+    return data.subset(stratified_split(data.labels, seed=seed)[0])

@@ -66,12 +66,24 @@ class Split:
 
 def make_split(backend, data: Dataset, split_seed: int = 0,
                train_fraction: float = 1.0) -> Split:
-    train_idx, val_idx, test_idx = stratified_split(data.labels, (0.6, 0.2, 0.2), split_seed)
+    train_idx, val_idx, test_idx = stratified_split(data.labels, seed=split_seed)
     if train_fraction != 1.0:  # fewer training samples; validation and test stay the same
         train_idx = train_idx[subsample_indices(data.labels[train_idx],
                                                 fraction=train_fraction, seed=split_seed)]
     tr, va, te = (_tensors(backend, data, i) for i in (train_idx, val_idx, test_idx))
     return Split(tr, va, te, np.unique(data.labels), (train_idx, val_idx, test_idx))
+
+
+def train_on_split(backend, split: Split, strategy: str, options: dict, config: TrainConfig, *,
+                   layer: str | None = None, head_width: int = 0, cut: bool = False,
+                   on_epoch=None):
+    """One run: a fresh model (backbone at ``layer`` + new head) trained with ``strategy`` on
+    the split's training part, selected on its validation part; returns (model, history)."""
+    net = TransferModel(backend, len(split.classes), layer=layer, head_width=head_width,
+                        cut=cut)
+    hist = fit(net, make_strategy(strategy, **options), split.train, split.val, config,
+               on_epoch=on_epoch)
+    return net, hist
 
 
 def run_metrics(net, hist, correct) -> dict:
@@ -110,7 +122,7 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
     cfg = config or TrainConfig()
     backend = finetunable_backend(model, data)
     split = make_split(backend, data, split_seed, train_fraction)
-    tr, va, te, classes, train_idx = split.train, split.val, split.test, split.classes, split.idx[0]
+    te, classes, train_idx = split.test, split.classes, split.idx[0]
     # hashed once, not per run: the dataset's content and the model's weights
     fingerprint, identity = data.fingerprint, backend.identity()
     arms = {"transfer": (strategy, strategy_options or {}),
@@ -119,9 +131,8 @@ def finetune(data: Dataset, model: str, strategy: str = "lp_ft", *, baseline: st
     best_transfer = None  # (val_acc, model or None when reused, seed, record)
 
     def train_one(name, options, run_cfg, log=None):
-        net = TransferModel(backend, len(classes), layer=layer, head_width=head_width, cut=cut)
-        hist = fit(net, make_strategy(name, **options), tr, va, run_cfg, on_epoch=log)
-        return net, hist
+        return train_on_split(backend, split, name, options, run_cfg, layer=layer,
+                              head_width=head_width, cut=cut, on_epoch=log)
 
     for arm, (name, options) in arms.items():
         correct[arm], curves[arm], walls[arm] = [], [], []

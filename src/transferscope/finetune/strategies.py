@@ -14,28 +14,18 @@ import torch
 
 from transferscope.errors import InputError, require
 from transferscope.metrics._registry import check_options, suggest
+from transferscope.registry import Registry
 
-_STRATEGIES: dict[str, type] = {}
-
-
-def strategy(name: str):
-    def decorate(cls):
-        cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
-
-    return decorate
+_STRATEGIES = Registry("strategy", "strategies")
+strategy = _STRATEGIES.register
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return _STRATEGIES.names()
 
 
 def make_strategy(name: str, **options):
-    if name not in _STRATEGIES:
-        raise InputError(f"Unknown strategy {name!r}{suggest(name, _STRATEGIES)} "
-                         f"(strategies: {', '.join(list_strategies())})")
-    cls = _STRATEGIES[name]
+    cls = _STRATEGIES.get(name)
     check_options(f"strategy {name!r}", options,
                   {f.name: f.default for f in dataclasses.fields(cls)})
     return cls(**options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transferscope.backends import create_backend
-from transferscope.data import Dataset, stratified_split
+from transferscope.data import Dataset, training_part
 from transferscope.features import FeatureCache, extract_features
 from transferscope.layers.head import WIDTHS, HeadSearch, search_head_width
 from transferscope.layers.profile import LayerProfile, ProfileConfig, layer_profile
@@ -36,7 +36,7 @@ def analyse_layers(data: Dataset, model, *, profile: ProfileConfig | None = None
     rcfg = rules or RecommendConfig()
     # the head is searched on the cut layer's features (cached by the profile), train part only
     cut = prof.rows[choose_cut(prof, rcfg)[0]]["layer"]
-    part = data.subset(stratified_split(data.labels, (0.6, 0.2, 0.2), pcfg.split_seed)[0])
+    part = training_part(data, pcfg.split_seed)
     feats = extract_features(backend, part, [cut], cache=FeatureCache(pcfg.cache_dir),
                              batch_size=pcfg.batch_size, device=pcfg.device)[cut]
     head = search_head_width(feats, part.labels, widths=widths, seed=pcfg.seed)

@@ -15,7 +15,7 @@ import numpy as np
 
 from transferscope.backends import create_backend
 from transferscope.backends.simple import random_twin
-from transferscope.data import Dataset, stratified_split
+from transferscope.data import Dataset, training_part
 from transferscope.errors import InputError
 from transferscope.features import FeatureCache, extract_features
 from transferscope.layers.cka import linear_cka
@@ -95,8 +95,7 @@ def layer_profile(data: Dataset, model, config: ProfileConfig | None = None,
     backend.check_input(data)
     layers = list(cfg.layers or backend.layers())
     backend.check_layers(layers)
-    train_idx = stratified_split(data.labels, (0.6, 0.2, 0.2), cfg.split_seed)[0]
-    part = data.subset(train_idx)
+    part = training_part(data, cfg.split_seed)
     labels = part.labels
     cache = FeatureCache(cfg.cache_dir)
     opts = {"batch_size": cfg.batch_size, "device": cfg.device, "cache": cache}

@@ -22,10 +22,13 @@ import json
 import numpy as np
 
 from transferscope.data import Dataset
-from transferscope.finetune.model import TransferModel
-from transferscope.finetune.run import correct_on, finetunable_backend, make_split
-from transferscope.finetune.strategies import make_strategy
-from transferscope.finetune.trainer import TrainConfig, fit
+from transferscope.finetune.run import (
+    correct_on,
+    finetunable_backend,
+    make_split,
+    train_on_split,
+)
+from transferscope.finetune.trainer import TrainConfig
 from transferscope.layers.recommend import Recommendation
 from transferscope.verdict import mean_ci, paired_gain
 
@@ -68,10 +71,10 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = 3,
             continue
         per_seed, walls, n_params, n_train = [], [], 0, 0
         for s in range(seeds):
-            net = TransferModel(backend, len(split.classes), layer=c["layer"],
-                                head_width=c["head_width"], cut=c["cut"])
-            hist = fit(net, make_strategy(c["strategy"], **c["options"], **lrs), split.train,
-                       split.val, dataclasses.replace(cfg, seed=cfg.seed + s))
+            net, hist = train_on_split(backend, split, c["strategy"], {**c["options"], **lrs},
+                                       dataclasses.replace(cfg, seed=cfg.seed + s),
+                                       layer=c["layer"], head_width=c["head_width"],
+                                       cut=c["cut"])
             per_seed.append(correct_on(net, split.test))
             walls.append(hist.wall_s)
             n_params, n_train = net.n_parameters(), hist.trainable_params

@@ -11,25 +11,14 @@ import os
 from collections.abc import Callable, Iterator
 
 from transferscope.errors import InputError, require
-from transferscope.metrics._registry import suggest
+from transferscope.registry import Registry
 
-_EXECUTORS: dict[str, type] = {}
-
-
-def executor(name: str):
-    def decorate(cls):
-        cls.name = name
-        _EXECUTORS[name] = cls
-        return cls
-
-    return decorate
+_EXECUTORS = Registry("executor", "executors")
+executor = _EXECUTORS.register
 
 
 def make_executor(name: str, **options):
-    if name not in _EXECUTORS:
-        raise InputError(f"Unknown executor {name!r}{suggest(name, _EXECUTORS)} (executors: "
-                         f"{', '.join(sorted(_EXECUTORS))})")
-    return _EXECUTORS[name](**options)
+    return _EXECUTORS.get(name)(**options)
 
 
 def _limit_threads(n: int) -> None:
@@ -92,6 +81,7 @@ class RayExecutor:
             kw = {"address": self.address} if self.address else {"num_cpus": self.jobs}
             ray.init(include_dashboard=False, log_to_driver=False, **kw)
             started = True
+        refs = {}
         try:
             remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus)(fn)
             refs = {remote.remote(t): i for i, t in enumerate(tasks)}
@@ -103,7 +93,7 @@ class RayExecutor:
                 except Exception as exc:  # the task's own error, re-raised by Ray
                     yield i, None, getattr(exc, "cause", None) or exc
         finally:
-            for ref in list(refs) if "refs" in locals() else []:
+            for ref in refs:  # left over when the driver stops early
                 ray.cancel(ref, force=True)
             if started:
                 ray.shutdown()

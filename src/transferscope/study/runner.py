@@ -100,39 +100,44 @@ def resolve_sources(spec: StudySpec, store: RunStore) -> dict[str, str] | None:
 
 
 def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
+    """Sources outer, targets inner: each source model is loaded and hashed once."""
     pre = {p.name: p for p in spec.pretrain}
     per_class = spec.budgets.per_class
     train_base = dataclasses.asdict(spec.train)
+    common = {t: {"target": t, "per_class": per_class, "split_seed": 0, "layer": spec.layer}
+              for t in spec.targets}
+    archs = {t: {} for t in spec.targets}  # target -> architecture -> a model of it
     tasks = []
-    for target in spec.targets:
-        data = target_data(target, per_class)
-        fp = data.fingerprint
-        common = {"target": target, "per_class": per_class, "split_seed": 0,
-                  "layer": spec.layer}
-        archs = {}
-        for source, model in sources.items():
-            p = pre.get(source.partition(":")[2]) if source.startswith("pretrained:") else None
+    for source, model in sources.items():
+        p = pre.get(source.partition(":")[2]) if source.startswith("pretrained:") else None
+        b = backend(model)
+        identity, arch = b.identity(), architecture_id(b)
+        for target in spec.targets:
             if spec.exclude_self and p is not None and p.data == target:
                 continue  # a source is not transferred to its own pretraining data
-            b = backend(model)
+            data = target_data(target, per_class)
             b.check_input(data)
-            identity, arch = b.identity(), architecture_id(b)
-            archs.setdefault(arch, model)
+            fp = data.fingerprint
+            archs[target].setdefault(arch, model)
             tasks.append(Task(
                 {"kind": "scores", "target": target, "source": source, "data": fp,
                  "model": identity, "arch": arch, "metrics": list(spec.metrics),
                  "layer": spec.layer,
                  "bootstrap": spec.budgets.bootstrap, "split_seed": 0}, 0,
-                {"kind": "scores", **common, "model": model, "metrics": list(spec.metrics),
-                 "bootstrap": spec.budgets.bootstrap}, f"scores {source} -> {target}"))
+                {"kind": "scores", **common[target], "model": model,
+                 "metrics": list(spec.metrics), "bootstrap": spec.budgets.bootstrap},
+                f"scores {source} -> {target}"))
             for strategy in spec.strategies:
                 for fraction in spec.fractions:
-                    tasks += _train_tasks(spec, common, fp, "transfer", source, identity, arch,
-                                          model, strategy, fraction, train_base)
-        for arch, model in archs.items():
+                    tasks += _train_tasks(spec, common[target], fp, "transfer", source,
+                                          identity, arch, model, strategy, fraction,
+                                          train_base)
+    for target in spec.targets:
+        fp = target_data(target, per_class).fingerprint
+        for arch, model in archs[target].items():
             for fraction in spec.fractions:
-                tasks += _train_tasks(spec, common, fp, spec.baseline, None, arch, arch,
-                                      model, spec.baseline, fraction, train_base)
+                tasks += _train_tasks(spec, common[target], fp, spec.baseline, None, arch,
+                                      arch, model, spec.baseline, fraction, train_base)
     return tasks
 
 

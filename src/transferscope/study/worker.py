@@ -33,29 +33,25 @@ def execute(task: dict) -> dict:
 
 
 def _train(task: dict) -> dict:
-    from transferscope.finetune.model import TransferModel
-    from transferscope.finetune.run import correct_on, make_split, run_metrics
-    from transferscope.finetune.strategies import make_strategy
-    from transferscope.finetune.trainer import TrainConfig, fit
+    from transferscope.finetune.run import correct_on, make_split, run_metrics, train_on_split
+    from transferscope.finetune.trainer import TrainConfig
 
     data = target_data(task["target"], task["per_class"])
     b = backend(task["model"])
     split = make_split(b, data, task["split_seed"], task["fraction"])
-    net = TransferModel(b, len(split.classes), layer=task["layer"])
-    cfg = TrainConfig(**task["train"])
-    hist = fit(net, make_strategy(task["strategy"], **task["options"]), split.train, split.val,
-               cfg)
+    net, hist = train_on_split(b, split, task["strategy"], task["options"],
+                               TrainConfig(**task["train"]), layer=task["layer"])
     return {"metrics": run_metrics(net, hist, correct_on(net, split.test)),
             "epochs": hist.epochs, "timings": {"train_s": hist.wall_s}}
 
 
 def _scores(task: dict) -> dict:
-    from transferscope.data import stratified_split
+    from transferscope.data import training_part
     from transferscope.rank import RankConfig, rank
 
     data = target_data(task["target"], task["per_class"])
     # the transferability scores see the training part of the fine-tuning split only
-    part = data.subset(stratified_split(data.labels, (0.6, 0.2, 0.2), task["split_seed"])[0])
+    part = training_part(data, task["split_seed"])
     cfg = RankConfig(metrics=tuple(task["metrics"]), bootstrap=task["bootstrap"],
                      layer=task["layer"], seed=0)
     res = rank(part, [task["model"]], cfg)

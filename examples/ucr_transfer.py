@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     from transferscope.data import load_dataset, subsample
     from transferscope.finetune import TrainConfig, finetune, learning_curves
-    from transferscope.report import render
+    from transferscope.tables import render
 
     ckpt = pretrain(args.source, Path(args.out), args.pretrain_epochs)
     target = subsample(load_dataset(f"ucr:{args.target}"), fraction=args.fraction, seed=0)

@@ -46,7 +46,7 @@ def setting(tmp_path):
 def test_rank_table_contents(setting):
     data, tmp = setting
     good, blind = f"torch:{tmp / 'nets.py'}:good", f"torch:{tmp / 'nets.py'}:blind"
-    res = rank(data, [good, blind], metrics=("logme", "linear_probe"), bootstrap=8,
+    res = rank(data, [good, blind], metrics=("logme", "linear_probe"), subsamples=8,
                cache_dir=str(tmp / "cache"))
     rows = {r["model"]: r for r in res.rows}
     assert set(rows) == {good, blind, f"random:{good}", f"random:{blind}", "raw"}
@@ -66,7 +66,7 @@ def test_rank_table_contents(setting):
 def test_rank_is_deterministic_and_uses_the_cache(setting):
     data, tmp = setting
     good = f"torch:{tmp / 'nets.py'}:good"
-    kw = dict(metrics=("logme",), bootstrap=5, cache_dir=str(tmp / "c"))
+    kw = dict(metrics=("logme",), subsamples=5, cache_dir=str(tmp / "c"))
     a, b = rank(data, [good], **kw), rank(data, [good], **kw)
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a.rows]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b.rows]
@@ -83,14 +83,14 @@ def test_rank_config_errors(setting):
         rank(data, [])
     text = Dataset("t", "text", ["a", "b", "c"], [0, 1, 0])
     with pytest.raises(InputError, match="takes image"):
-        rank(text, ["effnet-lite:0"], bootstrap=0)
+        rank(text, ["effnet-lite:0"], subsamples=0)
 
 
 def test_cli_rank_json(setting, capsys):
     data, tmp = setting
     np.savez(tmp / "toy.npz", X=data.inputs, y=data.labels)
     code = main(["rank", "--data", str(tmp / "toy.npz"), "--model",
-                 f"torch:{tmp / 'nets.py'}:good", "--metric", "logme", "--bootstrap", "4",
+                 f"torch:{tmp / 'nets.py'}:good", "--metric", "logme", "--subsamples", "4",
                  "--cache-dir", str(tmp / "cc"), "--format", "json"])
     out = capsys.readouterr().out
     assert code == 0
@@ -119,7 +119,7 @@ def test_cli_rank_on_series_and_image_folders(tmp_path, capsys):
              y=np.arange(40) % 2)
     code = main(["rank", "--data", str(tmp_path / "s.npz"), "--model",
                  f"torch:{tmp_path / 'fcn.py'}:fcn", "--layer", "2", "--metric", "logme,knn",
-                 "--bootstrap", "3", "--cache-dir", str(tmp_path / "c"), "--format", "csv"])
+                 "--subsamples", "3", "--cache-dir", str(tmp_path / "c"), "--format", "csv"])
     out = capsys.readouterr().out
     assert code == 0 and out.splitlines()[0].startswith("model,role,logme")
     for cls in ("a", "b"):
@@ -128,9 +128,9 @@ def test_cli_rank_on_series_and_image_folders(tmp_path, capsys):
             Image.fromarray(np.full((9, 9), 20 * i + (100 if cls == "b" else 0),
                                     np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
     code = main(["rank", "--data", str(tmp_path / "imgs"), "--model", "raw", "--metric",
-                 "logme", "--bootstrap", "3", "--cache-dir", str(tmp_path / "c")])
+                 "logme", "--subsamples", "3", "--cache-dir", str(tmp_path / "c")])
     out = capsys.readouterr().out
     assert code == 0 and "raw" in out and "risk rule" in out
     code = main(["rank", "--data", str(tmp_path / "s.npz"), "--model",
-                 f"torch:{tmp_path / 'fcn.py'}:fcn", "--layer", "nope", "--bootstrap", "0"])
+                 f"torch:{tmp_path / 'fcn.py'}:fcn", "--layer", "nope", "--subsamples", "0"])
     assert code == 2 and "has no layer 'nope'" in capsys.readouterr().err

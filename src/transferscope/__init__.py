@@ -8,7 +8,16 @@ before any fine-tuning.
 __version__ = "0.1.0"
 
 from transferscope.errors import InputError, OptionalDependencyError, TransferabilityWarning
-from transferscope.metrics import get_metric, list_metrics, score
+
+_LAZY = {"get_metric", "list_metrics", "score"}  # the metrics load on first use, not on import
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from transferscope import metrics
+
+        return getattr(metrics, name)
+    raise AttributeError(f"module 'transferscope' has no attribute {name!r}")
 
 __all__ = [
     "InputError",

@@ -10,8 +10,8 @@ from transferscope import __version__
 from transferscope.errors import InputError, OptionalDependencyError
 from transferscope.io import load_features
 from transferscope.metrics import list_metrics
-from transferscope.report import FORMATS, render
 from transferscope.scoring import DEFAULT_METRICS, all_metric_names, demo_inputs, score_many
+from transferscope.tables import FORMATS, render
 
 
 def _parse_opt(text: str):
@@ -66,25 +66,24 @@ def cmd_score(args) -> int:
     return 0
 
 
-def _short(name: str, width: int = 44) -> str:
-    """Shorten long model names for the table, keeping the backend prefixes visible."""
-    if len(name) <= width:
-        return name
-    prefix = ""
-    while ":" in name and name.split(":", 1)[0] in ("random", "hf", "torch", "timm",
-                                                    "torchvision", "effnet-lite"):
-        head, name = name.split(":", 1)
-        prefix += head + ":"
-    return prefix + "..." + name[-(width - len(prefix) - 3):]
+def _load_data(args):
+    """The dataset the data options name, subsampled as asked."""
+    from transferscope.data import load_dataset, subsample
+
+    data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
+                        labels_path=args.labels, skip_corrupt=args.skip_corrupt)
+    return subsample(data, per_class=args.per_class, fraction=args.fraction, seed=args.seed)
 
 
 def _rank_rows(result, fmt):
+    from transferscope.names import parse_model_name
+
     if fmt != "table":
         return result.rows
     metrics = result.config.metrics
     shown = []
     for r in result.rows:
-        row = {"model": _short(r["model"]), "role": r["role"]}
+        row = {"model": parse_model_name(r["model"]).short(), "role": r["role"]}
         for m in metrics:
             row[m] = f"{r[m]:.4g} [{r[m + '_lo']:.3g}, {r[m + '_hi']:.3g}]"
         row["P(first)"] = "" if "p_first" not in r else f"{r['p_first']:.2f}"
@@ -99,17 +98,12 @@ def _rank_rows(result, fmt):
 
 
 def cmd_rank(args) -> int:
-    from transferscope.data import load_dataset
     from transferscope.rank import RankConfig, rank
 
-    data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
-                        labels_path=args.labels, skip_corrupt=args.skip_corrupt)
-    cfg = RankConfig(metrics=_metric_names(args.metric), per_class=args.per_class,
-                     fraction=args.fraction, bootstrap=args.bootstrap, seed=args.seed,
-                     baselines=not args.no_baselines, layer=args.layer,
-                     batch_size=args.batch_size,
-                     device=args.device, cache_dir=args.cache_dir)
-    result = rank(data, args.model, cfg)
+    cfg = RankConfig(metrics=_metric_names(args.metric), subsamples=args.subsamples,
+                     seed=args.seed, baselines=not args.no_baselines, layer=args.layer,
+                     batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir)
+    result = rank(_load_data(args), args.model, cfg)
     print(render(_rank_rows(result, args.format), args.format))
     if args.format == "table":
         print(f"\n{result.rule}")
@@ -135,7 +129,7 @@ def cmd_demo(args) -> int:
         except (InputError, OptionalDependencyError) as exc:
             print(f"== {title}: skipped ({exc})\n")
             continue
-        cfg = RankConfig(per_class=per_class, bootstrap=args.bootstrap, seed=args.seed)
+        cfg = RankConfig(per_class=per_class, subsamples=args.subsamples, seed=args.seed)
         result = rank(data, models, cfg)
         print(f"== {title}")
         print(render(_rank_rows(result, "table"), "table"))
@@ -159,38 +153,27 @@ def _resolve_demo_model(name: str) -> str:
     return name
 
 
-def cmd_finetune(args) -> int:
-    from transferscope.data import load_dataset, subsample
-    from transferscope.finetune import TrainConfig, finetune
-    from transferscope.store import RunStore
+def _train_config(args):
+    from transferscope.config import TrainConfig
 
-    data = subsample(load_dataset(args.data, text_column=args.text_column,
-                                  label_column=args.label_column, labels_path=args.labels),
-                     per_class=args.per_class, fraction=args.fraction, seed=args.seed)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-                      seed=args.seed, device=args.device)
-    options = dict(_parse_opt(o) for o in args.opt)
-    if args.freeze is not None:
-        if args.strategy not in (None, "freeze"):
-            raise InputError(f"Expected --freeze K with the freeze strategy, got --strategy "
-                             f"{args.strategy}; drop one of them")
-        args.strategy, options["k"] = "freeze", args.freeze
-    args.strategy = args.strategy or "lp_ft"
-    if args.cut is not None:
-        if args.layer not in (None, args.cut):
-            raise InputError(f"Expected one layer, got --layer {args.layer} and --cut "
-                             f"{args.cut}; --cut LAYER already sets the layer")
-        args.layer = args.cut
-    shape = {"head_width": args.head_width, "cut": args.cut is not None}
-    store = None if args.no_db else RunStore(args.db)
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
+                       seed=args.seed, device=args.device)
+
+
+def cmd_finetune(args) -> int:
+    from transferscope.finetune import finetune
+    from transferscope.store import open_store
+
+    data = _load_data(args)
+    kw = dict(baseline=args.baseline, seeds=args.seeds, config=_train_config(args),
+              layer=args.layer, cut=args.cut or False, freeze=args.freeze,
+              head_width=args.head_width, strategy_options=dict(_parse_opt(o) for o in args.opt),
+              store=open_store(None if args.no_db else args.db))
     if args.fractions:
         from transferscope.finetune import learning_curves
 
         fractions = [float(f) for f in args.fractions.split(",")]
-        curves = learning_curves(data, args.model, args.strategy, fractions=fractions,
-                                 baseline=args.baseline, seeds=args.seeds, config=cfg,
-                                 layer=args.layer, store=store, strategy_options=options,
-                                 **shape)
+        curves = learning_curves(data, args.model, args.strategy, fractions=fractions, **kw)
         print(render(curves["points"], args.format))
         if args.format == "table":
             be = curves["break_even_fraction"]
@@ -200,9 +183,8 @@ def cmd_finetune(args) -> int:
                   "transfer at that fraction; time_saved_s: how many more seconds of training "
                   "(to its selected epoch) scratch needs for it (inf: not reached)")
         return 0
-    res = finetune(data, args.model, args.strategy, baseline=args.baseline, seeds=args.seeds,
-                   config=cfg, layer=args.layer, store=store, save_dir=args.save,
-                   strategy_options=options, target_acc=args.target_acc, **shape)
+    res = finetune(data, args.model, args.strategy, save_dir=args.save,
+                   target_acc=args.target_acc, **kw)
     rows = [dict(r) for r in res.arms]
     print(render(rows, args.format))
     if args.format == "table":
@@ -218,28 +200,22 @@ def cmd_finetune(args) -> int:
 def cmd_layers(args) -> int:
     from pathlib import Path
 
-    from transferscope.data import load_dataset, subsample
-    from transferscope.finetune import TrainConfig
     from transferscope.layers import ProfileConfig, RecommendConfig, analyse_layers, verify
     from transferscope.layers.plot import plot_profile
 
-    data = subsample(load_dataset(args.data, text_column=args.text_column,
-                                  label_column=args.label_column, labels_path=args.labels),
-                     per_class=args.per_class, fraction=args.fraction, seed=args.seed)
-    metrics = _metric_names(args.metric)
-    pcfg = ProfileConfig(metrics=metrics, seed=args.seed, batch_size=args.batch_size,
-                         device=args.device, cache_dir=args.cache_dir,
-                         primary="linear_probe" if "linear_probe" in metrics else metrics[0])
+    data = _load_data(args)
+    pcfg = ProfileConfig(metrics=_metric_names(args.metric), seed=args.seed,
+                         batch_size=args.batch_size, device=args.device,
+                         cache_dir=args.cache_dir)
     analysis = analyse_layers(data, args.model, profile=pcfg, rules=RecommendConfig())
     rec = analysis.recommendation
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = analysis.to_dict()
     if args.verify:
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-                          seed=args.seed, device=args.device)
-        result["verification"] = verify(data, args.model, rec, seeds=args.seeds, config=cfg,
-                                        lr=args.lr, backbone_lr=args.backbone_lr)
+        result["verification"] = verify(data, args.model, rec, seeds=args.seeds,
+                                        config=_train_config(args), lr=args.lr,
+                                        backbone_lr=args.backbone_lr)
     (out / "layers.json").write_text(json.dumps(result, indent=2, default=str))
     try:
         figures = plot_profile(analysis.profile, out, cut=rec.cut)
@@ -310,21 +286,35 @@ def cmd_report(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from transferscope.store import RunStore
+    from transferscope.store import open_store
 
-    store = RunStore(args.db)
+    store = open_store(args.db)
     if args.mark_stale:
         print(f"marked {store.mark_stale()} stale run(s) failed", file=sys.stderr)
     rows = []
     for r in store.list(state=args.state, study=args.study):
         row = {"id": r["id"], "state": r["state"], "study": r["study"] or "", "seed": r["seed"],
-               "attempt": r["attempt"], "config": json.dumps(r["config"], sort_keys=True)}
+               "attempt": r["attempt"], "tags": json.dumps(r["tags"] or {}, sort_keys=True),
+               "config": json.dumps(r["config"], sort_keys=True)}
         for k, v in (r["metrics"] or {}).items():
             row[k] = v
         if r["error"]:
             row["error"] = r["error"]
         rows.append(row)
     print(render(rows, args.format) if rows else "no runs")
+    return 0
+
+
+def cmd_db(args) -> int:
+    from transferscope.store import upgrade
+
+    before, after = upgrade(args.db)
+    if before is None:
+        print(f"created a run store of schema version {after} at {args.db}")
+    elif before == after:
+        print(f"{args.db} is at schema version {after}: nothing to do")
+    else:
+        print(f"upgraded {args.db} from schema version {before} to {after}")
     return 0
 
 
@@ -345,20 +335,108 @@ def cmd_example(args) -> int:
     return 0
 
 
+EXAMPLES = {
+    "metrics": "tscope metrics --format json",
+    "score": "tscope score feats.npz --metric logme,hscore_reg,knn,linear_probe",
+    "rank": "tscope rank --data path/to/class_folders --model effnet-lite:0 --model "
+            "effnet-lite:2 --per-class 20",
+    "demo": "tscope demo",
+    "finetune": "tscope finetune --data ucr:GunPoint --model torch:fcn.py:fcn@fcn.safetensors "
+                "--strategy lp_ft --seeds 3",
+    "layers": "tscope layers --data ucr:GunPoint --model torch:fcn.py:fcn@fcn.safetensors "
+              "--verify",
+    "study": "tscope study run examples/ucr-transfer.toml --jobs 2",
+    "report": "tscope report examples/ucr-transfer.toml -o ucr-transfer.html",
+    "runs": "tscope runs --state finished --format csv",
+    "db": "tscope db upgrade --db sqlite:///tscope.db",
+    "example": "tscope example --metric logme,knn",
+}
+
+
+def _subcommand(sub, name: str, help_text: str, description: str, func, parents=()):
+    """A subcommand with a description and an example in its --help."""
+    p = sub.add_parser(name, help=help_text, description=description,
+                       epilog=f"example:\n  {EXAMPLES[name]}", parents=list(parents),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Options shared by several subcommands (each defined once; defaults from the API)."""
+    from transferscope.config import TrainConfig
+    from transferscope.store import DEFAULT_URL
+
+    train = TrainConfig()
+    out = {}
+    p = out["format"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="output: a table (default), json or csv")
+
+    p = out["data"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--data", required=True,
+                   help="class-folder directory, table (.csv/.tsv/.parquet/.jsonl), .npz/.npy, "
+                        ".ts/.arff, or a built-in (sklearn:digits, mnist5k, fashion-mnist, "
+                        "mnist1d, ucr:<Name>, fortunes[:cat,...])")
+    p.add_argument("--per-class", type=int, metavar="N",
+                   help="keep N samples of every class (seeded)")
+    p.add_argument("--fraction", type=float, metavar="F",
+                   help="keep a fraction F of every class (seeded)")
+    p.add_argument("--text-column", default="text", help="text column of a table "
+                   "(default %(default)s)")
+    p.add_argument("--label-column", default="label", help="label column of a table "
+                   "(default %(default)s)")
+    p.add_argument("--labels", metavar="FILE", help="labels .npy for a .npy inputs file")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images "
+                   "(named in a warning) instead of stopping")
+
+    p = out["compute"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--seed", type=int, default=0, help="seed of subsampling, splits and "
+                   "training (default %(default)s)")
+    p.add_argument("--device", help="torch device, e.g. cuda (default: cuda if available)")
+
+    p = out["train"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--seeds", type=int, default=3, help="runs per arm (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=train.epochs,
+                   help="maximum epochs per run (default %(default)s)")
+    p.add_argument("--patience", type=int, default=train.patience,
+                   help="epochs without validation improvement before stopping "
+                        "(default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=train.batch_size,
+                   help="samples per step (default %(default)s)")
+
+    p = out["cache"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--cache-dir", help="feature cache (default: $TSCOPE_CACHE or "
+                                       "~/.cache/transferscope/features)")
+
+    p = out["db"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--db", default=DEFAULT_URL,
+                   help="run store, a SQLAlchemy URL (default %(default)s)")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tscope`` argument parser."""
+    from transferscope.rank import RankConfig
+
     parser = argparse.ArgumentParser(
         prog="tscope",
-        description="transferscope: predict how well pretrained features transfer.",
+        description="transferscope: predict, measure and explain transfer learning on your "
+                    "own data and models.",
     )
     parser.add_argument("--version", action="version", version=f"transferscope {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    par = _parents()
+    rank_defaults = RankConfig()
 
-    p = sub.add_parser("metrics", help="list the transferability metrics")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_metrics)
+    _subcommand(sub, "metrics", "list the transferability metrics",
+                "Every registered metric: what it needs, its options and the reference "
+                "implementation it matches.", cmd_metrics, [par["format"]])
 
-    p = sub.add_parser("score", help="score a features file (npz/npy/csv/tsv/parquet)")
-    p.add_argument("features", help="features file")
+    p = _subcommand(sub, "score", "score a features file (npz/npy/csv/tsv/parquet)",
+                    "Score features you already have with any metrics.", cmd_score,
+                    [par["format"]])
+    p.add_argument("features", help="features file (.npz, .npy, .csv, .tsv, .parquet)")
     p.add_argument("--labels", help="labels file (.npy or whitespace-separated text)")
     p.add_argument("--metric", default=",".join(DEFAULT_METRICS),
                    help="comma-separated metric names, or 'all' (default: %(default)s)")
@@ -368,52 +446,47 @@ def build_parser() -> argparse.ArgumentParser:
                    help="npz key, or column prefix, of source probabilities (LEEP, NCE)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="metric option, e.g. --opt seed=1 (repeatable)")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("rank", help="rank pretrained models on a target dataset")
-    p.add_argument("--data", required=True,
-                   help="class-folder directory, table, .npz/.npy, .ts/.arff, or a built-in "
-                        "(sklearn:digits, mnist5k, fashion-mnist, mnist1d, ucr:<Name>, fortunes)")
+    p = _subcommand(sub, "rank", "rank pretrained models on a target dataset",
+                    "Rank candidate models on your data: transferability scores with "
+                    "intervals, margins over each model's random-init twin and the raw input, "
+                    "and a negative-transfer risk label.", cmd_rank,
+                    [par["data"], par["compute"], par["cache"], par["format"]])
     p.add_argument("--model", action="append", required=True,
-                   help="model name, repeatable: effnet-lite:0, hf:<path>, "
-                        "torch:<file.py>:<factory>[@<ckpt>], raw, random:<model>")
-    p.add_argument("--metric", default=",".join(DEFAULT_METRICS))
-    p.add_argument("--per-class", type=int)
-    p.add_argument("--fraction", type=float)
-    p.add_argument("--bootstrap", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+                   help="model name, repeatable: effnet-lite:0[@size], hf:<path>, "
+                        "torch:<file.py>:<factory>[@<ckpt>], timm:<name>, torchvision:<name>, "
+                        "raw, random:<model>")
+    p.add_argument("--metric", default=",".join(rank_defaults.metrics),
+                   help="comma-separated feature metrics (default %(default)s)")
+    p.add_argument("--subsamples", "--bootstrap", dest="subsamples", type=int,
+                   default=rank_defaults.subsamples, metavar="N",
+                   help="seeded stratified subsamples behind each interval (default "
+                        "%(default)s; --bootstrap is the old name)")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the random-init twins and the raw-input baseline")
     p.add_argument("--layer", help="take features from this layer of every model "
                                     "(default: the penultimate layer)")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--labels", help="labels .npy for a .npy inputs file")
-    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", help="torch device, e.g. cuda (default: cuda if available)")
-    p.add_argument("--cache-dir", help="feature cache (default: $TSCOPE_CACHE or "
-                                       "~/.cache/transferscope/features)")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_rank)
+    p.add_argument("--batch-size", type=int, default=rank_defaults.batch_size,
+                   help="samples per forward pass (default %(default)s)")
 
-    p = sub.add_parser("demo", help="rank shipped models on built-in data (offline, minutes)")
-    p.add_argument("--bootstrap", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo)
+    p = _subcommand(sub, "demo", "rank shipped models on built-in data (offline, minutes)",
+                    "The main job on built-in data and shipped models, offline.", cmd_demo)
+    p.add_argument("--subsamples", "--bootstrap", dest="subsamples", type=int, default=10,
+                   metavar="N", help="subsamples behind each interval (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
 
-    p = sub.add_parser("finetune", help="fine-tune a model vs a from-scratch baseline: verdict")
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", required=True)
+    p = _subcommand(sub, "finetune", "fine-tune a model vs a from-scratch baseline: verdict",
+                    "Fine-tune a model with a strategy and train the same architecture from "
+                    "scratch, over seeds, on one stratified split; test accuracy of both arms, "
+                    "the gain with a paired-bootstrap interval and a POSITIVE / NEGATIVE / "
+                    "INCONCLUSIVE verdict, and the training time saved.", cmd_finetune,
+                    [par["data"], par["train"], par["compute"], par["db"], par["format"]])
+    p.add_argument("--model", required=True, help="the pretrained model (a model name)")
     p.add_argument("--strategy",
                    help="linear_probe, full, lp_ft, freeze, gradual_unfreeze, llrd, l2sp, bss, "
                         "lora (default: lp_ft)")
-    p.add_argument("--baseline", default="scratch")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--baseline", default="scratch",
+                   help="the baseline arm's strategy (default %(default)s)")
     p.add_argument("--layer", help="layer the head sits on (the whole model still runs)")
     p.add_argument("--cut", metavar="LAYER", help="truncate the model after LAYER: the blocks "
                    "above it are removed (fewer parameters, faster forward)")
@@ -423,54 +496,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden units of the new head (default 0: linear)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="strategy option, e.g. --opt probe_epochs=5 (repeatable)")
-    p.add_argument("--per-class", type=int)
-    p.add_argument("--fraction", type=float)
     p.add_argument("--fractions", help="learning curves: both arms at these fractions of the "
                                        "training split, e.g. 0.05,0.1,0.25,0.5,1")
     p.add_argument("--target-acc", type=float, help="validation accuracy for the time-to-"
                    "target (default: the lowest best validation accuracy of all runs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device")
-    p.add_argument("--db", default="sqlite:///tscope.db",
-                   help="run store (SQLAlchemy URL; default %(default)s): every run is recorded "
-                        "and a rerun reuses finished runs instead of training them again")
     p.add_argument("--no-db", action="store_true", help="record nothing, reuse nothing")
     p.add_argument("--save", metavar="DIR", help="save the best transfer model (safetensors, "
                                                  "config.json, README.md model card)")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--labels")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("layers", help="layer profile: where to cut, what to freeze, how wide "
-                                      "a head (with --verify: fine-tune to check)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--metric", default="logme,hscore_reg,linear_probe,knn")
-    p.add_argument("--per-class", type=int)
-    p.add_argument("--fraction", type=float)
+    p = _subcommand(sub, "layers", "layer profile: where to cut, what to freeze, how wide "
+                                   "a head (with --verify: fine-tune to check)",
+                    "Per-layer transferability of a model (and of its random-init twin) on "
+                    "the training part of your data, and recommendations for the cut, freeze "
+                    "depth, head width and strategy, each with its evidence.", cmd_layers,
+                    [par["data"], par["train"], par["compute"], par["cache"], par["format"]])
+    p.add_argument("--model", required=True, help="the pretrained model (a model name)")
+    p.add_argument("--metric", default="logme,hscore_reg,linear_probe,knn",
+                   help="comma-separated feature metrics per layer (default %(default)s)")
     p.add_argument("--out", default="tscope-layers", help="folder for layers.json and the "
                    "profile plot (PNG, SVG); default %(default)s")
     p.add_argument("--verify", action="store_true", help="fine-tune the recommendation and "
                    "three alternatives with seeds, and compare them on test")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=5)
     p.add_argument("--lr", type=float, help="head learning rate for --verify")
     p.add_argument("--backbone-lr", type=float, help="backbone learning rate for --verify")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device")
-    p.add_argument("--cache-dir")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--labels")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_layers)
 
-    p = sub.add_parser("study", help="systematic transfer experiments from a spec file")
-    p.add_argument("action", choices=("run", "status", "evaluate"))
+    p = _subcommand(sub, "study", "systematic transfer experiments from a spec file",
+                    "run: the grid of a study spec (resumable); status: what is done; "
+                    "evaluate: how well the scores predicted the fine-tuning outcome (read "
+                    "from the run store, no model loaded).", cmd_study, [par["format"]])
+    p.add_argument("action", choices=("run", "status", "evaluate"), help="what to do")
     p.add_argument("spec", help="study spec (TOML)")
     p.add_argument("--executor", default="local", help="local (process pool) or ray")
     p.add_argument("--jobs", type=int, default=1, help="parallel runs (local: processes; "
@@ -479,28 +533,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs per run")
     p.add_argument("--gpus-per-run", type=float, default=0, help="ray: GPUs per run (e.g. "
                    "0.25 to share one GPU among four runs)")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_study)
 
-    p = sub.add_parser("report", help="one self-contained HTML report of a study")
+    p = _subcommand(sub, "report", "one self-contained HTML report of a study",
+                    "Gain matrix, learning curves, predicted vs actual, gap curves, layer "
+                    "profiles and tables of a study, from its run store.", cmd_report)
     p.add_argument("spec", help="study spec (TOML)")
-    p.add_argument("-o", "--output", default="report.html")
-    p.set_defaults(func=cmd_report)
+    p.add_argument("-o", "--output", default="report.html",
+                   help="the HTML file (default %(default)s)")
 
-    p = sub.add_parser("runs", help="list runs in the run store")
-    p.add_argument("--db", default="sqlite:///tscope.db", help="SQLAlchemy URL of the store")
-    p.add_argument("--state", choices=("running", "finished", "failed"))
-    p.add_argument("--study")
+    p = _subcommand(sub, "runs", "list runs in the run store",
+                    "Every recorded run with its state, seed, config and results.", cmd_runs,
+                    [par["db"], par["format"]])
+    p.add_argument("--state", choices=("running", "finished", "failed"),
+                   help="only runs in this state")
+    p.add_argument("--study", help="only the runs of this study")
     p.add_argument("--mark-stale", action="store_true",
                    help="first mark runs without a recent heartbeat as failed")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("example", help="score three built-in feature sets (offline, seconds)")
-    p.add_argument("--metric", default="all")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.set_defaults(func=cmd_example)
+    p = _subcommand(sub, "db", "run-store maintenance (schema upgrades)",
+                    "upgrade: bring a run store written by an older transferscope to this "
+                    "version's schema (nothing is lost; one transaction).", cmd_db,
+                    [par["db"]])
+    p.add_argument("action", choices=("upgrade",), help="what to do")
+
+    p = _subcommand(sub, "example", "score three built-in feature sets (offline, seconds)",
+                    "Scikit-learn digits through three feature sets of falling quality.",
+                    cmd_example, [par["format"]])
+    p.add_argument("--metric", default="all", help="comma-separated metrics, or all")
+    p.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
     return parser
 
 

@@ -8,6 +8,10 @@ class InputError(ValueError):
     """Bad user input: wrong shape, NaN, unknown name, unusable labels, ..."""
 
 
+class ConstantFeaturesError(InputError):
+    """Features that are constant in every column: they carry no information."""
+
+
 class OptionalDependencyError(ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 

@@ -1,7 +1,7 @@
 """Rank candidate pretrained models on a target dataset, with a negative-transfer risk label.
 
 For every candidate: features are extracted (cached), each metric is computed on the full
-target set and on ``bootstrap`` seeded, stratified subsamples of a fraction r = 0.8 (the same
+target set and on ``subsamples`` seeded, stratified subsamples of a fraction r = 0.8 (the same
 subsamples for every model, so differences are paired). Intervals are subsampling intervals for
 the full-data value: theta_full + sqrt(r / (1 - r)) * percentiles(theta_sub - mean(theta_sub)),
 since Var(theta_sub) - Var(theta_full) ~ sigma^2 (1/m - 1/n) while Var(theta_full) ~ sigma^2 / n;
@@ -22,66 +22,91 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from transferscope.backends import create_backend
-from transferscope.backends.simple import random_twin
 from transferscope.data import Dataset, subsample
 from transferscope.errors import InputError
-from transferscope.features import FeatureCache, extract_features
-from transferscope.metrics import get_metric
+from transferscope.metrics import feature_metrics, get_metric
 from transferscope.metrics.sampling import stratified_subsample
+from transferscope.names import parse_model_name
 from transferscope.scoring import DEFAULT_METRICS
+from transferscope.verdict import interval_label
 
-RULE = ("risk rule on {primary}: LIKELY-POSITIVE if the 95% bootstrap intervals of "
+RULE = ("risk rule on {primary}: LIKELY-POSITIVE if the 95% subsampling intervals of "
         "(model - random twin) and (model - raw) are both above 0; LIKELY-NEGATIVE if either "
         "is below 0; RISK otherwise")
 
 
+def primary_metric(metrics, primary: str | None = None) -> str:
+    """The metric that decides risk labels and cuts: ``primary``, or ``linear_probe`` when it
+    is among ``metrics``, else the first one."""
+    if primary is None:
+        primary = "linear_probe" if "linear_probe" in metrics else metrics[0]
+    if primary not in metrics:
+        raise InputError(f"Expected primary among {tuple(metrics)}, got {primary!r}")
+    return primary
+
+
 @dataclass
 class RankConfig:
-    """Options of :func:`rank`; validated at construction."""
+    """Options of :func:`rank`; validated at construction.
+
+    Attributes
+    ----------
+    metrics : tuple of str
+        Feature metrics to compute.
+    primary : str, optional
+        The metric for the risk label and P(first) (default: linear_probe, or the first).
+    per_class, fraction : optional
+        Seeded subsampling of the target first.
+    subsamples : int
+        Seeded stratified subsamples behind each interval (0: no intervals).
+    subsample_ratio : float
+        Size of each subsample, as a fraction of the target.
+    seed : int
+        Seed of the subsampling.
+    baselines : bool
+        Score each model's random-init twin and the raw input too.
+    layer : str, optional
+        Layer of every model (default: each one's penultimate layer; raw: its input).
+    batch_size, device, cache_dir
+        Feature extraction settings.
+    metric_options : dict
+        Options passed to the metrics that accept them.
+    """
 
     metrics: tuple = DEFAULT_METRICS
-    primary: str | None = None  # metric for risk and P(first); default: linear_probe or first
+    primary: str | None = None
     per_class: int | None = None
     fraction: float | None = None
-    bootstrap: int = 20
+    subsamples: int = 20
     subsample_ratio: float = 0.8
     seed: int = 0
     baselines: bool = True
-    layer: str | None = None  # default: each model's penultimate layer (raw: its input)
+    layer: str | None = None
     batch_size: int = 64
     device: str | None = None
     cache_dir: str | None = None
     metric_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.metrics = tuple(self.metrics)
-        if not self.metrics:
-            raise InputError("Expected at least one metric, got none; e.g. --metric logme")
-        for m in self.metrics:
-            spec = get_metric(m)  # unknown names: did-you-mean
-            if spec.inputs != "features":
-                raise InputError(
-                    f"Metric {m!r} needs source-model probabilities, which rank does not "
-                    "extract; use feature metrics (logme, hscore_reg, knn, linear_probe, ...)"
-                )
-        if self.primary is None:
-            self.primary = "linear_probe" if "linear_probe" in self.metrics else self.metrics[0]
-        if self.primary not in self.metrics:
-            raise InputError(f"Expected primary among {self.metrics}, got {self.primary!r}")
-        if self.bootstrap < 0:
-            raise InputError(f"Expected bootstrap >= 0, got {self.bootstrap}")
+        self.metrics = feature_metrics(self.metrics, "rank")
+        self.primary = primary_metric(self.metrics, self.primary)
+        if self.subsamples < 0:
+            raise InputError(f"Expected subsamples >= 0, got {self.subsamples}")
         if not 0 < self.subsample_ratio < 1:
             raise InputError(f"Expected 0 < subsample_ratio < 1, got {self.subsample_ratio}")
 
 
 @dataclass
 class RankResult:
+    """Rows (one per model, candidates first by the primary metric), the risk rule and the
+    config; :meth:`to_frame` gives a DataFrame."""
+
     rows: list[dict]
     rule: str
     config: RankConfig
 
     def to_frame(self):
+        """The rows as a pandas DataFrame."""
         import pandas as pd
 
         return pd.DataFrame(self.rows)
@@ -109,7 +134,30 @@ def _score_all(features, labels, cfg: RankConfig, resamples) -> dict[str, np.nda
 
 
 def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankResult:
-    """Rank ``models`` (names) for ``data``; options as in :class:`RankConfig`."""
+    """Rank candidate models for a target, with baselines, intervals and a risk label.
+
+    Parameters
+    ----------
+    data : Dataset
+        The target (N labelled samples).
+    models : list of str
+        Model names (see :mod:`transferscope.names`).
+    config : RankConfig, optional
+        Options; or pass them as keywords.
+    **kw
+        :class:`RankConfig` fields.
+
+    Returns
+    -------
+    RankResult
+        Per model: each metric with its interval (``<m>``, ``<m>_lo``, ``<m>_hi``), ``role``,
+        ``p_first``, margins over the random twin and raw input with intervals, ``risk``,
+        ``seconds``.
+    """
+    from transferscope.backends import FinetunableBackend, create_backend
+    from transferscope.backends.simple import random_twin
+    from transferscope.features import FeatureCache, extract_features
+
     if config is not None and kw:
         raise InputError(f"Pass either config=RankConfig(...) or keyword options, got both "
                          f"(keywords: {', '.join(kw)})")
@@ -122,21 +170,25 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
     _, codes = np.unique(labels, return_inverse=True)
     size = int(round(cfg.subsample_ratio * len(labels)))
     resamples = [stratified_subsample(codes, size, cfg.seed + 1 + b)
-                 for b in range(cfg.bootstrap)]
+                 for b in range(cfg.subsamples)]
     cache = FeatureCache(cfg.cache_dir)
 
+    names = {m: parse_model_name(m) for m in models}
     backends = {m: create_backend(m) for m in models}
     for b in backends.values():
         b.check_input(data)
     order = list(models)
     if cfg.baselines:
         for m, b in list(backends.items()):
-            twin = f"random:{m}"
-            if hasattr(b, "module") and not m.startswith("random:") and twin not in backends:
+            twin = names[m].twin()
+            if (isinstance(b, FinetunableBackend) and not names[m].is_baseline
+                    and twin not in backends):
                 backends[twin] = random_twin(b)  # reuses the loaded weights
+                names[twin] = parse_model_name(twin)
                 order.append(twin)
         if "raw" not in backends:
             backends["raw"] = create_backend("raw")
+            names["raw"] = parse_model_name("raw")
             order.append("raw")
 
     scores, seconds = {}, {}
@@ -151,18 +203,18 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
         seconds[name] = time.perf_counter() - start
 
     p = cfg.primary
-    candidates = [m for m in models if not m.startswith("random:") and m != "raw"] or models
-    boot = np.stack([scores[m][p][1:] for m in candidates]) if cfg.bootstrap else None
+    candidates = [m for m in models if not names[m].is_baseline] or models
+    boot = np.stack([scores[m][p][1:] for m in candidates]) if cfg.subsamples else None
     rows = []
     for name in order:
-        row = {"model": name, "role": _role(name, models)}
+        row = {"model": name, "role": names[name].role}
         for m in cfg.metrics:
             lo, hi = _interval(scores[name][m], cfg.subsample_ratio)
             row[m] = float(scores[name][m][0])
             row[f"{m}_lo"], row[f"{m}_hi"] = lo, hi
         if name in candidates and boot is not None:
             row["p_first"] = float(np.mean(np.argmax(boot, axis=0) == candidates.index(name)))
-        twin = f"random:{name}"
+        twin = names[name].twin()
         margins = {}
         for label, base in (("random", twin), ("raw", "raw")):
             if row["role"] == "candidate" and base in scores:
@@ -179,17 +231,14 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
     return RankResult(rows=rows, rule=RULE.format(primary=p), config=cfg)
 
 
-def _role(name: str, models) -> str:
-    if name in models and not name.startswith("random:") and name != "raw":
-        return "candidate"
-    return "random-twin" if name.startswith("random:") else "raw-baseline"
-
-
 def _risk(margins: dict) -> str:
+    """The risk label from the margins' intervals (see :data:`RULE`)."""
     if not margins or any(np.isnan(v) for pair in margins.values() for v in pair):
         return "RISK"
-    if any(hi < 0 for _, hi in margins.values()):
+    read = [interval_label(lo, hi, 0.0, ("above", "below", "spans"))
+            for lo, hi in margins.values()]
+    if "below" in read:
         return "LIKELY-NEGATIVE"
-    if all(lo > 0 for lo, _ in margins.values()) and len(margins) == 2:
+    if read == ["above", "above"]:
         return "LIKELY-POSITIVE"
     return "RISK"

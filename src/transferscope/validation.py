@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transferscope.errors import InputError, TransferabilityWarning
+from transferscope.errors import ConstantFeaturesError, InputError, TransferabilityWarning
 
 PROB_SUM_ATOL = 1e-4
 
@@ -93,7 +93,7 @@ def check_features(
     _check_finite(arr, name)
     # rows 0 and 1 differ in almost every real input: only then is the full scan skipped
     if check_constant and not (arr[1] != arr[0]).any() and not (arr != arr[:1]).any():
-        raise InputError(
+        raise ConstantFeaturesError(
             f"Expected {name} that vary across samples, got every column constant; "
             "check the feature extraction (a dead layer or a wrong input scale)"
         )

@@ -172,8 +172,12 @@ def test_save_and_load_round_trip(tmp_path):
     fit(model, make_strategy("full"), *data(), CFG)
     verdict = {"arms": [{"arm": "transfer", "strategy": "full", "test_acc": 0.9, "ci_lo": 0.8,
                          "ci_hi": 1.0}], "gain": (0.1, 0.0, 0.2), "verdict": "INCONCLUSIVE"}
+    from transferscope.config import training_run
+
+    run = training_run(model.backend, "fp", "full", None, CFG, seed=0, layer="4",
+                       head_width=5)
     out = save_model(model, tmp_path / "saved", classes=[0, 1, 2], model_name=name,
-                     training={"strategy": "full"}, verdict=verdict)
+                     run=run, verdict=verdict)
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md"}
     assert "INCONCLUSIVE" in (out / "README.md").read_text()
     loaded, config = load_model(out)
@@ -182,5 +186,6 @@ def test_save_and_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     assert config["classes"] == ["0", "1", "2"] and config["transferscope_version"]
+    assert config["run"] == run  # the run identity travels with the saved model
     with pytest.raises(InputError, match="config.json"):
         load_model(tmp_path / "nothing")

@@ -53,7 +53,7 @@ def series(n=90):
 
 
 def test_finetune_both_arms_store_and_reuse(tmp_path):
-    from transferscope.store import RunStore
+    from transferscope.store import SQLRunStore as RunStore
 
     (tmp_path / "fcn.py").write_text(NET)
     store = RunStore(f"sqlite:///{tmp_path / 'r.db'}")
@@ -84,7 +84,7 @@ def test_finetune_both_arms_store_and_reuse(tmp_path):
 
 
 def test_curve_summary_break_even_data_and_time_saved():
-    from transferscope.finetune.run import summarise_curves
+    from transferscope.verdict import summarise_curves
 
     pts = [{"fraction": f, "transfer_acc": t, "scratch_acc": s, "gain": t - s,
             "transfer_best_s": tt, "scratch_best_s": st}
@@ -108,7 +108,8 @@ def test_curve_summary_break_even_data_and_time_saved():
 
 
 def test_time_to_target_and_best_time():
-    from transferscope.finetune.run import _best_time, time_to_target
+    from transferscope.verdict import best_time as _best_time
+    from transferscope.verdict import time_to_target
 
     curves = [[(1.0, 0.5), (2.0, 0.8), (3.0, 0.9)], [(1.5, 0.7), (2.5, 0.85)], [(1.0, 0.2)]]
     assert time_to_target(curves, 0.8) == 2.5  # median of 2.0, 2.5 and never (inf)
@@ -130,7 +131,7 @@ def test_cli_finetune(tmp_path, capsys):
     assert code == 0 and [r["arm"] for r in json.loads(out)] == ["transfer", "scratch"]
     card = (tmp_path / "saved" / "README.md").read_text()
     assert "Transfer vs scratch" in card and "scratch" in card
-    from transferscope.store import RunStore
+    from transferscope.store import SQLRunStore as RunStore
 
     runs = RunStore(db).list()
     saved = [r for r in runs if r["artifacts"]]
@@ -152,7 +153,8 @@ def test_cli_finetune(tmp_path, capsys):
 
 def test_inverse_interpolation_and_learning_curves(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default run store, ./tscope.db, lands here
-    from transferscope.finetune.run import _inverse, learning_curves
+    from transferscope.finetune.run import learning_curves
+    from transferscope.verdict import _inverse
 
     assert _inverse([0.1, 0.5, 1.0], [0.5, 0.7, 0.9], 0.8) == pytest.approx(0.75)
     assert _inverse([0.1, 0.5], [0.5, 0.7], 0.9) is None
@@ -180,7 +182,7 @@ def test_inverse_interpolation_and_learning_curves(tmp_path, capsys, monkeypatch
 def test_a_run_that_fails_is_marked_failed_and_retried(tmp_path):
     pytest.importorskip("peft")
     from transferscope import InputError
-    from transferscope.store import RunStore
+    from transferscope.store import SQLRunStore as RunStore
 
     (tmp_path / "fcn.py").write_text(NET)
     store = RunStore(f"sqlite:///{tmp_path / 'r.db'}")

@@ -78,7 +78,7 @@ def test_profile_scores_every_layer_on_the_training_split(tmp_path):
     assert max(r["score"] for r in prof.rows) == 1.0
     again = layer_profile(d, tiny_backend(), cfg)  # cached features, seeded metrics
     assert [r["score"] for r in again.rows] == [r["score"] for r in prof.rows]
-    with pytest.raises(InputError, match="source probabilities"):
+    with pytest.raises(InputError, match="source-model probabilities"):
         ProfileConfig(metrics=("leep",))
 
 
@@ -177,7 +177,7 @@ def test_cli_finetune_cut_freeze_head(tmp_path, capsys):
     assert rows[0]["params"] == (40 + 8 + 16) + (8 * 8 + 8) + (8 * 2 + 2)
     assert rows[0]["trainable_params"] == 16 + (8 * 8 + 8) + (8 * 2 + 2)  # conv frozen
     code = main(base + ["--cut", "1", "--strategy", "full", "--freeze", "1"])
-    assert code == 2 and "--freeze K with the freeze strategy" in capsys.readouterr().err
+    assert code == 2 and "(--freeze) with the freeze strategy" in capsys.readouterr().err
     code = main(base + ["--cut", "1", "--layer", "3"])
     assert code == 2 and "one layer" in capsys.readouterr().err
 

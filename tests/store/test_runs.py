@@ -1,3 +1,8 @@
+"""The run-store contract, checked on every implementation (database and memory), plus what
+only the database store does: kill -9, schema versions and migrations, the CLI."""
+
+import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -7,99 +12,211 @@ import pytest
 pytest.importorskip("sqlalchemy")
 
 from transferscope import InputError  # noqa: E402
-from transferscope.store import RunStore, run_key  # noqa: E402
+from transferscope.config import RunConfig  # noqa: E402
+from transferscope.store import (  # noqa: E402
+    SCHEMA_VERSION,
+    MemoryRunStore,
+    SQLRunStore,
+    open_store,
+    upgrade,
+)
 
-CFG = {"model": "effnet-lite:0", "strategy": "linear_probe", "lr": 1e-3}
+CFG = RunConfig(kind="train", data="d" * 16, model="effnet-lite:0|w=abc", strategy="full",
+                strategy_config={"lr": 1e-3, "backbone_lr": 1e-4}, layer="act2")
 
 
-@pytest.fixture
-def store(tmp_path):
-    return RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+def cfg(seed=0):
+    return CFG.replace(seed=seed)
+
+
+@pytest.fixture(params=["sql", "memory"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        return MemoryRunStore()
+    return SQLRunStore(f"sqlite:///{tmp_path / 'runs.db'}")
 
 
 def test_finished_runs_are_skipped_not_duplicated(store):
-    run = store.start(CFG, seed=0, study="s")
+    run = store.start(cfg(0), study="s", tags={"arm": "transfer"})
     store.log_epoch(run, 0, {"val_acc": 0.5})
     store.log_epoch(run, 1, {"val_acc": 0.7})
     store.finish(run, {"test_acc": 0.71}, timings={"wall_s": 3.0}, artifacts={"model": "m"})
-    assert store.start(CFG, seed=0) is None
-    other = store.start(CFG, seed=1)
+    assert store.start(cfg(0)) is None
+    other = store.start(cfg(1))
     assert other is not None and other.id != run.id
     rows = store.list(state="finished")
     assert len(rows) == 1 and rows[0]["metrics"] == {"test_acc": 0.71}
-    assert rows[0]["config"] == CFG and rows[0]["study"] == "s" and rows[0]["package_version"]
+    assert RunConfig.from_dict(rows[0]["config"]) == cfg(0)
+    assert rows[0]["study"] == "s" and rows[0]["package_version"] and rows[0]["seed"] == 0
+    assert rows[0]["tags"] == {"arm": "transfer"}
     assert [e["val_acc"] for e in store.epochs_of(run.id)] == [0.5, 0.7]
+    assert store.find(cfg(0))["id"] == run.id and store.find(cfg(7)) is None
 
 
 def test_finished_runs_are_frozen(store):
-    run = store.start(CFG, seed=0)
+    run = store.start(cfg())
     store.finish(run, {"acc": 1.0})
     with pytest.raises(InputError, match="frozen"):
         store.log_epoch(run, 2, {"acc": 0.0})
     with pytest.raises(InputError, match="frozen"):
         store.finish(run, {"acc": 0.0})
+    with pytest.raises(InputError, match="frozen"):
+        store.fail(run, "late")
 
 
 def test_failed_run_restarts_from_scratch_under_the_same_id(store):
     with pytest.raises(RuntimeError):
-        with store.run(CFG, seed=0) as run:
+        with store.run(cfg()) as run:
             store.log_epoch(run, 0, {"loss": 1.0})
             raise RuntimeError("diverged")
     (row,) = store.list()
     assert row["state"] == "failed" and "diverged" in row["error"]
-    again = store.start(CFG, seed=0)
+    again = store.start(cfg())
     assert again.id == run.id and again.attempt == 2
     assert store.epochs_of(run.id) == []  # partial epochs of the failed attempt are gone
     store.finish(again, {"acc": 0.9})
     assert len(store.list()) == 1
+    with store.run(cfg()) as handle:  # finished: the one way to reuse
+        assert handle is None
+
+
+def test_live_runs_are_not_stolen_and_stale_ones_restart(store):
+    store.start(cfg())
+    with pytest.raises(InputError, match="heartbeat"):
+        store.start(cfg())
+    assert store.mark_stale(older_than_s=3600) == 0
+    assert store.mark_stale(older_than_s=0) == 1
+    assert store.start(cfg()).attempt == 2
+
+
+def test_artifacts_merge_on_finished_runs_only(store):
+    with pytest.raises(InputError, match="finished run"):
+        store.set_artifacts(cfg(), {"a": 1})
+    run = store.start(cfg())
+    store.finish(run, {}, artifacts={"a": "x"})
+    store.set_artifacts(cfg(), {"b": "y"})
+    assert store.find(cfg())["artifacts"] == {"a": "x", "b": "y"}
+
+
+def test_a_run_belongs_to_several_studies_with_their_own_names(store):
+    run = store.start(cfg(), tags={"source": "torch:net.py:f@w.pt"})
+    store.finish(run, {"acc": 1.0})
+    assert store.list(study="s1") == []
+    assert store.link(cfg(), "s1", {"source": "pretrained:f"})
+    assert store.link(cfg(), "s2", {"source": "other"})
+    assert not store.link(cfg(9), "s1", {})
+    assert [r["tags"]["source"] for r in store.list(study="s1")] == ["pretrained:f"]
+    assert [r["study"] for r in store.list(study="s2")] == ["s2"]
+    assert store.list()[0]["tags"] == {"source": "torch:net.py:f@w.pt"}
+    assert len(store.list(study="s1", state="finished")) == 1
+
+
+def test_bad_state_filter(store):
+    with pytest.raises(InputError, match="state one of"):
+        store.list(state="done")
+
+
+def test_open_store_picks_the_implementation(tmp_path):
+    assert isinstance(open_store(None), MemoryRunStore)
+    assert isinstance(open_store(f"sqlite:///{tmp_path / 'x.db'}"), SQLRunStore)
 
 
 def test_kill_minus_nine_leaves_a_consistent_resumable_store(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     child = textwrap.dedent(f"""
         import os, signal
-        from transferscope.store import RunStore
-        store = RunStore({url!r})
-        run = store.start({CFG!r}, seed=0)
+        from transferscope.config import RunConfig
+        from transferscope.store import open_store
+        store = open_store({url!r})
+        run = store.start(RunConfig.from_dict({CFG.to_dict()!r}))
         store.log_epoch(run, 0, {{"loss": 1.0}})
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally
     """)
     res = subprocess.run([sys.executable, "-c", child], capture_output=True, check=False)
-    assert res.returncode == -9
-    store = RunStore(url, stale_after_s=3600)
+    assert res.returncode == -9, res.stderr
+    store = SQLRunStore(url, stale_after_s=3600)
     (row,) = store.list()
     assert row["state"] == "running" and row["metrics"] is None  # nothing half-finished
     with pytest.raises(InputError, match="running"):
-        store.start(CFG, seed=0)  # heartbeat still fresh: not stolen from a live worker
+        store.start(cfg())  # heartbeat still fresh: not stolen from a live worker
     assert store.mark_stale(older_than_s=0) == 1
     assert store.list()[0]["state"] == "failed"
-    run = store.start(CFG, seed=0)
+    run = store.start(cfg())
     assert run.attempt == 2 and store.epochs_of(run.id) == []
     store.finish(run, {"acc": 0.8})
     assert [r["state"] for r in store.list()] == ["finished"]
 
 
-def test_run_key_and_errors(store, tmp_path):
-    assert run_key(CFG, 0) == run_key(dict(reversed(list(CFG.items()))), 0)
-    assert run_key(CFG, 0) != run_key(CFG, 1)
-    with pytest.raises(InputError, match="state one of"):
-        store.list(state="done")
+V1_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, run_key VARCHAR(64) NOT NULL UNIQUE,
+    study VARCHAR(200), state VARCHAR(16) NOT NULL, attempt INTEGER NOT NULL,
+    config TEXT NOT NULL, seed INTEGER NOT NULL, package_version VARCHAR(40) NOT NULL,
+    created_at FLOAT NOT NULL, heartbeat_at FLOAT NOT NULL, finished_at FLOAT, metrics TEXT,
+    timings TEXT, artifacts TEXT, error TEXT);
+CREATE TABLE epochs (run_id INTEGER NOT NULL REFERENCES runs (id), epoch INTEGER NOT NULL,
+    metrics TEXT NOT NULL, PRIMARY KEY (run_id, epoch));
+INSERT INTO schema_version VALUES (1);
+"""
+
+
+def _v1_store(path):
+    """A database as schema version 1 (transferscope 0.1.0 before this change) wrote it."""
+    con = sqlite3.connect(path)
+    con.executescript(V1_SCHEMA)
+    old = {"kind": "train", "target": "ucr:GunPoint", "source": "pretrained:a", "arm": "transfer",
+           "strategy": "full", "train_fraction": 0.2, "data": "x", "model": "m"}
+    con.execute("INSERT INTO runs VALUES (1, 'k1', 'st', 'finished', 1, ?, 0, '0.1.0', 1.0, "
+                "2.0, 3.0, ?, '{}', '{}', NULL)", (json.dumps(old), json.dumps({"acc": 0.5})))
+    con.execute("INSERT INTO runs VALUES (2, 'k2', NULL, 'failed', 2, '{\"model\": \"m\"}', 1, "
+                "'0.1.0', 1.0, 2.0, NULL, NULL, NULL, NULL, 'boom')")
+    con.executemany("INSERT INTO epochs VALUES (?, ?, ?)",
+                    [(1, 0, json.dumps({"val_acc": 0.4})), (1, 1, json.dumps({"val_acc": 0.5}))])
+    con.commit()
+    con.close()
+
+
+def test_an_old_store_is_refused_with_the_upgrade_command_then_upgraded_losslessly(tmp_path):
+    from transferscope.cli import main
+
+    path = tmp_path / "old.db"
+    _v1_store(path)
+    url = f"sqlite:///{path}"
+    with pytest.raises(InputError, match=f"tscope db upgrade --db {url}"):
+        SQLRunStore(url)
+    assert main(["db", "upgrade", "--db", url]) == 0
+    store = SQLRunStore(url)
+    rows = store.list()
+    assert [(r["id"], r["state"], r["study"], r["attempt"], r["error"]) for r in rows] == [
+        (1, "finished", "st", 1, None), (2, "failed", None, 2, "boom")]
+    assert rows[0]["metrics"] == {"acc": 0.5} and rows[0]["config"]["target"] == "ucr:GunPoint"
+    assert rows[0]["tags"] == {"arm": "transfer", "fraction": 0.2, "kind": "train",
+                               "source": "pretrained:a", "strategy": "full",
+                               "target": "ucr:GunPoint"}
+    assert [e["val_acc"] for e in store.epochs_of(1)] == [0.4, 0.5]
+    assert [r["id"] for r in store.list(study="st")] == [1]  # membership carried over
+    assert upgrade(url) == (SCHEMA_VERSION, SCHEMA_VERSION)  # idempotent
+
+
+def test_a_newer_store_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = SQLRunStore(url)
     with store.engine.begin() as conn:
-        conn.execute(store.version.update().values(version=99))
-    with pytest.raises(InputError, match="schema version"):
-        RunStore(f"sqlite:///{tmp_path / 'runs.db'}")
+        conn.execute(store.version.update().values(version=SCHEMA_VERSION + 1))
+    with pytest.raises(InputError, match="newer transferscope"):
+        SQLRunStore(url)
+    with pytest.raises(InputError, match="newer transferscope"):
+        upgrade(url)
 
 
 def test_cli_runs_lists_and_filters(tmp_path, capsys):
-    import json
-
     from transferscope.cli import main
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    store = RunStore(url)
-    done = store.start(CFG, seed=0, study="a")
+    store = SQLRunStore(url)
+    done = store.start(cfg(0), study="a")
     store.finish(done, {"test_acc": 0.9})
-    store.start(CFG, seed=1, study="b")
+    store.start(cfg(1), study="b")
     assert main(["runs", "--db", url, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["state"], r["seed"]) for r in rows] == [("finished", 0), ("running", 1)]

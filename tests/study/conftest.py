@@ -27,7 +27,7 @@ epochs = 2
 batch_size = 16
 
 [budgets]
-bootstrap = 2
+subsamples = 2
 
 [[pretrain]]
 name = "net-c"

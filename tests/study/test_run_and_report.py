@@ -9,7 +9,7 @@ import pytest
 
 from tests.study import chromium
 from transferscope.cli import main
-from transferscope.store import RunStore
+from transferscope.store import SQLRunStore as RunStore
 from transferscope.study import evaluate, load_spec, run_study, study_status, write_report
 
 

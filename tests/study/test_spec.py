@@ -8,7 +8,7 @@ from transferscope.study import load_spec
 def test_spec_loads_with_defaults(study_dir):
     spec = load_spec(study_dir)
     assert spec.name == "tiny" and spec.seeds == 2 and spec.train.epochs == 2
-    assert spec.pretrain[0].name == "net-c" and spec.budgets.bootstrap == 2
+    assert spec.pretrain[0].name == "net-c" and spec.budgets.subsamples == 2
     assert spec.artifacts_dir == study_dir.parent / "tiny-artifacts"
 
 
@@ -20,11 +20,11 @@ def test_spec_loads_with_defaults(study_dir):
     (("seeds = 2", "seeds = 2\nseedz = 3"), "seedz.*did you mean 'seeds'"),
     (('sources = ["pretrained:net-c", "torch:{d}/net.py:fcn"]', 'sources = ["pretrained:x"]'),
      r"\[\[pretrain\]\] entry named 'x'"),
-    (("bootstrap = 2", "bootstrap = 2\nmax_runs = 3"), "at most budgets.max_runs = 3"),
+    (("subsamples = 2", "subsamples = 2\nmax_runs = 3"), "at most budgets.max_runs = 3"),
     (("fractions = [0.5, 1.0]", "fractions = [0.5, 1.5]"), r"fractions in \(0, 1\]"),
     (("epochs = 2\n", "epochs = 2\nepoch = 3\n"), r"\[train\].*'epoch'.*did you mean 'epochs'"),
     (("[train]", "[train"), "valid TOML"),
-    (('metrics = ["logme", "hscore_reg"]', 'metrics = ["leep"]'), "source probabilities"),
+    (('metrics = ["logme", "hscore_reg"]', 'metrics = ["leep"]'), "source-model probabilities"),
 ])
 def test_spec_errors_are_one_clear_line(tmp_path, change, message):
     path = write_study(tmp_path, SPEC.replace(*change))

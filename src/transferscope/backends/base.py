@@ -1,50 +1,87 @@
-"""The one small interface every model backend offers, and the name registry.
+"""The backend contract every model offers, its preprocessing config, and the name registry.
 
-A backend can load its model, tell its preprocessing, list its layers, and return features of
-a :class:`~transferscope.data.Dataset` from chosen layers. The rest of the package never asks
-which backend it has. Names follow one grammar, ``<backend>:<argument>`` (``raw`` alone).
+A :class:`Backend` turns a :class:`~transferscope.data.Dataset` into features from chosen
+layers; a :class:`FinetunableBackend` also hands its weights to fine-tuning (``module``,
+``prepare``, ``feature_fn``, ``blocks``, ``truncate``). The rest of the package never asks
+which backend it has. Names follow the grammar of :mod:`transferscope.names`; a backend
+registers a factory ``factory(name: ModelName) -> Backend`` under its prefix in
+:data:`BACKENDS`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from transferscope.data import Dataset
 from transferscope.errors import InputError
-from transferscope.metrics._registry import suggest
+from transferscope.names import ModelName, parse_model_name
+from transferscope.registry import Registry, suggest
 
-_BACKENDS: dict[str, Callable[[str], Backend]] = {}
+BACKENDS = Registry("backend", "backends")
 
 
 def register_backend(prefix: str):
-    """Register ``factory(argument) -> Backend`` for names ``<prefix>:<argument>``."""
-
-    def decorate(factory):
-        if prefix in _BACKENDS:
-            raise ValueError(f"backend {prefix!r} registered twice")
-        _BACKENDS[prefix] = factory
-        return factory
-
-    return decorate
+    """Decorator: register ``factory(name: ModelName) -> Backend`` for ``<prefix>:<arg>``."""
+    return BACKENDS.register(prefix)
 
 
 def list_backends() -> list[str]:
-    return sorted(_BACKENDS)
+    """Registered backend prefixes, sorted (``random`` included: it wraps any of them)."""
+    return sorted([*BACKENDS.names(), "random"])
+
+
+def check_model_name(text: str, *, extra: tuple[str, ...] = ()) -> ModelName:
+    """Parse ``text`` and check that its backend exists, without loading anything.
+
+    Parameters
+    ----------
+    text : str
+        A model name.
+    extra : tuple of str
+        Further accepted prefixes (a study accepts ``pretrained``).
+
+    Returns
+    -------
+    ModelName
+
+    Raises
+    ------
+    InputError
+        For a malformed name or an unknown backend (with a did-you-mean).
+    """
+    name = parse_model_name(text)
+    if name.backend not in BACKENDS and name.backend not in extra:
+        kinds = [*BACKENDS.names(), "random", *extra]
+        raise InputError(
+            f"Unknown model {text!r}{suggest(name.backend, kinds)}; names look like "
+            f"<backend>:<model> with backend one of {', '.join(sorted(kinds))}"
+        )
+    return name
 
 
 def create_backend(name: str) -> Backend:
-    """Parse ``name`` and build its backend (nothing is downloaded)."""
-    prefix, _, arg = name.partition(":")
-    if prefix not in _BACKENDS:
-        raise InputError(
-            f"Unknown model {name!r}{suggest(prefix, _BACKENDS)}; names look like "
-            f"<backend>:<model> with backend one of {', '.join(list_backends())}"
-        )
-    return _BACKENDS[prefix](arg)
+    """Build the backend a model name describes (nothing is downloaded).
+
+    Parameters
+    ----------
+    name : str
+        A model name (see :mod:`transferscope.names`); ``random:<model>`` builds the model and
+        its random-init twin.
+
+    Returns
+    -------
+    Backend
+    """
+    parsed = check_model_name(name)
+    if parsed.random:
+        from transferscope.backends.simple import random_twin
+
+        return random_twin(create_backend(parsed.inner.text))
+    return BACKENDS.get(parsed.backend)(parsed)
 
 
 def weights_digest(state: dict) -> str:
@@ -57,13 +94,61 @@ def weights_digest(state: dict) -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """How inputs become a model's tensors; travels with the weights (timm's ``PretrainedCfg``).
+
+    Attributes
+    ----------
+    size : int or None
+        Square input size in pixels (images); ``None`` for inputs used as they are.
+    mean, std : tuple of float
+        Per-channel normalisation of pixels scaled to [0, 1].
+    interpolation : str
+        Resize mode (``"bilinear"``, ``"bicubic"``, ...), antialiased.
+    crop_pct : float
+        Resize to ``size / crop_pct`` and take the centre ``size`` crop; 1.0 resizes to
+        ``size`` directly.
+    layout : str
+        Tensor layout the module takes (``"NCHW"`` images, ``"NCL"`` series, ``"ND"`` arrays).
+    """
+
+    size: int | None = None
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    layout: str = "NCHW"
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.size is not None and int(self.size) < 1:
+            raise InputError(f"Expected an input size >= 1, got {self.size}")
+        if not 0 < self.crop_pct <= 1:
+            raise InputError(f"Expected 0 < crop_pct <= 1, got {self.crop_pct}")
+
+    def digest(self) -> str:
+        """8 hex digits identifying this preprocessing (part of a model's identity)."""
+        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
+
+
 class Backend(ABC):
-    """A model that turns a dataset into features."""
+    """A model that turns a dataset into features.
+
+    Attributes
+    ----------
+    name : str
+        The model name it was built from.
+    modalities : tuple of str
+        Dataset kinds it accepts (``"image"``, ``"text"``, ``"array"``, ``"series"``).
+    """
 
     name: str
-    modalities: tuple[str, ...]  # dataset kinds it accepts
+    modalities: tuple[str, ...]
 
     def check_input(self, data: Dataset) -> None:
+        """Refuse a dataset of a kind this model does not take (one-line error)."""
         if data.kind not in self.modalities:
             raise InputError(
                 f"Model {self.name!r} takes {' or '.join(self.modalities)} inputs, got a "
@@ -85,9 +170,28 @@ class Backend(ABC):
     @abstractmethod
     def features(self, data: Dataset, layers: list[str], *, batch_size: int = 64,
                  device: str | None = None, progress=None) -> dict[str, np.ndarray]:
-        """Pooled features (N, D_layer) of every sample, for each requested layer."""
+        """Pooled features of every sample for each requested layer.
+
+        Parameters
+        ----------
+        data : Dataset
+            N samples of a kind in :attr:`modalities`.
+        layers : list of str
+            Names from :meth:`layers`.
+        batch_size : int
+            Samples per forward pass.
+        device : str, optional
+            Torch device (default: CUDA when available).
+        progress : callable, optional
+            Called as ``progress(done, total)`` after each batch.
+
+        Returns
+        -------
+        dict of str to ndarray of shape (N, D_layer)
+        """
 
     def check_layers(self, layers: list[str]) -> None:
+        """Refuse layer names the model does not have (did-you-mean)."""
         known = self.layers()
         for layer in layers:
             if layer not in known:
@@ -95,3 +199,48 @@ class Backend(ABC):
                     f"Model {self.name!r} has no layer {layer!r}{suggest(layer, known)} "
                     f"(layers: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''})"
                 )
+
+
+class FinetunableBackend(Backend):
+    """A backend whose weights can train: what :class:`~transferscope.finetune.TransferModel`
+    needs, besides features.
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The pretrained network (never changed: fine-tuning trains a deep copy).
+    preprocessing : Preprocessing or None
+        How inputs are prepared (``None`` where a processor/tokenizer of the model decides).
+    """
+
+    module: object
+    preprocessing: Preprocessing | None = None
+
+    @abstractmethod
+    def prepare(self, batch, data: Dataset):
+        """Model-ready tensor of a batch of raw inputs, shape (B, ...)."""
+
+    @abstractmethod
+    def feature_fn(self, module, layer: str, *, cut: bool = False):
+        """``x -> (B, D)``: differentiable pooled features of ``module`` (a copy of
+        :attr:`module`) at ``layer``; with ``cut`` the forward pass stops at the layer."""
+
+    @abstractmethod
+    def blocks(self, module, layer: str) -> list[tuple[str, object]]:
+        """``(name, block)`` pairs in forward order up to ``layer`` (what freezing and
+        layer-wise learning rates act on); blocks without parameters are left out."""
+
+    @abstractmethod
+    def truncate(self, module, layer: str):
+        """Remove the blocks after ``layer`` from ``module`` (in place) and return it."""
+
+    def architecture(self) -> str:
+        """The model without its weights: module class, parameter shapes, preprocessing.
+
+        A from-scratch run does not depend on the pretrained weights, so it is identified by
+        this: every source of one architecture shares its scratch baseline.
+        """
+        shapes = sorted((k, tuple(v.shape)) for k, v in self.module.state_dict().items())
+        h = hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]
+        rest = [p for p in self.identity().split("|")[1:] if not p.startswith("w=")]
+        return "|".join([f"arch={type(self.module).__name__}", f"shapes={h}", *rest])

@@ -14,7 +14,7 @@ import re
 
 import torch
 
-from transferscope.backends.base import register_backend
+from transferscope.backends.base import Preprocessing, register_backend
 from transferscope.backends.images import ImageModuleBackend
 from transferscope.errors import InputError, require
 
@@ -72,20 +72,36 @@ def load_effnet_lite(variant: int, *, pretrained: bool = True) -> torch.nn.Modul
 
 
 class EffNetLiteBackend(ImageModuleBackend):
+    """EfficientNet-Lite ``variant`` (0, 1 or 2); layers ``blocks.0`` ... ``blocks.6`` and
+    ``act2`` (the pooled 1280-d penultimate features, the default).
+
+    Parameters
+    ----------
+    variant : int
+        0, 1 or 2.
+    module : torch.nn.Module, optional
+        An already built network (default: geffnet's, with the shipped weights).
+    name : str, optional
+        The model name (default ``effnet-lite:<variant>[@size]``).
+    size : int, optional
+        Input size (default: the variant's training resolution).
+    """
+
     def __init__(self, variant: int, module=None, name=None, size: int | None = None):
         self.variant = variant
         module = module if module is not None else load_effnet_lite(variant)
         blocks = [f"blocks.{i}" for i in range(len(module.blocks))]
         super().__init__(name or f"effnet-lite:{variant}" + (f"@{size}" if size else ""),
                          module, block_names=[*blocks, "act2"], default="act2",
-                         size=size or RESOLUTION[variant], mean=MEAN, std=STD)
+                         preprocessing=Preprocessing(size=size or RESOLUTION[variant],
+                                                     mean=MEAN, std=STD))
 
 
 @register_backend("effnet-lite")
-def _effnet(arg: str):
-    variant, _, size = arg.partition("@")
-    if variant not in ("0", "1", "2") or (size and not (size.isdigit() and int(size) >= 32)):
+def _effnet(name):
+    bad_size = name.size is not None and name.size < 32
+    if name.arg not in ("0", "1", "2") or bad_size or "@" in name.arg:
         raise InputError(f"Expected effnet-lite:0, :1 or :2, optionally @<input size >= 32> "
-                         f"(e.g. effnet-lite:0@96 for fast CPU runs), got effnet-lite:{arg}")
+                         f"(e.g. effnet-lite:0@96 for fast CPU runs), got {name.text}")
     importlib.import_module("torch")
-    return EffNetLiteBackend(int(variant), size=int(size) if size else None)
+    return EffNetLiteBackend(int(name.arg), size=name.size)

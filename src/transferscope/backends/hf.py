@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferscope.backends.base import Backend, register_backend, weights_digest
+from transferscope.backends.base import FinetunableBackend, register_backend, weights_digest
 from transferscope.errors import InputError, require
 
 
@@ -30,7 +30,23 @@ def _pool_hidden(h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Ten
     return h.mean(dim=1)  # (B, T, C) tokens
 
 
-class HFBackend(Backend):
+class HFBackend(FinetunableBackend):
+    """A Hugging Face model folder (or cached hub id) with its tokenizer or image processor.
+
+    Parameters
+    ----------
+    source : str
+        Local folder or hub id.
+    max_length : int
+        Token limit for text.
+    trust_remote_code : bool
+        Run code shipped with the model (never by default).
+    module : torch.nn.Module, optional
+        An already loaded model.
+    name : str, optional
+        The model name (default ``hf:<source>``).
+    """
+
     def __init__(self, source: str, *, max_length: int = 256, trust_remote_code: bool = False,
                  module=None, name=None):
         transformers = require("transformers", "hf", "Hugging Face models")
@@ -107,9 +123,7 @@ class HFBackend(Backend):
                     progress(min(n, start + batch_size), n)
         return out
 
-    # -- fine-tuning interface (see TorchModuleBackend) --
-    finetunable = True
-
+    # -- fine-tuning interface (see FinetunableBackend) --
     def prepare(self, batch, data) -> torch.Tensor:
         """Text: (B, 2, max_length) int64 token ids and attention mask (trimmed to the longest
         sample of each batch in ``feature_fn``); images: the processor's pixel values."""
@@ -192,7 +206,8 @@ class HFBackend(Backend):
 
 
 @register_backend("hf")
-def _hf(arg: str):
+def _hf(name):
+    arg = name.arg if name.size is None else f"{name.arg}@{name.size}"
     if not arg:
         raise InputError("Expected hf:<local path or hub id>, got an empty name")
     return HFBackend(arg)

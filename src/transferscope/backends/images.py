@@ -6,11 +6,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from transferscope.backends.base import Preprocessing
 from transferscope.backends.torch_module import TorchModuleBackend
+from transferscope.errors import InputError
 
 
-def to_tensor_batch(batch, size: int, mean, std) -> torch.Tensor:
-    """uint8 (or [0, 1] float) images (H, W) or (H, W, C) -> normalised (B, 3, size, size)."""
+def to_tensor_batch(batch, pre: Preprocessing) -> torch.Tensor:
+    """Images as a model's normalised input tensor.
+
+    Parameters
+    ----------
+    batch : sequence of arrays (H, W) or (H, W, C)
+        uint8 pixels, or floats in [0, 1]; grey images are repeated to 3 channels.
+    pre : Preprocessing
+        Size, crop, interpolation, mean and std.
+
+    Returns
+    -------
+    torch.Tensor of shape (B, 3, size, size)
+    """
+    size = int(pre.size)
+    resize = size if pre.crop_pct == 1 else int(round(size / pre.crop_pct))
     out = []
     for img in batch:
         a = np.asarray(img)
@@ -19,24 +35,37 @@ def to_tensor_batch(batch, size: int, mean, std) -> torch.Tensor:
         t = t[None].expand(3, -1, -1) if t.dim() == 2 else t.permute(2, 0, 1)[:3]
         if t.shape[0] == 1:
             t = t.expand(3, -1, -1)
-        out.append(F.interpolate(t[None], size=(size, size), mode="bilinear",
-                                 align_corners=False, antialias=True)[0])
+        t = F.interpolate(t[None], size=(resize, resize), mode=pre.interpolation,
+                          align_corners=False, antialias=True)[0]
+        if resize != size:  # centre crop
+            top = (resize - size) // 2
+            t = t[:, top : top + size, top : top + size]
+        out.append(t)
     x = torch.stack(out)
-    mean = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(pre.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
 class ImageModuleBackend(TorchModuleBackend):
-    """A vision module with square-resize + mean/std preprocessing."""
+    """A vision module whose inputs are prepared by :func:`to_tensor_batch`.
+
+    Parameters
+    ----------
+    name, module, block_names, default
+        As for :class:`TorchModuleBackend`.
+    preprocessing : Preprocessing
+        With a ``size``.
+    """
 
     modalities = ("image",)
 
-    def __init__(self, name, module, *, block_names, default, size, mean, std):
-        self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
+    def __init__(self, name, module, *, block_names, default, preprocessing: Preprocessing):
+        if preprocessing.size is None:
+            raise InputError(f"Expected an input size for image model {name!r}, got none")
         super().__init__(name, module, block_names=block_names, default=default,
-                         preprocessing={"size": self.size, "mean": self.mean, "std": self.std,
-                                        "resize": "bilinear-antialias"})
+                         preprocessing=preprocessing)
 
     def prepare(self, batch, data):
-        return to_tensor_batch(batch, self.size, self.mean, self.std)
+        """(B, 3, size, size) normalised pixels."""
+        return to_tensor_batch(batch, self.preprocessing)

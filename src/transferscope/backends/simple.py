@@ -12,7 +12,7 @@ import torch
 
 from transferscope.backends.base import (
     Backend,
-    create_backend,
+    FinetunableBackend,
     register_backend,
     weights_digest,
 )
@@ -68,20 +68,25 @@ class RawBackend(Backend):
 
 
 @register_backend("raw")
-def _raw(arg: str):
-    if arg:
-        raise InputError(f"Expected plain 'raw', got 'raw:{arg}'")
+def _raw(name):
     return RawBackend()
 
 
-@register_backend("random")
-def _random(arg: str):
-    return random_twin(create_backend(arg))
-
-
 def random_twin(inner: Backend) -> Backend:
-    """The same architecture and preprocessing as ``inner``, randomly initialised."""
-    if not hasattr(inner, "module"):
+    """The same architecture and preprocessing as ``inner``, randomly initialised.
+
+    Parameters
+    ----------
+    inner : FinetunableBackend
+        A model with weights.
+
+    Returns
+    -------
+    FinetunableBackend
+        A shallow copy named ``random:<name>`` whose module is re-initialised under a seed
+        derived from ``inner``'s weights (the same twin wherever the model lives).
+    """
+    if not isinstance(inner, FinetunableBackend):
         raise InputError(f"Expected a model with weights after 'random:', got {inner.name!r}")
     # a seed derived from the pretrained weights: the same twin wherever the model lives on
     # disk, and unlike the small seeds (0, 42, ...) a module may itself be initialised with
@@ -112,7 +117,8 @@ class UserModuleBackend(TorchModuleBackend):
 
 
 @register_backend("torch")
-def _torch(arg: str):
+def _torch(name):
+    arg = name.arg if name.size is None else f"{name.arg}@{name.size}"
     file, _, rest = arg.partition(":")
     factory, _, ckpt = rest.partition("@")
     path = Path(file)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 from torch import nn
 
-from transferscope.backends.base import Backend, weights_digest
+from transferscope.backends.base import FinetunableBackend, Preprocessing, weights_digest
 from transferscope.data import Dataset
 
 
@@ -46,30 +44,42 @@ class _CutReached(Exception):
         self.output = output
 
 
-class TorchModuleBackend(Backend):
+class TorchModuleBackend(FinetunableBackend):
     """A module plus a ``prepare(batch_inputs) -> tensor`` preprocessing step.
 
     Layers are the named submodules listed by ``block_names`` (in forward order); the special
     layer ``"output"`` is the module's own output.
+
+    Parameters
+    ----------
+    name : str
+        The model name.
+    module : torch.nn.Module
+        The network (put in eval mode).
+    block_names : list of str
+        Named submodules features can be read from, in forward order.
+    default : str
+        The default layer (what a new head sits on).
+    preprocessing : Preprocessing, optional
+        Declared input preparation (part of the identity).
     """
 
     modalities = ("image", "array", "series")
 
     def __init__(self, name: str, module: nn.Module, *, block_names: list[str],
-                 default: str, preprocessing: dict | None = None):
+                 default: str, preprocessing: Preprocessing | None = None):
         self.name = name
         self.module = module.eval()
         self.block_names = block_names
         self.default = default
-        self.preprocessing = dict(preprocessing or {})
+        self.preprocessing = preprocessing
         self._digest = None
 
     def layers(self) -> list[str]:
+        """The named blocks, then ``"output"``."""
         return [*self.block_names, "output"]
 
     # -- fine-tuning interface: what TransferModel needs from a backend whose weights train --
-    finetunable = True
-
     def feature_fn(self, module: nn.Module, layer: str, *, cut: bool = False):
         """``x -> (B, D)`` pooled features of ``module`` (a copy of ``self.module``) at
         ``layer``, differentiable (a forward hook captures the layer's output). With ``cut``
@@ -135,18 +145,22 @@ class TorchModuleBackend(Backend):
         return module
 
     def default_layer(self) -> str:
+        """The layer given as ``default``."""
         return self.default
 
     def identity(self) -> str:
+        """Name, module class, weights digest and preprocessing digest."""
         if self._digest is None:
             self._digest = weights_digest(self.module.state_dict())
-        pre = hashlib.sha256(repr(sorted(self.preprocessing.items())).encode()).hexdigest()[:8]
+        pre = self.preprocessing.digest() if self.preprocessing is not None else "none"
         return f"{self.name}|{type(self.module).__name__}|w={self._digest}|p={pre}"
 
     def prepare(self, batch, data: Dataset) -> torch.Tensor:
+        """Arrays and series as float32 tensors, unchanged."""
         return torch.as_tensor(np.asarray(batch, dtype=np.float32))
 
     def features(self, data, layers, *, batch_size=64, device=None, progress=None):
+        """Pooled outputs of the hooked blocks (see :meth:`Backend.features`)."""
         self.check_input(data)
         self.check_layers(layers)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -7,7 +7,7 @@ model's direct children; the default layer is the one before the classifier.
 
 from __future__ import annotations
 
-from transferscope.backends.base import register_backend
+from transferscope.backends.base import Preprocessing, register_backend
 from transferscope.backends.images import ImageModuleBackend
 from transferscope.errors import InputError, require
 
@@ -17,11 +17,12 @@ def _children_backend(name, model, size, mean, std, classifier_names):
     head = [c for c in children if c in classifier_names]
     default = children[children.index(head[0]) - 1] if head else children[-1]
     return ImageModuleBackend(name, model.eval(), block_names=children, default=default,
-                              size=size, mean=mean, std=std)
+                              preprocessing=Preprocessing(size=size, mean=mean, std=std))
 
 
 @register_backend("timm")
-def _timm(arg: str):
+def _timm(name):
+    arg = name.arg
     timm = require("timm", "timm", "timm models", install="pip install timm (needs torchvision)")
     if arg not in timm.list_models(pretrained=True):
         raise InputError(f"Expected a pretrained timm model name, got {arg!r}; see "
@@ -39,7 +40,8 @@ def _timm(arg: str):
 
 
 @register_backend("torchvision")
-def _torchvision(arg: str):
+def _torchvision(name):
+    arg = name.arg
     tv = require("torchvision.models", "torchvision", "torchvision models",
                  install="a torch/torchvision pair that import together")
     try:

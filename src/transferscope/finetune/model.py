@@ -25,7 +25,9 @@ class TransferModel(nn.Module):
     def __init__(self, backend, n_outputs: int, *, layer: str | None = None,
                  head_width: int = 0, cut: bool = False):
         super().__init__()
-        if not getattr(backend, "finetunable", False):
+        from transferscope.backends import FinetunableBackend
+
+        if not isinstance(backend, FinetunableBackend):
             raise InputError(f"Expected a model whose weights can train, got {backend.name!r}; "
                              "effnet-lite, hf:, torch:, timm: and torchvision: models can be "
                              "fine-tuned")

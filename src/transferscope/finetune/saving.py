@@ -1,5 +1,6 @@
 """Saved models: ``model.safetensors`` (backbone + head), ``config.json`` (everything needed to
-rebuild it, with the package version) and ``README.md``, a model card with the verdict."""
+rebuild it: the model name, and the run's :class:`~transferscope.config.RunConfig`, with the
+package version) and ``README.md``, a model card with the verdict."""
 
 from __future__ import annotations
 
@@ -7,12 +8,35 @@ import json
 from pathlib import Path
 
 from transferscope.backends import create_backend
+from transferscope.config import RunConfig
 from transferscope.errors import InputError
 from transferscope.finetune.model import TransferModel, make_head
 
 
 def save_model(model: TransferModel, directory, *, classes, model_name: str,
-               training: dict | None = None, verdict: dict | None = None) -> Path:
+               run: RunConfig | None = None, verdict: dict | None = None) -> Path:
+    """Write ``model`` to ``directory`` (created): safetensors, config.json, model card.
+
+    Parameters
+    ----------
+    model : TransferModel
+        A trained model.
+    directory : path
+        Output folder.
+    classes : sequence
+        Label value of each output, in order.
+    model_name : str
+        The model name the backbone was built from (to rebuild it).
+    run : RunConfig, optional
+        The run that trained it (recorded in config.json).
+    verdict : dict, optional
+        ``arms``, ``gain``, ``verdict``, ``rule`` for the model card.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
     from safetensors.torch import save_file
 
     from transferscope import __version__
@@ -24,13 +48,17 @@ def save_model(model: TransferModel, directory, *, classes, model_name: str,
     config = {"transferscope_version": __version__, "model": model_name, "layer": model.layer,
               "head_width": model.head_width, "n_outputs": model.n_outputs,
               "cut": model.cut,
-              "classes": [str(c) for c in classes], "training": training or {},
+              "classes": [str(c) for c in classes],
+              "run": run.to_dict() if run is not None else None,
               "verdict": verdict or {}}
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     lines = [f"# {model_name} fine-tuned with transferscope {__version__}", "",
              f"- features from layer `{model.layer}`, head width {model.head_width or 'linear'}, "
              f"{model.n_outputs} classes: {', '.join(config['classes'][:20])}",
-             f"- training: `{json.dumps(training or {}, default=str)}`"]
+             (f"- training: strategy `{run.strategy}` "
+              f"`{json.dumps(run.strategy_config, sort_keys=True)}`, seed {run.seed}, "
+              f"`{json.dumps(run.train, sort_keys=True)}`" if run is not None else
+              "- training: not recorded")]
     if verdict:
         lines += ["", "## Transfer vs scratch", "",
                   "| arm | strategy | test accuracy | 95% CI |", "|---|---|---|---|"]
@@ -45,7 +73,14 @@ def save_model(model: TransferModel, directory, *, classes, model_name: str,
 
 
 def load_model(directory) -> tuple[TransferModel, dict]:
-    """Rebuild a saved model (weights loaded from safetensors only)."""
+    """Rebuild a saved model (weights loaded from safetensors only).
+
+    Returns
+    -------
+    tuple of (TransferModel, dict)
+        The model in eval mode and its config.json (``run`` rebuilt as a
+        :class:`RunConfig`).
+    """
     from safetensors.torch import load_file
 
     d = Path(directory)
@@ -64,4 +99,6 @@ def load_model(directory) -> tuple[TransferModel, dict]:
     model.n_features = n_features
     model.head = make_head(n_features, model.head_width, model.n_outputs)
     model.load_state_dict(state, strict=True)
+    if config.get("run"):
+        config["run"] = RunConfig.from_dict(config["run"])
     return model.eval(), config

@@ -13,22 +13,43 @@ from dataclasses import dataclass
 import torch
 
 from transferscope.errors import InputError, require
-from transferscope.metrics._registry import check_options, suggest
-from transferscope.registry import Registry
+from transferscope.registry import Registry, suggest
 
-_STRATEGIES = Registry("strategy", "strategies")
-strategy = _STRATEGIES.register
+STRATEGIES = Registry("strategy", "strategies")
+strategy = STRATEGIES.register
 
 
 def list_strategies() -> list[str]:
-    return _STRATEGIES.names()
+    """Names of the registered strategies, sorted."""
+    return STRATEGIES.names()
 
 
 def make_strategy(name: str, **options):
-    cls = _STRATEGIES.get(name)
-    check_options(f"strategy {name!r}", options,
-                  {f.name: f.default for f in dataclasses.fields(cls)})
-    return cls(**options)
+    """The strategy ``name`` configured with ``options`` (checked: did-you-mean).
+
+    Parameters
+    ----------
+    name : str
+        A registered strategy (:func:`list_strategies`).
+    **options
+        Fields of its config dataclass (e.g. ``lr``, ``probe_epochs``).
+
+    Returns
+    -------
+    Strategy
+        The validated config dataclass.
+    """
+    return STRATEGIES.build(name, **options)
+
+
+def resolved_options(name: str, options: dict | None = None) -> dict:
+    """Every field of strategy ``name``'s config, defaults filled in (JSON-able).
+
+    This is what identifies the strategy in a run's identity: a changed default changes it.
+    """
+    cfg = make_strategy(name, **(options or {}))
+    return {f.name: (list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v)
+            for f in dataclasses.fields(cfg)}
 
 
 def _set_trainable(module, flag: bool) -> None:
@@ -318,3 +339,34 @@ def merge_lora(module: torch.nn.Module) -> int:
             setattr(parent, attr, base)
             merged += 1
     return merged
+
+
+def resolve_strategy(strategy: str | None, options: dict | None = None,
+                     freeze: int | None = None) -> tuple[str, dict]:
+    """The strategy and its options, with the ``freeze`` shorthand applied.
+
+    Parameters
+    ----------
+    strategy : str or None
+        A registered strategy; ``None`` means ``lp_ft`` (or ``freeze`` when ``freeze`` is set).
+    options : dict, optional
+        The strategy's options.
+    freeze : int, optional
+        Freeze the first ``freeze`` blocks: the ``freeze`` strategy with ``k=freeze``.
+
+    Returns
+    -------
+    tuple of (str, dict)
+
+    Raises
+    ------
+    InputError
+        For ``freeze`` with another strategy.
+    """
+    options = dict(options or {})
+    if freeze is not None:
+        if strategy not in (None, "freeze"):
+            raise InputError(f"Expected freeze=K (--freeze) with the freeze strategy, got "
+                             f"strategy {strategy!r}; drop one of them")
+        strategy, options["k"] = "freeze", freeze
+    return strategy or "lp_ft", options

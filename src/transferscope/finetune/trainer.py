@@ -15,35 +15,40 @@ import torch
 from torch import nn
 
 from transferscope.backends.torch_module import reinitialise
+from transferscope.config import TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.model import TransferModel
 
-
-@dataclass
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 32
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    clip_norm: float = 1.0
-    patience: int = 5  # epochs without validation improvement before stopping
-    seed: int = 0
-    device: str | None = None
-    amp: bool = True  # mixed precision, on CUDA only
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise InputError(f"Expected epochs, batch_size, patience >= 1, got {self}")
+__all__ = ["History", "TrainConfig", "evaluate", "fit", "predict", "train"]
 
 
 @dataclass
 class History:
+    """What one training run did, epoch by epoch.
+
+    Attributes
+    ----------
+    epochs : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
+        ``seconds`` (since the start; cumulative across stages) and, for staged strategies,
+        ``stage``.
+    best_epoch : int
+        The selected epoch (best validation accuracy).
+    best_val_acc : float
+        Its validation accuracy.
+    stopped_early : bool
+        Whether patience ran out.
+    wall_s : float
+        Wall time of the whole run.
+    trainable_params : int
+        Parameters the optimiser updated (the largest stage).
+    """
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_val_acc: float = float("nan")
     stopped_early: bool = False
     wall_s: float = 0.0
-    trainable_params: int = 0  # parameters the optimiser updated (the largest stage)
+    trainable_params: int = 0
 
     @property
     def best_s(self) -> float:

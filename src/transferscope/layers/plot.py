@@ -13,14 +13,22 @@ from transferscope.layers.profile import LayerProfile
 
 def plot_profile(profile: LayerProfile, out_dir, *, cut: str | None = None,
                  stem: str = "layer_profile") -> list[Path]:
-    matplotlib = require("matplotlib", "plot", "layer-profile plots")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write the layer profile as ``<stem>.png`` and ``<stem>.svg`` in ``out_dir``.
+
+    Made without pyplot, so a notebook user's backend is left alone.
+
+    Returns
+    -------
+    list of Path
+        The two files.
+    """
+    require("matplotlib", "plot", "layer-profile plots")
+    from matplotlib.figure import Figure
 
     layers = [r["layer"] for r in profile.rows]
     x = np.arange(len(layers))
-    fig, (a, b) = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(layers) + 2), 6.5),
-                               sharex=True, constrained_layout=True)
+    fig = Figure(figsize=(max(6, 0.45 * len(layers) + 2), 6.5), layout="constrained")
+    a, b = fig.subplots(2, 1, sharex=True)
     for m in profile.metrics:
         v = profile.column(m)
         span = np.nanmax(v) - np.nanmin(v)
@@ -46,5 +54,4 @@ def plot_profile(profile: LayerProfile, out_dir, *, cut: str | None = None,
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
     for path in paths:
         fig.savefig(path, dpi=120)
-    plt.close(fig)
     return paths

@@ -16,19 +16,37 @@ import numpy as np
 from transferscope.backends import create_backend
 from transferscope.backends.simple import random_twin
 from transferscope.data import Dataset, training_part
-from transferscope.errors import InputError
+from transferscope.errors import ConstantFeaturesError
 from transferscope.features import FeatureCache, extract_features
 from transferscope.layers.cka import linear_cka
-from transferscope.metrics import get_metric, score
+from transferscope.metrics import feature_metrics, get_metric, score
+from transferscope.rank import primary_metric
 
 PROFILE_METRICS = ("logme", "hscore_reg", "linear_probe", "knn")
 
 
 @dataclass
 class ProfileConfig:
+    """Options of :func:`layer_profile`.
+
+    Attributes
+    ----------
+    metrics : tuple of str
+        Feature metrics computed at every layer.
+    primary : str, optional
+        Also scored on the random twin (the pretrained margin) and used for the cut
+        (default: linear_probe when among ``metrics``, else the first).
+    layers : tuple of str, optional
+        Default: every layer the backend exposes.
+    split_seed, seed : int
+        Seeds of the split (the profile sees its training part) and of the metrics.
+    batch_size, device, cache_dir
+        Feature extraction settings.
+    """
+
     metrics: tuple = PROFILE_METRICS
-    primary: str = "linear_probe"  # also scored on the random twin: the pretrained margin
-    layers: tuple | None = None  # default: every layer the backend exposes
+    primary: str | None = None
+    layers: tuple | None = None
     split_seed: int = 0
     seed: int = 0
     batch_size: int = 64
@@ -36,19 +54,14 @@ class ProfileConfig:
     cache_dir: str | None = None
 
     def __post_init__(self):
-        self.metrics = tuple(self.metrics)
-        if not self.metrics:
-            raise InputError("Expected at least one metric for the layer profile, got none")
-        for m in self.metrics:
-            if get_metric(m).inputs != "features":
-                raise InputError(f"Expected feature metrics for the layer profile, got {m!r}, "
-                                 "which needs source probabilities")
-        if self.primary not in self.metrics:
-            raise InputError(f"Expected primary among {self.metrics}, got {self.primary!r}")
+        self.metrics = feature_metrics(self.metrics, "the layer profile")
+        self.primary = primary_metric(self.metrics, self.primary)
 
 
 @dataclass
 class LayerProfile:
+    """Per-layer rows (input to output) of a model on a target; see :func:`layer_profile`."""
+
     model: str
     data: str
     n_samples: int
@@ -58,9 +71,11 @@ class LayerProfile:
     rows: list[dict] = field(default_factory=list)  # one per layer, input to output
 
     def column(self, name: str) -> np.ndarray:
+        """One value per layer, shape (n_layers,)."""
         return np.array([r[name] for r in self.rows], dtype=float)
 
     def to_dict(self) -> dict:
+        """A JSON-able dict."""
         return asdict(self)
 
 
@@ -82,14 +97,29 @@ def _score(metric, features, labels, seed) -> float:
     seeded = {"seed": seed} if "seed" in get_metric(metric).options else {}
     try:
         return float(score(metric, features, labels, **seeded))
-    except InputError as exc:
-        if "constant" not in str(exc):
-            raise
+    except ConstantFeaturesError:
         return float("nan")
 
 
 def layer_profile(data: Dataset, model, config: ProfileConfig | None = None,
                   **kw) -> LayerProfile:
+    """Transferability of every layer, and its distance from the random-init twin.
+
+    Parameters
+    ----------
+    data : Dataset
+        The target; only the training part of its split is looked at.
+    model : str or Backend
+        The model.
+    config : ProfileConfig, optional
+        Options; or pass them as keywords.
+
+    Returns
+    -------
+    LayerProfile
+        Per layer: ``layer``, ``index``, ``dim``, each metric, ``random_<primary>``,
+        ``margin``, ``cka_random``, ``seconds``, and the consensus ``score``.
+    """
     cfg = config or ProfileConfig(**kw)
     backend = create_backend(model) if isinstance(model, str) else model
     backend.check_input(data)

@@ -16,26 +16,20 @@ or did *worse* (interval below 0). An alternative identical to the recommendatio
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
 import numpy as np
 
+from transferscope.config import TrainConfig, training_run
 from transferscope.data import Dataset
-from transferscope.finetune.run import (
-    correct_on,
-    finetunable_backend,
-    make_split,
-    train_on_split,
-)
-from transferscope.finetune.trainer import TrainConfig
+from transferscope.finetune.run import finetunable_backend, make_split, run_or_reuse
 from transferscope.layers.recommend import Recommendation
-from transferscope.verdict import mean_ci, paired_gain
+from transferscope.store import RunStore, open_store
+from transferscope.verdict import interval_label, mean_ci, paired_gain
 
-OUTCOME = {True: "beat", False: "worse", None: "matched"}
+OUTCOMES = ("beat", "worse", "matched")
 
 
 def configurations(rec: Recommendation, backend, epochs: int) -> list[dict]:
+    """The recommendation and its three alternatives, as training configurations."""
     options = dict(rec.strategy_options)
     if rec.strategy == "lp_ft":  # the probe stage must leave epochs to fine-tune
         options["probe_epochs"] = min(options.get("probe_epochs", 5), max(1, epochs // 4))
@@ -56,38 +50,72 @@ def configurations(rec: Recommendation, backend, epochs: int) -> list[dict]:
 
 def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = 3,
            config: TrainConfig | None = None, split_seed: int = 0,
-           lr: float | None = None, backbone_lr: float | None = None) -> list[dict]:
+           lr: float | None = None, backbone_lr: float | None = None,
+           store: RunStore | None = None) -> list[dict]:
+    """Fine-tune the recommendation and three alternatives on one split with the same seeds.
+
+    Parameters
+    ----------
+    data : Dataset
+        The target.
+    model : str or FinetunableBackend
+        The model the recommendation is for.
+    rec : Recommendation
+        From :func:`transferscope.layers.recommend`.
+    seeds : int
+        Runs per configuration.
+    config : TrainConfig, optional
+        Training settings.
+    split_seed : int
+        Seed of the 60/20/20 split.
+    lr, backbone_lr : float, optional
+        Learning rates for every configuration.
+    store : RunStore, optional
+        Where runs are recorded and reused (default: in memory).
+
+    Returns
+    -------
+    list of dict
+        One row per configuration: test accuracy with its t interval, parameter counts,
+        training time; for the alternatives, the recommended minus alternative accuracy
+        (``rec_gain`` with its paired-bootstrap interval) and ``recommendation``: beat,
+        matched or worse. A configuration identical to an earlier one (the same run
+        identities) is not trained twice and says ``same_as``.
+    """
     cfg = config or TrainConfig()
+    store = store if store is not None else open_store(None)
     backend = finetunable_backend(model, data)
     split = make_split(backend, data, split_seed)
+    fingerprint = data.fingerprint
     lrs = {k: v for k, v in (("lr", lr), ("backbone_lr", backbone_lr)) if v is not None}
     rows, correct, done = [], {}, {}
     for c in configurations(rec, backend, cfg.epochs):
-        same = json.dumps({k: v for k, v in c.items() if k != "name"}, sort_keys=True)
-        if same in done:  # identical to an earlier configuration: same seeds, same result
+        options = {**c["options"], **lrs}
+        configs = [training_run(backend, fingerprint, c["strategy"], options, cfg,
+                                seed=cfg.seed + s, layer=c["layer"], cut=c["cut"],
+                                head_width=c["head_width"], split_seed=split_seed)
+                   for s in range(seeds)]
+        same = tuple(rc.key() for rc in configs)
+        if same in done:  # identical to an earlier configuration: same runs, same result
             first = done[same]
             correct[c["name"]] = correct[first["config"]]
             rows.append(dict(first, config=c["name"], same_as=first["config"]))
             continue
-        per_seed, walls, n_params, n_train = [], [], 0, 0
-        for s in range(seeds):
-            net, hist = train_on_split(backend, split, c["strategy"], {**c["options"], **lrs},
-                                       dataclasses.replace(cfg, seed=cfg.seed + s),
-                                       layer=c["layer"], head_width=c["head_width"],
-                                       cut=c["cut"])
-            per_seed.append(correct_on(net, split.test))
-            walls.append(hist.wall_s)
-            n_params, n_train = net.n_parameters(), hist.trainable_params
-        correct[c["name"]] = np.stack(per_seed)
-        mean, lo, hi = mean_ci([p.mean() for p in per_seed])
+        runs = [run_or_reuse(store, backend, split, rc, options, cfg,
+                             tags={"verify": c["name"], "target": data.name,
+                                   "source": backend.name}) for rc in configs]
+        correct[c["name"]] = np.stack([np.asarray(r.metrics["test_correct"]) for r in runs])
+        mean, lo, hi = mean_ci([r.metrics["test_acc"] for r in runs])
         rows.append({"config": c["name"], "layer": c["layer"], "cut": c["cut"],
                      "head_width": c["head_width"], "strategy": c["strategy"],
-                     "test_acc": mean, "ci_lo": lo, "ci_hi": hi, "params": n_params,
-                     "trainable_params": n_train, "train_s": float(np.mean(walls))})
+                     "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
+                     "params": runs[-1].metrics["params"],
+                     "trainable_params": runs[-1].metrics["trainable_params"],
+                     "train_s": float(np.mean([r.wall_s for r in runs]))})
         done[same] = rows[-1]
     rec_correct = correct["recommended"]
     for row in rows[1:]:
         g, lo, hi = paired_gain(rec_correct, correct[row["config"]])
         row.update(rec_gain=g, rec_gain_lo=lo, rec_gain_hi=hi,
-                   recommendation=OUTCOME[True if lo > 0 else False if hi < 0 else None])
+                   recommendation=interval_label(lo, hi, 0.0, OUTCOMES))
     return rows

@@ -7,7 +7,14 @@ single entry point; ``list_metrics()`` shows what is registered. Adding a metric
 with one ``@metric(...)`` registration, imported below.
 """
 
-from transferscope.metrics._registry import MetricSpec, get_metric, list_metrics, score
+from transferscope.metrics._registry import (
+    METRICS,
+    MetricSpec,
+    feature_metrics,
+    get_metric,
+    list_metrics,
+    score,
+)
 from transferscope.metrics.gbc import gbc
 from transferscope.metrics.hscore import hscore, hscore_reg
 from transferscope.metrics.leep import leep, nce
@@ -20,9 +27,11 @@ from transferscope.metrics.streaming import StreamingScorer, streaming_score
 from transferscope.metrics.transrate import transrate
 
 __all__ = [
+    "METRICS",
     "MetricSpec",
     "StreamingScorer",
     "gbc",
+    "feature_metrics",
     "get_metric",
     "hscore",
     "hscore_reg",

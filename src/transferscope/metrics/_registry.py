@@ -1,4 +1,5 @@
-"""The metric registry: a dict of :class:`MetricSpec` filled by the :func:`metric` decorator.
+"""The metric registry: :class:`MetricSpec` entries in the package's one
+:class:`~transferscope.registry.Registry`, filled by the :func:`metric` decorator.
 
 A metric is an implementation ``impl(x, labels, **options) -> float`` where ``x`` has already
 passed the validation gate (features, or source probabilities) and ``labels`` is a
@@ -8,7 +9,6 @@ which runs the gate, checks option names (with a "did you mean") and calls the i
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from collections.abc import Callable
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from transferscope.errors import InputError
+from transferscope.registry import Registry, check_options
 from transferscope.validation import (
     check_features,
     check_labels,
@@ -49,21 +50,7 @@ class MetricSpec:
         }[self.inputs]
 
 
-_REGISTRY: dict[str, MetricSpec] = {}
-
-
-def suggest(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
-def check_options(owner: str, options: dict, allowed: dict) -> None:
-    for key in options:
-        if key not in allowed:
-            raise InputError(
-                f"{owner} got an unknown option {key!r}{suggest(key, allowed)} "
-                f"(options: {', '.join(allowed) or 'none'})"
-            )
+METRICS = Registry("metric", "metrics", hint="; 'tscope metrics' lists them")
 
 
 def _check_x(spec: MetricSpec, x):
@@ -122,9 +109,7 @@ def metric(
             reference=reference,
             options=options,
         )
-        if name in _REGISTRY:
-            raise ValueError(f"metric {name!r} is registered twice")
-        _REGISTRY[name] = spec
+        METRICS.register(name, spec)
         public.spec = spec
         return public
 
@@ -132,19 +117,54 @@ def metric(
 
 
 def get_metric(name: str) -> MetricSpec:
-    """The :class:`MetricSpec` registered as ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InputError(
-            f"Unknown metric {name!r}{suggest(name, _REGISTRY)} "
-            f"(available: {', '.join(sorted(_REGISTRY))})"
-        ) from None
+    """The :class:`MetricSpec` registered as ``name``.
+
+    Raises
+    ------
+    InputError
+        For an unknown name, with a did-you-mean.
+    """
+    return METRICS.get(name)
 
 
 def list_metrics() -> list[MetricSpec]:
     """Every registered metric, in registration order."""
-    return list(_REGISTRY.values())
+    return METRICS.values()
+
+
+def feature_metrics(names, where: str) -> tuple[str, ...]:
+    """Check that every metric in ``names`` scores features (not source probabilities).
+
+    The one place for the rule "feature metrics only" (rank, layer profiles, studies).
+
+    Parameters
+    ----------
+    names : iterable of str
+        Metric names; unknown names fail with a did-you-mean.
+    where : str
+        What needs feature metrics, for the message (e.g. ``"rank"``).
+
+    Returns
+    -------
+    tuple of str
+        ``names`` as a tuple.
+
+    Raises
+    ------
+    InputError
+        If ``names`` is empty or a metric needs source-model probabilities (LEEP, NCE).
+    """
+    names = tuple(names)
+    if not names:
+        raise InputError(f"Expected at least one metric for {where}, got none; e.g. "
+                         "--metric logme")
+    for m in names:
+        if get_metric(m).inputs != "features":
+            raise InputError(
+                f"Expected feature metrics for {where}, got {m!r}, which needs source-model "
+                "probabilities; use feature metrics (logme, hscore_reg, knn, linear_probe, ...)"
+            )
+    return names
 
 
 def score(name: str, features=None, labels=None, *, source_probs=None, **options) -> float:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from transferscope.errors import InputError
-from transferscope.metrics._registry import suggest
 from transferscope.metrics._stats import ClassStats, chunk_rows
 from transferscope.metrics.hscore import hscore_from_stats, hscore_reg_from_stats
 from transferscope.metrics.logme import logme_from_stats
+from transferscope.registry import suggest
 from transferscope.validation import check_features, check_labels
 
 STREAMING_METRICS = {

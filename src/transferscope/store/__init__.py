@@ -1,5 +1,29 @@
-"""The run store (SQLite by default, any SQLAlchemy URL): atomic, resumable, no duplicates."""
+"""The run store: one contract (:class:`RunStore`), a database implementation (SQLite by
+default, any SQLAlchemy URL) and an in-memory one; atomic, resumable, no duplicates."""
 
-from transferscope.store.runs import DEFAULT_URL, Run, RunStore, run_key
+from transferscope.store.base import DEFAULT_URL, STATES, Run, RunStore
+from transferscope.store.memory import MemoryRunStore
+from transferscope.store.migrations import SCHEMA_VERSION, upgrade
+from transferscope.store.sql import SQLRunStore
 
-__all__ = ["DEFAULT_URL", "Run", "RunStore", "run_key"]
+
+def open_store(url: str | None = DEFAULT_URL, **options) -> RunStore:
+    """The store at ``url``: a database for a SQLAlchemy URL, memory for ``None``.
+
+    Parameters
+    ----------
+    url : str or None
+        E.g. ``sqlite:///tscope.db`` or ``postgresql://host/db``; ``None`` keeps runs in
+        memory (nothing is recorded beyond this process).
+    **options
+        ``stale_after_s``.
+
+    Returns
+    -------
+    RunStore
+    """
+    return MemoryRunStore(**options) if url is None else SQLRunStore(url, **options)
+
+
+__all__ = ["DEFAULT_URL", "MemoryRunStore", "Run", "RunStore", "SCHEMA_VERSION", "SQLRunStore",
+           "STATES", "open_store", "upgrade"]

@@ -23,40 +23,80 @@ from collections import defaultdict
 
 import numpy as np
 
-from transferscope.store import RunStore
+from transferscope.store import RunStore, open_store
 from transferscope.study.spec import StudySpec
 from transferscope.verdict import negative_transfer_verdict, paired_gain
 
 N_BOOT = 2000
 
 
-def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
-    """Outcomes and scores of the finished runs of the spec's grid (a run that an earlier
-    version of the spec planned, e.g. for a source since removed, does not count)."""
-    from transferscope.study.runner import main_tasks, resolve_sources
+def _grid_runs(spec: StudySpec, store: RunStore) -> list[dict]:
+    """The study's finished runs that belong to the spec's grid as it is now.
 
-    store = store or RunStore(spec.db)
-    sources = resolve_sources(spec, store)
-    runs = []
-    if sources is not None:  # exactly the spec's grid: runs of an earlier grid are left out
-        for task in main_tasks(spec, sources):
-            run = store.find(task.record, task.seed)
-            if run is not None and run["state"] == "finished":
-                runs.append(run)
-    transfer, scratch, scores = defaultdict(dict), defaultdict(dict), {}
-    for r in runs:
-        c = r["config"]
-        if c.get("kind") == "train":
-            key = (c["target"], c["arch"], c["train_fraction"])
-            if c["arm"] == "transfer":
-                transfer[(c["target"], c["source"], c["strategy"], c["train_fraction"])][
-                    r["seed"]] = r
-                transfer[(c["target"], c["source"], c["strategy"], c["train_fraction"])][
-                    "arch"] = c["arch"]
+    Read from the store alone (no model or dataset is loaded): a run counts when the study's
+    tags place it in the grid (target, source, strategy, fraction, seed) and its recorded
+    config matches the spec's training settings, strategy options, layer and scoring. A run of
+    an earlier version of the spec (a source since removed, other epochs) does not count; of
+    two runs for one grid cell (e.g. a source whose checkpoint was retrained) the later
+    finished one counts.
+    """
+    from transferscope.finetune.strategies import resolved_options
+
+    train = spec.train.identity()
+    seeds = set(range(spec.train.seed, spec.train.seed + spec.seeds))
+    options = {s: resolved_options(s, spec.strategy_options.get(s, {}))
+               for s in [*spec.strategies, spec.baseline]}
+    scoring = {"metrics": list(spec.metrics), "subsamples": spec.budgets.subsamples}
+    cells = {}
+    for r in store.list(study=spec.name, state="finished"):
+        t, c = r["tags"] or {}, r["config"]
+        if t.get("target") not in spec.targets or c["split_seed"] != 0:
+            continue
+        if spec.layer is not None and c["layer"] != spec.layer:
+            continue
+        if t.get("kind") == "scores":
+            ok = t.get("source") in spec.sources and c["scoring"] == scoring
+            cell = ("scores", t["target"], t["source"])
+        elif t.get("kind") == "train":
+            ok = (c["train"] == train and r["seed"] in seeds
+                  and c["fraction"] in spec.fractions
+                  and c["strategy_config"] == options.get(c["strategy"]))
+            if t.get("arm") == "transfer":
+                ok = ok and t.get("source") in spec.sources and c["strategy"] in spec.strategies
             else:
-                scratch[key][r["seed"]] = r
-        elif c.get("kind") == "scores":
-            scores[(c["target"], c["source"])] = r["metrics"]["rows"]
+                ok = ok and c["strategy"] == spec.baseline
+            cell = ("train", t["target"], t.get("source"), t.get("arch"), c["strategy"],
+                    c["fraction"], r["seed"])
+        else:
+            continue
+        if ok and (cell not in cells or r["finished_at"] > cells[cell]["finished_at"]):
+            cells[cell] = r
+    return sorted(cells.values(), key=lambda r: r["id"])
+
+
+def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
+    """Outcomes and scores of the finished runs of the spec's grid, from the store alone.
+
+    Returns
+    -------
+    dict
+        ``pairs``: one row per (target, source, strategy, fraction) with both arms: seeds,
+        accuracies, ``gain`` with its paired-bootstrap interval, ``verdict``, times, run ids,
+        and (when scored) each metric's value with ``<metric>_flags_negative`` and ``risk``.
+    """
+    store = store or open_store(spec.db)
+    transfer, scratch, scores = defaultdict(dict), defaultdict(dict), {}
+    for r in _grid_runs(spec, store):
+        t, c = r["tags"], r["config"]
+        if t["kind"] == "train":
+            if t["arm"] == "transfer":
+                cell = transfer[(t["target"], t["source"], c["strategy"], c["fraction"])]
+                cell[r["seed"]] = r
+                cell["arch"] = t["arch"]
+            else:
+                scratch[(t["target"], t["arch"], c["fraction"])][r["seed"]] = r
+        else:
+            scores[(t["target"], t["source"])] = r["metrics"]["rows"]
     pairs = []
     for (target, source, strategy, fraction), by_seed in sorted(transfer.items()):
         arch = by_seed.pop("arch")
@@ -135,6 +175,16 @@ def _prf(flags, actual):
 
 
 def evaluate(spec: StudySpec, store: RunStore | None = None) -> dict:
+    """Did the scores predict what fine-tuning did? Per strategy and metric, at the largest
+    fraction: weighted Kendall tau, Pearson, top-1 regret (means over targets with bootstrap
+    intervals) and negative-transfer precision and recall (see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``pairs`` (:func:`collect`), ``metrics`` (one row per strategy and metric, plus the
+        ``risk`` label) and ``share_negative``.
+    """
     import scipy.stats
 
     data = collect(spec, store)

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from transferscope.errors import InputError, require
 from transferscope.registry import Registry
 
-_EXECUTORS = Registry("executor", "executors")
-executor = _EXECUTORS.register
+EXECUTORS = Registry("executor", "executors")
+executor = EXECUTORS.register
 
 
 def make_executor(name: str, **options):
-    return _EXECUTORS.get(name)(**options)
+    """The executor ``name`` (``local`` or ``ray``) built with ``options``."""
+    return EXECUTORS.get(name)(**options)
 
 
 def _limit_threads(n: int) -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from transferscope.errors import require
-from transferscope.finetune.run import summarise_curves
-from transferscope.store import RunStore
+from transferscope.errors import InputError, require
+from transferscope.store import RunStore, open_store
 from transferscope.study.evaluate import evaluate
 from transferscope.study.spec import StudySpec
+from transferscope.verdict import summarise_curves
 
 CHECK = """<script>
 // marks how many figures rendered with a non-empty box (read by tests in headless Chromium)
@@ -45,12 +45,20 @@ figure{margin:1em 0}figcaption{font-size:13px;color:#555}
 </style>"""
 
 
-def _svg(fig) -> str:
-    import matplotlib.pyplot as plt
+class _Figures:
+    """Makes matplotlib figures without pyplot (no global backend switch, nothing left open
+    in a notebook user's pyplot state)."""
 
+    def subplots(self, *args, figsize=None, **kw):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kw)
+
+
+def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
@@ -191,13 +199,35 @@ def _layer_profiles(plt, folder: Path | None):
 
 
 def write_report(spec: StudySpec, out, store: RunStore | None = None) -> Path:
-    matplotlib = require("matplotlib", "plot", "study reports")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write the study's self-contained HTML report to ``out``, from its store alone.
 
-    store = store or RunStore(spec.db)
+    Parameters
+    ----------
+    spec : StudySpec
+        The study.
+    out : path
+        The HTML file (folders created).
+    store : RunStore, optional
+        Default: the spec's ``db``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    InputError
+        When the study has no finished (target, source) pair to report.
+    """
+    require("matplotlib", "plot", "study reports")
+    plt = _Figures()
+    store = store or open_store(spec.db)
     ev = evaluate(spec, store)
     pairs = ev["pairs"]
+    if not pairs:
+        raise InputError(f"Expected finished runs of study {spec.name!r} in {spec.db}, got no "
+                         "finished (target, source) pair; run it first: tscope study run SPEC")
     figures = (_heatmaps(plt, pairs, spec.strategies) + _curves(plt, pairs)
                + _scatter(plt, pairs, ev["metrics"], spec.metrics) + _gaps(plt, store, pairs)
                + _layer_profiles(plt, spec.artifacts_dir))

@@ -14,33 +14,42 @@ the next ``tscope study run`` skips every finished run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
 
+from transferscope.config import RunConfig, TrainConfig, training_run
 from transferscope.errors import InputError
-from transferscope.store import RunStore
+from transferscope.finetune.strategies import resolved_options
+from transferscope.names import parse_model_name
+from transferscope.store import RunStore, open_store
 from transferscope.study.executors import make_executor
 from transferscope.study.spec import StudySpec
 from transferscope.study.worker import backend, execute, sha256_file, target_data
 
+PRETRAIN_SPLIT = (0.7, 0.15, 0.15)
+
 
 @dataclass
 class Task:
-    record: dict  # what identifies the run in the store (hashed with the seed)
-    seed: int
-    payload: dict  # what the worker needs
+    """One planned run: its identity, the names the study gives it, what the worker needs.
+
+    Attributes
+    ----------
+    config : RunConfig
+        The run's identity (its store key).
+    tags : dict
+        ``kind``, ``target``, ``source``, ``arm``, ``strategy``, ``fraction``, ``arch``, ...
+    payload : dict
+        Plain data for :func:`transferscope.study.worker.execute`.
+    label : str
+        For progress and failure messages.
+    """
+
+    config: RunConfig
+    tags: dict
+    payload: dict
     label: str
-
-
-def architecture_id(b) -> str:
-    """The model without its weights: module class, parameter shapes, preprocessing. Scratch
-    runs are keyed by it, so sources of one architecture share their scratch baseline."""
-    shapes = sorted((k, tuple(v.shape)) for k, v in b.module.state_dict().items())
-    h = hashlib.sha256(repr(shapes).encode()).hexdigest()[:16]
-    rest = [p for p in b.identity().split("|")[1:] if not p.startswith("w=")]
-    return "|".join([f"arch={type(b.module).__name__}", f"shapes={h}", *rest])
 
 
 class Progress:
@@ -52,6 +61,7 @@ class Progress:
         self.start = time.perf_counter()
 
     def step(self, ok: bool) -> None:
+        """Count one finished (``ok``) or failed run."""
         self.done += 1
         self.failed += not ok
         if not self.enabled:
@@ -65,15 +75,22 @@ class Progress:
 
 
 def pretrain_tasks(spec: StudySpec) -> list[Task]:
+    """One task per ``[[pretrain]]`` entry: the source trained from scratch on its data."""
     tasks = []
     for p in spec.pretrain:
+        b = backend(p.model)
         out = spec.artifacts_dir / f"{p.name}.safetensors"
-        record = {"kind": "pretrain", **dataclasses.asdict(p),
-                  "model_identity": backend(p.model).identity(),
-                  "data_fp": target_data(p.data, None).fingerprint}
-        tasks.append(Task(record, p.seed, {"kind": "pretrain", "pretrain":
-                                           dataclasses.asdict(p), "out": str(out)},
-                          f"pretrain {p.name}"))
+        train = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, patience=p.patience,
+                            seed=p.seed)
+        config = RunConfig(kind="pretrain", data=target_data(p.data, None).fingerprint,
+                           model=b.identity(), seed=p.seed, strategy="scratch",
+                           strategy_config=resolved_options("scratch", {"lr": p.lr,
+                                                                        "backbone_lr": p.lr}),
+                           train=train.identity(), split=PRETRAIN_SPLIT, split_seed=p.seed,
+                           layer=p.layer or b.default_layer())
+        tasks.append(Task(config, {"kind": "pretrain", "name": p.name, "data": p.data},
+                          {"kind": "pretrain", "pretrain": dataclasses.asdict(p),
+                           "out": str(out)}, f"pretrain {p.name}"))
     return tasks
 
 
@@ -82,7 +99,7 @@ def resolve_sources(spec: StudySpec, store: RunStore) -> dict[str, str] | None:
     None while some pretraining has not finished."""
     found = {}
     for task in pretrain_tasks(spec):
-        run = store.find(task.record, task.seed)
+        run = store.find(task.config)
         if run is None or run["state"] != "finished":
             return None
         ckpt = run["artifacts"]["checkpoint"]
@@ -90,28 +107,32 @@ def resolve_sources(spec: StudySpec, store: RunStore) -> dict[str, str] | None:
             same = sha256_file(ckpt) == run["artifacts"]["sha256"]
         except OSError:
             same = False
+        name = task.tags["name"]
         if not same:
-            raise InputError(f"Expected the checkpoint of pretrain {task.record['name']!r} at "
-                             f"{ckpt}, got it missing or changed; restore it, or delete run "
-                             f"{run['id']} from {spec.db} to pretrain again")
-        found[task.record["name"]] = f"{task.record['model']}@{ckpt}"
-    return {s: found[s.partition(":")[2]] if s.startswith("pretrained:") else s
-            for s in spec.sources}
+            raise InputError(f"Expected the checkpoint of pretrain {name!r} at {ckpt}, got it "
+                             f"missing or changed; restore it, or delete run {run['id']} from "
+                             f"{spec.db} to pretrain again")
+        found[name] = f"{task.payload['pretrain']['model']}@{ckpt}"
+    out = {}
+    for s in spec.sources:
+        parsed = parse_model_name(s)
+        out[s] = found[parsed.arg] if parsed.is_pretrained_entry else s
+    return out
 
 
 def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
     """Sources outer, targets inner: each source model is loaded and hashed once."""
     pre = {p.name: p for p in spec.pretrain}
     per_class = spec.budgets.per_class
-    train_base = dataclasses.asdict(spec.train)
     common = {t: {"target": t, "per_class": per_class, "split_seed": 0, "layer": spec.layer}
               for t in spec.targets}
     archs = {t: {} for t in spec.targets}  # target -> architecture -> a model of it
     tasks = []
     for source, model in sources.items():
-        p = pre.get(source.partition(":")[2]) if source.startswith("pretrained:") else None
+        parsed = parse_model_name(source)
+        p = pre.get(parsed.arg) if parsed.is_pretrained_entry else None
         b = backend(model)
-        identity, arch = b.identity(), architecture_id(b)
+        arch = b.architecture()
         for target in spec.targets:
             if spec.exclude_self and p is not None and p.data == target:
                 continue  # a source is not transferred to its own pretraining data
@@ -119,60 +140,62 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
             b.check_input(data)
             fp = data.fingerprint
             archs[target].setdefault(arch, model)
+            scoring = {"metrics": list(spec.metrics), "subsamples": spec.budgets.subsamples}
             tasks.append(Task(
-                {"kind": "scores", "target": target, "source": source, "data": fp,
-                 "model": identity, "arch": arch, "metrics": list(spec.metrics),
-                 "layer": spec.layer,
-                 "bootstrap": spec.budgets.bootstrap, "split_seed": 0}, 0,
+                RunConfig(kind="scores", data=fp, model=b.identity(), seed=0,
+                          layer=spec.layer or b.default_layer(), scoring=scoring),
+                {"kind": "scores", "target": target, "source": source},
                 {"kind": "scores", **common[target], "model": model,
-                 "metrics": list(spec.metrics), "bootstrap": spec.budgets.bootstrap},
+                 "metrics": list(spec.metrics), "subsamples": spec.budgets.subsamples},
                 f"scores {source} -> {target}"))
             for strategy in spec.strategies:
                 for fraction in spec.fractions:
-                    tasks += _train_tasks(spec, common[target], fp, "transfer", source,
-                                          identity, arch, model, strategy, fraction,
-                                          train_base)
+                    tasks += _train_tasks(spec, common[target], b, fp, "transfer", source,
+                                          model, strategy, fraction)
     for target in spec.targets:
         fp = target_data(target, per_class).fingerprint
-        for arch, model in archs[target].items():
+        for model in archs[target].values():
             for fraction in spec.fractions:
-                tasks += _train_tasks(spec, common[target], fp, spec.baseline, None, arch,
-                                      arch, model, spec.baseline, fraction, train_base)
+                tasks += _train_tasks(spec, common[target], backend(model), fp, spec.baseline,
+                                      None, model, spec.baseline, fraction)
     return tasks
 
 
-def _train_tasks(spec, common, fp, arm, source, model_id, arch, model, strategy, fraction,
-                 train):
+def _train_tasks(spec, common, b, fp, arm, source, model, strategy, fraction):
     options = spec.strategy_options.get(strategy, {})
+    train = dataclasses.asdict(spec.train)
     out = []
     for s in range(spec.seeds):
-        cfg = dict(train, seed=train["seed"] + s)
-        record = {"kind": "train", "target": common["target"], "source": source, "data": fp,
-                  "model": model_id, "arch": arch, "arm": arm, "strategy": strategy,
-                  "options": options,
-                  "layer": spec.layer, "train": cfg, "split_seed": 0,
-                  "train_fraction": fraction}
+        seed = spec.train.seed + s
+        config = training_run(b, fp, strategy, options, spec.train, seed=seed,
+                              fraction=fraction, layer=spec.layer, split_seed=0)
+        tags = {"kind": "train", "target": common["target"], "source": source, "arm": arm,
+                "strategy": strategy, "fraction": fraction, "arch": b.architecture()}
         payload = {"kind": "train", **common, "model": model, "strategy": strategy,
-                   "options": options, "train": cfg, "fraction": fraction}
-        out.append(Task(record, cfg["seed"], payload,
-                        f"{arm} {source or model_id[:20]} -> {common['target']} f={fraction}"))
+                   "options": options, "train": dict(train, seed=seed), "fraction": fraction}
+        out.append(Task(config, tags, payload,
+                        f"{arm} {source or 'scratch'} -> {common['target']} f={fraction}"))
     return out
 
 
 def drive(store: RunStore, study: str, tasks: list[Task], ex, progress: Progress | None = None,
           fn=execute) -> dict:
-    """Run the tasks not finished yet; write each result as it arrives."""
+    """Run the tasks not finished yet and write each result as it arrives; a task whose run
+    finished before (here or elsewhere, e.g. by ``tscope finetune``) is reused and made a
+    member of the study."""
     todo = []
     for t in tasks:
-        run = store.find(t.record, t.seed)
+        run = store.find(t.config)
         if run is None or run["state"] != "finished":
             todo.append(t)
+        else:
+            store.link(t.config, study, t.tags)
     bar = progress or Progress(study, len(todo))
     bar.total = len(todo)
     failed = []
     for j, result, error in ex.run(fn, [t.payload for t in todo]):
         t = todo[j]
-        handle = store.start(t.record, t.seed, study=study)
+        handle = store.start(t.config, study=study, tags=t.tags)
         if handle is None:  # finished meanwhile by another driver
             bar.step(True)
             continue
@@ -192,7 +215,30 @@ def drive(store: RunStore, study: str, tasks: list[Task], ex, progress: Progress
 def run_study(spec: StudySpec, *, executor: str = "local", jobs: int = 1,
               address: str | None = None, progress: bool | None = None, cpus: float = 1,
               gpus: float = 0) -> dict:
-    store = RunStore(spec.db)
+    """Run a study: pretraining first, then every score and training run of its grid.
+
+    Parameters
+    ----------
+    spec : StudySpec
+        The study.
+    executor : str
+        ``local`` (a process pool of ``jobs``) or ``ray``.
+    jobs : int
+        Parallel runs.
+    address : str, optional
+        Ray cluster address.
+    progress : bool, optional
+        Show a progress line (default: on a terminal).
+    cpus, gpus : float
+        Ray resources per run.
+
+    Returns
+    -------
+    dict
+        Per phase (``pretrain``, ``main``): ``planned``, ``ran``, ``reused`` and ``failed``
+        (label, error) pairs.
+    """
+    store = open_store(spec.db)
     # one driver per study: whatever a killed driver left "running" is failed, to be redone
     store.mark_stale(older_than_s=0, study=spec.name)
     ex = make_executor(executor, jobs=jobs, address=address, cpus=cpus, gpus=gpus)
@@ -211,7 +257,8 @@ def run_study(spec: StudySpec, *, executor: str = "local", jobs: int = 1,
 
 
 def study_status(spec: StudySpec) -> dict:
-    store = RunStore(spec.db)
+    """Counts of planned, finished, failed, running and pending runs, per kind."""
+    store = open_store(spec.db)
     pre = pretrain_tasks(spec)
     counts = {"pretrain": _count(store, pre)}
     sources = resolve_sources(spec, store)
@@ -220,13 +267,13 @@ def study_status(spec: StudySpec) -> dict:
         return counts
     tasks = main_tasks(spec, sources)
     for kind in ("scores", "train"):
-        counts[kind] = _count(store, [t for t in tasks if t.record["kind"] == kind])
+        counts[kind] = _count(store, [t for t in tasks if t.tags["kind"] == kind])
     return counts
 
 
 def _count(store, tasks) -> dict:
     c = {"planned": len(tasks), "finished": 0, "failed": 0, "running": 0, "pending": 0}
     for t in tasks:
-        run = store.find(t.record, t.seed)
+        run = store.find(t.config)
         c["pending" if run is None else run["state"]] += 1
     return c

@@ -26,16 +26,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferscope.config import TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.strategies import make_strategy
-from transferscope.finetune.trainer import TrainConfig
-from transferscope.metrics import get_metric
-from transferscope.metrics._registry import check_options
+from transferscope.metrics import feature_metrics
+from transferscope.registry import check_options
 from transferscope.scoring import DEFAULT_METRICS
 
 
 @dataclass
 class PretrainSpec:
+    """A ``[[pretrain]]`` entry: a ``torch:`` model trained from scratch on ``data`` first;
+    its checkpoint becomes the source ``pretrained:<name>``."""
+
     name: str
     model: str  # a torch:<file.py>:<factory> model, trained from scratch on data
     data: str
@@ -49,13 +52,19 @@ class PretrainSpec:
 
 @dataclass
 class Budgets:
-    max_runs: int = 5000  # refuse grids larger than this (a typo in a grid is expensive)
-    per_class: int | None = None  # subsample each target to this many samples per class
-    bootstrap: int = 20  # subsamples for the transferability-score intervals
+    """``[budgets]``: ``max_runs`` (refuse larger grids: a typo in a grid is expensive),
+    ``per_class`` (subsample each target), ``subsamples`` (behind the score intervals)."""
+
+    max_runs: int = 5000
+    per_class: int | None = None
+    subsamples: int = 20
 
 
 @dataclass
 class StudySpec:
+    """A study: the grid targets x sources x strategies x fractions x seeds, its metrics,
+    training settings, pretraining entries and budgets (see the module docstring)."""
+
     name: str
     targets: list
     sources: list
@@ -76,6 +85,8 @@ class StudySpec:
 
     @property
     def artifacts_dir(self) -> Path:
+        """Where pretrained checkpoints go (``artifacts``, or ``<name>-artifacts`` beside the
+        spec file)."""
         if self.artifacts:
             return Path(self.artifacts)
         base = self.path.parent if self.path is not None else Path.cwd()
@@ -108,6 +119,7 @@ def _names(value, key: str) -> list:
 
 
 def parse_spec(table: dict, path: Path | None = None) -> StudySpec:
+    """A validated :class:`StudySpec` from a parsed TOML table (one-line errors)."""
     table = dict(table)
     known = _fields(StudySpec)
     known.pop("path")
@@ -133,6 +145,7 @@ def parse_spec(table: dict, path: Path | None = None) -> StudySpec:
 
 
 def load_spec(path) -> StudySpec:
+    """Read and validate a study spec (TOML file)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -152,17 +165,14 @@ def load_spec(path) -> StudySpec:
 
 def validate(spec: StudySpec) -> None:
     """Everything that can be checked before any training: names, options, grid size."""
-    from transferscope.backends import list_backends
+    from transferscope.backends import check_model_name
 
     if spec.seeds < 1:
         raise InputError(f"Expected seeds >= 1, got {spec.seeds}")
     bad = [f for f in spec.fractions if not 0 < f <= 1]
     if bad:
         raise InputError(f"Expected fractions in (0, 1], got {bad}")
-    for m in spec.metrics:
-        if get_metric(m).inputs != "features":
-            raise InputError(f"Expected feature metrics in a study, got {m!r}, which needs "
-                             "source probabilities")
+    feature_metrics(spec.metrics, "a study")
     pre = {p.name: p for p in spec.pretrain}
     if len(pre) != len(spec.pretrain):
         raise InputError("Expected distinct [[pretrain]] names, got duplicates")
@@ -170,18 +180,11 @@ def validate(spec: StudySpec) -> None:
         if not p.model.startswith("torch:"):
             raise InputError(f"Expected a torch:<file.py>:<factory> model to pretrain, got "
                              f"{p.model!r} ({p.name}); other models come pretrained")
-    kinds = list_backends()
     for s in spec.sources:
-        kind, _, arg = s.partition(":")
-        if kind == "pretrained":
-            if arg not in pre:
-                raise InputError(f"Expected a [[pretrain]] entry named {arg!r} for source "
-                                 f"{s!r}, got entries {sorted(pre)}")
-        elif kind not in kinds:
-            from transferscope.metrics._registry import suggest
-
-            raise InputError(f"Unknown model {s!r}{suggest(kind, kinds)} (kinds: "
-                             f"{', '.join(sorted(kinds))}, pretrained:<name>)")
+        name = check_model_name(s, extra=("pretrained",))
+        if name.is_pretrained_entry and name.arg not in pre:
+            raise InputError(f"Expected a [[pretrain]] entry named {name.arg!r} for source "
+                             f"{s!r}, got entries {sorted(pre)}")
     for name in [*spec.strategies, spec.baseline]:
         make_strategy(name, **spec.strategy_options.get(name, {}))  # unknown names, options
     unknown = set(spec.strategy_options) - set(spec.strategies) - {spec.baseline}

@@ -16,15 +16,19 @@ from transferscope.data import load_dataset, subsample
 
 @functools.lru_cache(maxsize=8)
 def target_data(spec: str, per_class: int | None):
+    """A study target, subsampled to ``per_class`` (seed 0); cached per process."""
     return subsample(load_dataset(spec), per_class=per_class, seed=0)
 
 
 @functools.lru_cache(maxsize=4)
 def backend(name: str):
+    """The backend of a model name; cached per process (each source loads once)."""
     return create_backend(name)
 
 
 def execute(task: dict) -> dict:
+    """Run one task (``kind``: pretrain, scores or train); returns JSON-able ``metrics``,
+    ``epochs``, ``timings`` and ``artifacts``."""
     kind = task["kind"]
     start = time.perf_counter()
     result = {"pretrain": _pretrain, "scores": _scores, "train": _train}[kind](task)
@@ -33,8 +37,8 @@ def execute(task: dict) -> dict:
 
 
 def _train(task: dict) -> dict:
+    from transferscope.config import TrainConfig
     from transferscope.finetune.run import correct_on, make_split, run_metrics, train_on_split
-    from transferscope.finetune.trainer import TrainConfig
 
     data = target_data(task["target"], task["per_class"])
     b = backend(task["model"])
@@ -52,7 +56,7 @@ def _scores(task: dict) -> dict:
     data = target_data(task["target"], task["per_class"])
     # the transferability scores see the training part of the fine-tuning split only
     part = training_part(data, task["split_seed"])
-    cfg = RankConfig(metrics=tuple(task["metrics"]), bootstrap=task["bootstrap"],
+    cfg = RankConfig(metrics=tuple(task["metrics"]), subsamples=task["subsamples"],
                      layer=task["layer"], seed=0)
     res = rank(part, [task["model"]], cfg)
     return {"metrics": {"rows": res.rows, "rule": res.rule}}
@@ -61,16 +65,19 @@ def _scores(task: dict) -> dict:
 def _pretrain(task: dict) -> dict:
     from safetensors.torch import save_file
 
+    from transferscope.config import TrainConfig
     from transferscope.data import stratified_split
     from transferscope.finetune.model import TransferModel
     from transferscope.finetune.run import _tensors
     from transferscope.finetune.strategies import make_strategy
-    from transferscope.finetune.trainer import TrainConfig, fit
+    from transferscope.finetune.trainer import fit
 
     p = task["pretrain"]
     data = load_dataset(p["data"])
     b = create_backend(p["model"])
-    tr, va, _ = stratified_split(data.labels, (0.7, 0.15, 0.15), seed=p["seed"])
+    from transferscope.study.runner import PRETRAIN_SPLIT
+
+    tr, va, _ = stratified_split(data.labels, PRETRAIN_SPLIT, seed=p["seed"])
     net = TransferModel(b, len(set(data.labels.tolist())), layer=p["layer"])
     hist = fit(net, make_strategy("scratch", lr=p["lr"], backbone_lr=p["lr"]),
                _tensors(b, data, tr), _tensors(b, data, va),
@@ -90,6 +97,7 @@ def _pretrain(task: dict) -> dict:
 
 
 def sha256_file(path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

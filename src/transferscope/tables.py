@@ -1,4 +1,7 @@
-"""Plain-text, JSON and CSV rendering of result rows (lists of dicts)."""
+"""Plain-text tables, JSON and CSV of result rows (lists of dicts): what the CLI prints.
+
+(The HTML study report is :mod:`transferscope.study.report`.)
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,205 @@
+"""The one run identity: :class:`RunConfig`, and the training settings :class:`TrainConfig`.
+
+Every run the project records (a fine-tuning arm of ``tscope finetune``, of ``tscope layers
+--verify``, of a study; a study's pretraining and scoring tasks) is described by one frozen
+:class:`RunConfig`: what data (content fingerprint and split), which model (weights identity,
+or architecture for a from-scratch run), the fully resolved strategy config (defaults
+included, so a changed default is a different run), the training settings, the data fraction,
+the layer / cut / head width, and the seed. The store key is derived from it and nothing else
+(:meth:`RunConfig.key`), so ``tscope finetune`` and ``tscope study`` reuse each other's runs.
+Names for people (study, target, source, arm) travel beside it as the run's tags and the
+package version is recorded beside it; neither is keyed.
+
+This module imports nothing heavy (no torch), so the store and evaluations can read runs
+without loading models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+
+from transferscope.errors import InputError
+
+KINDS = ("train", "pretrain", "scores")
+DEFAULT_SPLIT = (0.6, 0.2, 0.2)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings shared by every arm (AdamW, warm-up + cosine, early stopping).
+
+    Attributes
+    ----------
+    epochs : int
+        Maximum epochs.
+    batch_size : int
+        Samples per optimiser step.
+    weight_decay : float
+        AdamW weight decay.
+    warmup_epochs : float
+        Linear warm-up length, in epochs.
+    clip_norm : float
+        Gradient-norm clipping.
+    patience : int
+        Epochs without validation improvement before stopping.
+    seed : int
+        Seed of the first run (seed ``s`` of several trains under ``seed + s``).
+    device : str or None
+        Torch device (default: CUDA when available); not part of a run's identity.
+    amp : bool
+        Mixed precision (CUDA only).
+    """
+
+    epochs: int = 20
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    clip_norm: float = 1.0
+    patience: int = 5
+    seed: int = 0
+    device: str | None = None
+    amp: bool = True
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise InputError(f"Expected epochs, batch_size, patience >= 1, got {self}")
+
+    def identity(self) -> dict:
+        """The fields that shape the result (all but ``device`` and ``seed``)."""
+        d = dataclasses.asdict(self)
+        d.pop("device")
+        d.pop("seed")
+        return d
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run's result.
+
+    Attributes
+    ----------
+    kind : str
+        ``"train"`` (a fine-tuning arm), ``"pretrain"`` (a study's source, trained from
+        scratch) or ``"scores"`` (a study's transferability scores of one source).
+    data : str
+        Content fingerprint of the dataset (:attr:`transferscope.data.Dataset.fingerprint`).
+    model : str
+        The model's identity (weights and preprocessing); for a run that re-initialises the
+        backbone, its architecture (weights do not matter).
+    seed : int
+        The run's seed.
+    strategy : str
+        Registered strategy name (empty for scores).
+    strategy_config : dict
+        Every field of the strategy's config, defaults filled in.
+    train : dict
+        :meth:`TrainConfig.identity`.
+    split : tuple of float
+        Train / validation / test fractions of the stratified split.
+    split_seed : int
+        Seed of that split.
+    fraction : float
+        Fraction of the training part used (learning curves).
+    layer : str or None
+        The layer the head sits on (resolved: never ``None`` for a training run).
+    cut : bool
+        Whether the backbone is truncated after ``layer``.
+    head_width : int
+        Hidden units of the head (0: linear).
+    scoring : dict
+        For scores: ``metrics`` and ``subsamples``.
+    """
+
+    kind: str
+    data: str
+    model: str
+    seed: int = 0
+    strategy: str = ""
+    strategy_config: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    split: tuple = DEFAULT_SPLIT
+    split_seed: int = 0
+    fraction: float = 1.0
+    layer: str | None = None
+    cut: bool = False
+    head_width: int = 0
+    scoring: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise InputError(f"Expected a run kind in {KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "split", tuple(float(f) for f in self.split))
+        object.__setattr__(self, "fraction", float(self.fraction))
+        # canonical JSON values: tuples become lists, so a round trip is the identity
+        for name in ("strategy_config", "train", "scoring"):
+            object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name),
+                                                                 sort_keys=True)))
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict; :meth:`from_dict` rebuilds the same config."""
+        d = dataclasses.asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """Rebuild from :meth:`to_dict`; keys from a newer version are warned about and
+        dropped (as PEFT does with configs), so old code can still read new stores."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            warnings.warn(f"RunConfig: ignoring unknown keys {unknown} (written by a newer "
+                          "transferscope?)", stacklevel=2)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def key(self) -> str:
+        """The store key: SHA-256 (32 hex) of the canonical JSON of :meth:`to_dict`."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def replace(self, **changes) -> RunConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def training_run(backend, data_fingerprint: str, strategy: str, strategy_options: dict | None,
+                 train: TrainConfig, *, seed: int, fraction: float = 1.0,
+                 layer: str | None = None, cut: bool = False, head_width: int = 0,
+                 split_seed: int = 0, split=DEFAULT_SPLIT) -> RunConfig:
+    """The :class:`RunConfig` of one fine-tuning arm; the one place that builds it.
+
+    Parameters
+    ----------
+    backend : FinetunableBackend
+        The model (its identity, or its architecture when the strategy re-initialises it).
+    data_fingerprint : str
+        The dataset's fingerprint.
+    strategy : str
+        A registered strategy.
+    strategy_options : dict or None
+        Options as given; resolved here to every field of the strategy config.
+    train : TrainConfig
+        Training settings (``seed`` is taken from ``seed``).
+    seed : int
+        The run's seed.
+    fraction, layer, cut, head_width, split_seed, split
+        As in :class:`RunConfig`; ``layer=None`` resolves to the backend's default layer.
+
+    Returns
+    -------
+    RunConfig
+    """
+    from transferscope.finetune.strategies import make_strategy, resolved_options
+
+    reinit = make_strategy(strategy, **(strategy_options or {})).reinitialise
+    return RunConfig(kind="train", data=data_fingerprint,
+                     model=backend.architecture() if reinit else backend.identity(),
+                     seed=int(seed), strategy=strategy,
+                     strategy_config=resolved_options(strategy, strategy_options),
+                     train=train.identity(), split=split, split_seed=split_seed,
+                     fraction=fraction, layer=layer or backend.default_layer(), cut=bool(cut),
+                     head_width=int(head_width))

@@ -1,0 +1,179 @@
+"""The run-store contract: what every store promises, whatever keeps the runs.
+
+After Optuna's ``BaseStorage``: an abstract class whose docstrings are the contract, a
+SQLAlchemy implementation (:class:`~transferscope.store.sql.SQLRunStore`, SQLite by default,
+any URL) and an in-memory one (:class:`~transferscope.store.memory.MemoryRunStore`, for
+``--no-db`` and tests), so no caller branches on "is there a store".
+
+The contract:
+
+- A run is identified by :meth:`~transferscope.config.RunConfig.key` of its
+  :class:`~transferscope.config.RunConfig` (which includes the seed) and nothing else; tags
+  (target, source, arm) are stored beside it for people and reports, never keyed.
+- A run belongs to any number of studies: starting it with ``study=`` (or :meth:`link`)
+  makes it a member, with the names that study gives it (its tags there), so a run trained by
+  ``tscope finetune`` and reused by a study is part of that study's results.
+- :meth:`RunStore.start` returns ``None`` for a finished run (reuse it; never redo or
+  duplicate it), a fresh handle for a new one, and restarts an unfinished one (failed, or
+  ``running`` with a heartbeat older than ``stale_after_s``) from scratch under the same id,
+  dropping its partial epochs. A ``running`` run with a fresh heartbeat is refused.
+- Finished runs are frozen: logging to, finishing or failing them again is an error.
+- Every method is one transaction: a reader sees a run before or after a write, never half
+  of it (``finish`` writes the metrics and flips the state together; ``set_artifacts``
+  reads, merges and writes in one transaction).
+- Thread safety: one store object may be shared by the threads of a process; separate
+  processes may open the same URL (SQLite serialises writers; use a server database for many
+  concurrent writers). A study's driver is its only writer.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from transferscope.config import RunConfig
+from transferscope.errors import InputError
+
+STATES = ("running", "finished", "failed")
+DEFAULT_URL = "sqlite:///tscope.db"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A handle on a started run.
+
+    Attributes
+    ----------
+    id : int
+        The store's id of the run.
+    key : str
+        :meth:`RunConfig.key`.
+    attempt : int
+        1 for the first start, +1 for every restart of an unfinished run.
+    """
+
+    id: int
+    key: str
+    attempt: int
+
+
+def check_state(state: str | None) -> None:
+    """Refuse a state filter that is not one of :data:`STATES`."""
+    if state is not None and state not in STATES:
+        raise InputError(f"Expected state one of {STATES}, got {state!r}")
+
+
+def refuse_live(run_id: int, heartbeat_at: float, now: float, stale_after_s: float) -> None:
+    """Refuse to restart a ``running`` run whose heartbeat is fresher than ``stale_after_s``."""
+    if now - heartbeat_at < stale_after_s:
+        raise InputError(
+            f"Expected run {run_id} to be idle, got it running (heartbeat "
+            f"{now - heartbeat_at:.0f}s ago); wait for it or mark it stale "
+            "(tscope runs --mark-stale)"
+        )
+
+
+def refuse_frozen(run_id: int, state: str) -> None:
+    """Refuse a write to a run that is not ``running``."""
+    if state != "running":
+        raise InputError(f"Expected run {run_id} to be running, got {state}; "
+                         "finished runs are frozen")
+
+
+class RunStore(ABC):
+    """Runs with their config, seed, tags, per-epoch metrics, results and artifacts.
+
+    Parameters
+    ----------
+    stale_after_s : float
+        A ``running`` run whose heartbeat is older than this may be restarted.
+    """
+
+    def __init__(self, *, stale_after_s: float = 600.0):
+        self.stale_after_s = stale_after_s
+
+    # -- writing ------------------------------------------------------------------------------
+    @abstractmethod
+    def start(self, config: RunConfig, *, study: str | None = None,
+              tags: dict | None = None) -> Run | None:
+        """Begin the run ``config``; ``None`` when it already finished (see the contract).
+
+        Parameters
+        ----------
+        config : RunConfig
+            The run's identity.
+        study : str, optional
+            The study the run belongs to.
+        tags : dict, optional
+            Names for people and reports (target, source, arm, ...); not keyed.
+
+        Returns
+        -------
+        Run or None
+        """
+
+    @abstractmethod
+    def log_epoch(self, run: Run, epoch: int, metrics: dict) -> None:
+        """Record one epoch's metrics (JSON-able) and refresh the heartbeat."""
+
+    @abstractmethod
+    def finish(self, run: Run, metrics: dict, *, timings: dict | None = None,
+               artifacts: dict | None = None) -> None:
+        """Store the final metrics and mark the run finished (then frozen), atomically."""
+
+    @abstractmethod
+    def fail(self, run: Run, error: str) -> None:
+        """Mark the run failed with ``error``; a later :meth:`start` restarts it."""
+
+    @abstractmethod
+    def set_artifacts(self, config: RunConfig, artifacts: dict) -> None:
+        """Merge artifact paths into a finished run's (one transaction)."""
+
+    @abstractmethod
+    def link(self, config: RunConfig, study: str, tags: dict | None = None) -> bool:
+        """Make the run ``config`` a member of ``study`` with ``tags`` (idempotent; updates
+        the tags); ``False`` when there is no such run."""
+
+    @abstractmethod
+    def mark_stale(self, older_than_s: float | None = None, *,
+                   study: str | None = None) -> int:
+        """Mark ``running`` runs (of ``study``) without a heartbeat for ``older_than_s``
+        (default ``stale_after_s``) as failed; returns how many."""
+
+    # -- reading ------------------------------------------------------------------------------
+    @abstractmethod
+    def find(self, config: RunConfig) -> dict | None:
+        """The run ``config`` as :meth:`list` returns it, or ``None``."""
+
+    @abstractmethod
+    def list(self, *, state: str | None = None, study: str | None = None) -> list[dict]:
+        """Runs in id order, as dicts: ``id``, ``run_key``, ``study``, ``state``, ``attempt``,
+        ``config`` (the :meth:`RunConfig.to_dict`), ``tags``, ``seed``, ``package_version``,
+        ``created_at``, ``heartbeat_at``, ``finished_at``, ``metrics``, ``timings``,
+        ``artifacts``, ``error``. With ``study``: that study's members, with the study's
+        tags; otherwise every run with the tags it was started with."""
+
+    @abstractmethod
+    def epochs_of(self, run_id: int) -> list[dict]:
+        """The run's per-epoch metrics in epoch order, each with its ``epoch``."""
+
+    # -- the one way to run-or-reuse ----------------------------------------------------------
+    @contextmanager
+    def run(self, config: RunConfig, *, study: str | None = None, tags: dict | None = None):
+        """``with store.run(cfg) as handle:`` - ``handle`` is ``None`` when the run already
+        finished (reuse :meth:`find`); a body that raises (or is interrupted) marks the run
+        failed with the error, and the exception propagates."""
+        handle = self.start(config, study=study, tags=tags)
+        try:
+            yield handle
+        except BaseException as exc:
+            if handle is not None:
+                self.fail(handle, f"{type(exc).__name__}: {exc}")
+            raise
+
+    @staticmethod
+    def now() -> float:
+        """Wall-clock seconds (heartbeats, creation and finish times)."""
+        return time.time()

@@ -1,0 +1,237 @@
+"""The database run store: the :class:`~transferscope.store.base.RunStore` contract over any
+SQLAlchemy URL: ``sqlite:///tscope.db`` (the default, a local file) or a server database
+(``postgresql://...``) when many workers write. After Optuna's RDB storage:
+
+- a ``schema_version`` table, with versioned migrations (:mod:`transferscope.store.migrations`);
+  a store of an older version is refused with the command that upgrades it;
+- a run is identified by ``run_key`` = :meth:`RunConfig.key`, unique in the table, so a rerun of
+  finished work is skipped, never duplicated;
+- every write is one transaction; a run killed without cleanup (kill -9) stays ``running``
+  with a stale heartbeat, and ``start`` restarts it from scratch (see the contract).
+"""
+
+from __future__ import annotations
+
+import json
+
+from transferscope.config import RunConfig
+from transferscope.errors import InputError, require
+from transferscope.store.base import (
+    DEFAULT_URL,
+    Run,
+    RunStore,
+    check_state,
+    refuse_frozen,
+    refuse_live,
+)
+from transferscope.store.migrations import SCHEMA_VERSION, schema_version
+
+
+def connect(url: str):
+    """``(sqlalchemy, engine)`` for ``url``."""
+    sa = require("sqlalchemy", "store", "The run store")
+    return sa, sa.create_engine(url, future=True)
+
+
+class SQLRunStore(RunStore):
+    """Runs in a database at ``url`` (any SQLAlchemy URL; default ``sqlite:///tscope.db``).
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL; the tables are created in an empty database.
+    stale_after_s : float
+        As in :class:`~transferscope.store.base.RunStore`.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, stale_after_s: float = 600.0):
+        super().__init__(stale_after_s=stale_after_s)
+        sa, self.engine = connect(url)
+        self.sa, self.url = sa, url
+        meta = sa.MetaData()
+        self.version = sa.Table("schema_version", meta,
+                                sa.Column("version", sa.Integer, nullable=False))
+        self.runs = sa.Table(
+            "runs", meta,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("run_key", sa.String(64), nullable=False, unique=True),
+            sa.Column("study", sa.String(200)),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("attempt", sa.Integer, nullable=False),
+            sa.Column("config", sa.Text, nullable=False),
+            sa.Column("tags", sa.Text),
+            sa.Column("seed", sa.Integer, nullable=False),
+            sa.Column("package_version", sa.String(40), nullable=False),
+            sa.Column("created_at", sa.Float, nullable=False),
+            sa.Column("heartbeat_at", sa.Float, nullable=False),
+            sa.Column("finished_at", sa.Float),
+            sa.Column("metrics", sa.Text),
+            sa.Column("timings", sa.Text),
+            sa.Column("artifacts", sa.Text),
+            sa.Column("error", sa.Text),
+        )
+        self.members = sa.Table(
+            "study_runs", meta,
+            sa.Column("study", sa.String(200), primary_key=True),
+            sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+            sa.Column("tags", sa.Text),
+        )
+        self.epochs = sa.Table(
+            "epochs", meta,
+            sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+            sa.Column("epoch", sa.Integer, primary_key=True),
+            sa.Column("metrics", sa.Text, nullable=False),
+        )
+        with self.engine.begin() as conn:
+            version = schema_version(conn, sa)
+            if version is None:
+                meta.create_all(conn)
+                conn.execute(self.version.insert().values(version=SCHEMA_VERSION))
+            elif version < SCHEMA_VERSION:
+                raise InputError(
+                    f"Expected a run store of schema version {SCHEMA_VERSION}, got version "
+                    f"{version} at {url}; upgrade it (nothing is lost) with: tscope db upgrade "
+                    f"--db {url}"
+                )
+            elif version > SCHEMA_VERSION:
+                raise InputError(
+                    f"Expected a run store of schema version {SCHEMA_VERSION}, got version "
+                    f"{version} at {url}; it was written by a newer transferscope: upgrade "
+                    "transferscope"
+                )
+
+    # -- writing ------------------------------------------------------------------------------
+    def start(self, config: RunConfig, *, study: str | None = None,
+              tags: dict | None = None) -> Run | None:
+        from transferscope import __version__
+
+        sa, now, key = self.sa, self.now(), config.key()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(self.runs).where(self.runs.c.run_key == key)).first()
+            if row is None:
+                res = conn.execute(self.runs.insert().values(
+                    run_key=key, study=study, state="running", attempt=1,
+                    config=json.dumps(config.to_dict(), sort_keys=True),
+                    tags=json.dumps(tags or {}, sort_keys=True, default=str), seed=config.seed,
+                    package_version=__version__, created_at=now, heartbeat_at=now))
+                run_id = res.inserted_primary_key[0]
+                self._link(conn, study, run_id, tags)
+                return Run(run_id, key, 1)
+            self._link(conn, study, row.id, tags)
+            if row.state == "finished":
+                return None
+            if row.state == "running":
+                refuse_live(row.id, row.heartbeat_at, now, self.stale_after_s)
+            # unfinished (failed, or killed while running): start again from scratch
+            conn.execute(self.epochs.delete().where(self.epochs.c.run_id == row.id))
+            conn.execute(self.runs.update().where(self.runs.c.id == row.id).values(
+                state="running", attempt=row.attempt + 1, heartbeat_at=now, error=None,
+                package_version=__version__))
+            return Run(row.id, key, row.attempt + 1)
+
+    def _link(self, conn, study: str | None, run_id: int, tags: dict | None) -> None:
+        if study is None:
+            return
+        where = (self.members.c.study == study) & (self.members.c.run_id == run_id)
+        text = json.dumps(tags or {}, sort_keys=True, default=str)
+        if conn.execute(self.sa.select(self.members.c.tags).where(where)).first() is None:
+            conn.execute(self.members.insert().values(study=study, run_id=run_id, tags=text))
+        else:
+            conn.execute(self.members.update().where(where).values(tags=text))
+
+    def link(self, config: RunConfig, study: str, tags: dict | None = None) -> bool:
+        with self.engine.begin() as conn:
+            run_id = conn.execute(self.sa.select(self.runs.c.id).where(
+                self.runs.c.run_key == config.key())).scalar()
+            if run_id is None:
+                return False
+            self._link(conn, study, run_id, tags)
+            return True
+
+    def _check_running(self, conn, run: Run):
+        state = conn.execute(self.sa.select(self.runs.c.state).where(
+            self.runs.c.id == run.id)).scalar_one()
+        refuse_frozen(run.id, state)
+
+    def log_epoch(self, run: Run, epoch: int, metrics: dict) -> None:
+        with self.engine.begin() as conn:
+            self._check_running(conn, run)
+            conn.execute(self.epochs.insert().values(run_id=run.id, epoch=epoch,
+                                                     metrics=json.dumps(metrics)))
+            conn.execute(self.runs.update().where(self.runs.c.id == run.id).values(
+                heartbeat_at=self.now()))
+
+    def finish(self, run: Run, metrics: dict, *, timings: dict | None = None,
+               artifacts: dict | None = None) -> None:
+        now = self.now()
+        with self.engine.begin() as conn:
+            self._check_running(conn, run)
+            conn.execute(self.runs.update().where(self.runs.c.id == run.id).values(
+                state="finished", finished_at=now, heartbeat_at=now,
+                metrics=json.dumps(metrics), timings=json.dumps(timings or {}),
+                artifacts=json.dumps(artifacts or {})))
+
+    def set_artifacts(self, config: RunConfig, artifacts: dict) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(self.sa.select(self.runs.c.id, self.runs.c.state,
+                                              self.runs.c.artifacts).where(
+                self.runs.c.run_key == config.key())).first()
+            if row is None or row.state != "finished":
+                raise InputError(f"Expected a finished run to attach artifacts to, got "
+                                 f"{row.state if row else 'no run'}")
+            merged = {**(json.loads(row.artifacts) if row.artifacts else {}), **artifacts}
+            conn.execute(self.runs.update().where(self.runs.c.id == row.id).values(
+                artifacts=json.dumps(merged)))
+
+    def fail(self, run: Run, error: str) -> None:
+        with self.engine.begin() as conn:
+            self._check_running(conn, run)
+            conn.execute(self.runs.update().where(self.runs.c.id == run.id).values(
+                state="failed", error=error[:2000], heartbeat_at=self.now()))
+
+    def mark_stale(self, older_than_s: float | None = None, *,
+                   study: str | None = None) -> int:
+        limit = self.now() - (self.stale_after_s if older_than_s is None else older_than_s)
+        where = (self.runs.c.state == "running") & (self.runs.c.heartbeat_at <= limit)
+        if study is not None:
+            where = where & (self.runs.c.study == study)
+        with self.engine.begin() as conn:
+            res = conn.execute(self.runs.update().where(where).values(
+                state="failed", error="no heartbeat (process killed?)"))
+            return res.rowcount
+
+    # -- reading ------------------------------------------------------------------------------
+    def list(self, *, state: str | None = None, study: str | None = None) -> list[dict]:
+        check_state(state)
+        if study:  # the study's members, with the names the study gave them
+            cols = [c for c in self.runs.c if c.name not in ("study", "tags")]
+            q = self.sa.select(*cols, self.members.c.study, self.members.c.tags).join(
+                self.members, self.members.c.run_id == self.runs.c.id).where(
+                self.members.c.study == study)
+        else:
+            q = self.sa.select(self.runs)
+        q = q.order_by(self.runs.c.id)
+        if state:
+            q = q.where(self.runs.c.state == state)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [self._decode(r) for r in rows]
+
+    @staticmethod
+    def _decode(row) -> dict:
+        d = dict(row)
+        for k in ("config", "tags", "metrics", "timings", "artifacts"):
+            d[k] = json.loads(d[k]) if d[k] else None
+        return d
+
+    def find(self, config: RunConfig) -> dict | None:
+        q = self.sa.select(self.runs).where(self.runs.c.run_key == config.key())
+        with self.engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else self._decode(row)
+
+    def epochs_of(self, run_id: int) -> list[dict]:
+        q = self.sa.select(self.epochs).where(self.epochs.c.run_id == run_id).order_by(
+            self.epochs.c.epoch)
+        with self.engine.connect() as conn:
+            return [{"epoch": r.epoch, **json.loads(r.metrics)} for r in conn.execute(q)]

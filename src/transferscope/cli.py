@@ -10,7 +10,13 @@ from transferscope import __version__
 from transferscope.errors import InputError, OptionalDependencyError
 from transferscope.io import load_features
 from transferscope.metrics import list_metrics
-from transferscope.scoring import DEFAULT_METRICS, all_metric_names, demo_inputs, score_many
+from transferscope.scoring import (
+    DEFAULT_METRICS,
+    PROFILE_METRICS,
+    all_metric_names,
+    demo_inputs,
+    score_many,
+)
 from transferscope.tables import FORMATS, render
 
 
@@ -511,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "depth, head width and strategy, each with its evidence.", cmd_layers,
                     [par["data"], par["train"], par["compute"], par["cache"], par["format"]])
     p.add_argument("--model", required=True, help="the pretrained model (a model name)")
-    p.add_argument("--metric", default="logme,hscore_reg,linear_probe,knn",
+    p.add_argument("--metric", default=",".join(PROFILE_METRICS),
                    help="comma-separated feature metrics per layer (default %(default)s)")
     p.add_argument("--out", default="tscope-layers", help="folder for layers.json and the "
                    "profile plot (PNG, SVG); default %(default)s")

@@ -10,6 +10,7 @@ from transferscope.errors import InputError
 from transferscope.metrics import get_metric, list_metrics
 
 DEFAULT_METRICS = ("logme", "hscore_reg", "knn", "linear_probe")
+PROFILE_METRICS = ("logme", "hscore_reg", "linear_probe", "knn")  # per layer (tscope layers)
 
 
 def split_options(metrics, options: dict) -> dict[str, dict]:

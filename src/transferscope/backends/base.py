@@ -84,6 +84,15 @@ def create_backend(name: str) -> Backend:
     return BACKENDS.get(parsed.backend)(parsed)
 
 
+def require_finetunable(backend: Backend) -> FinetunableBackend:
+    """``backend`` if its weights can train, else a one-line :class:`InputError`."""
+    if not isinstance(backend, FinetunableBackend):
+        raise InputError(f"Expected a model whose weights can train, got {backend.name!r}; "
+                         "effnet-lite, hf:, torch:, timm: and torchvision: models can be "
+                         "fine-tuned")
+    return backend
+
+
 def weights_digest(state: dict) -> str:
     """SHA-256 (16 hex) of a state dict's names, shapes and values, in key order."""
     h = hashlib.sha256()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from transferscope.backends.base import FinetunableBackend, register_backend, weights_digest
+from transferscope.backends.torch_module import resolve_device
 from transferscope.errors import InputError, require
 
 
@@ -101,7 +102,7 @@ class HFBackend(FinetunableBackend):
     def features(self, data, layers, *, batch_size=64, device=None, progress=None):
         self.check_input(data)
         self.check_layers(layers)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         module = self.module.to(device)
         n = len(data)
         if self.tokenizer is not None:  # similar lengths together: less padding

@@ -10,6 +10,11 @@ from transferscope.backends.base import FinetunableBackend, Preprocessing, weigh
 from transferscope.data import Dataset
 
 
+def resolve_device(device: str | None) -> str:
+    """``device``, or CUDA when available, else the CPU."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def pool(output) -> torch.Tensor:
     """(B, ...) activations -> (B, D): global average over spatial/temporal axes."""
     if isinstance(output, (tuple, list)):
@@ -163,7 +168,7 @@ class TorchModuleBackend(FinetunableBackend):
         """Pooled outputs of the hooked blocks (see :meth:`Backend.features`)."""
         self.check_input(data)
         self.check_layers(layers)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(device)
         module = self.module.to(device)
         named = dict(module.named_modules())
         captured: dict[str, torch.Tensor] = {}

@@ -25,12 +25,9 @@ class TransferModel(nn.Module):
     def __init__(self, backend, n_outputs: int, *, layer: str | None = None,
                  head_width: int = 0, cut: bool = False):
         super().__init__()
-        from transferscope.backends import FinetunableBackend
+        from transferscope.backends.base import require_finetunable
 
-        if not isinstance(backend, FinetunableBackend):
-            raise InputError(f"Expected a model whose weights can train, got {backend.name!r}; "
-                             "effnet-lite, hf:, torch:, timm: and torchvision: models can be "
-                             "fine-tuned")
+        require_finetunable(backend)
         if head_width < 0:
             raise InputError(f"Expected head_width >= 0 hidden units (0 = linear), got "
                              f"{head_width}")

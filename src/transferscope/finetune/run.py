@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from transferscope.backends import FinetunableBackend, create_backend
+from transferscope.backends.base import require_finetunable
 from transferscope.config import RunConfig, TrainConfig, training_run
 from transferscope.data import Dataset, stratified_split
 from transferscope.data.splits import subsample_indices
@@ -71,11 +72,7 @@ def _tensors(backend, data: Dataset, idx) -> tuple:
 
 def finetunable_backend(model, data: Dataset) -> FinetunableBackend:
     """The backend for ``model`` (a name or a backend), checked to train on ``data``."""
-    backend = create_backend(model) if isinstance(model, str) else model
-    if not isinstance(backend, FinetunableBackend):
-        raise InputError(f"Expected a model whose weights can train, got {backend.name!r}; "
-                         "effnet-lite, hf:, torch:, timm: and torchvision: models can be "
-                         "fine-tuned")
+    backend = require_finetunable(create_backend(model) if isinstance(model, str) else model)
     backend.check_input(data)
     return backend
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferscope.backends.torch_module import reinitialise
+from transferscope.backends.torch_module import reinitialise, resolve_device
 from transferscope.config import TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.model import TransferModel
@@ -94,7 +94,7 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
     cfg = config or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)
     (x_tr, y_tr), (x_va, y_va) = train_xy, val_xy
     model.to(device)
     if strategy.reinitialise:

@@ -21,8 +21,7 @@ from transferscope.features import FeatureCache, extract_features
 from transferscope.layers.cka import linear_cka
 from transferscope.metrics import feature_metrics, get_metric, score
 from transferscope.rank import primary_metric
-
-PROFILE_METRICS = ("logme", "hscore_reg", "linear_probe", "knn")
+from transferscope.scoring import PROFILE_METRICS
 
 
 @dataclass

@@ -21,7 +21,7 @@ from transferscope.errors import InputError, require
 from transferscope.store import RunStore, open_store
 from transferscope.study.evaluate import evaluate
 from transferscope.study.spec import StudySpec
-from transferscope.verdict import summarise_curves
+from transferscope.verdict import VERDICT_RULE, summarise_curves
 
 CHECK = """<script>
 // marks how many figures rendered with a non-empty box (read by tests in headless Chromium)
@@ -233,9 +233,8 @@ def write_report(spec: StudySpec, out, store: RunStore | None = None) -> Path:
                + _layer_profiles(plt, spec.artifacts_dir))
     parts = [f"<h1>Study {html.escape(spec.name)}</h1>",
              f"<p>{len(pairs)} (target, source, strategy, fraction) cells; "
-             f"share with negative transfer: {ev['share_negative']:.2f}. Verdict rule: POSITIVE "
-             "/ NEGATIVE when the 95% paired-bootstrap interval of the gain lies above / below "
-             "0.</p>"]
+             f"share with negative transfer: {ev['share_negative']:.2f}. "
+             f"{html.escape(VERDICT_RULE.format(m=0).capitalize())}.</p>"]
     for title, svg in figures:
         parts.append(f"<h2>{html.escape(title)}</h2><figure>{svg}</figure>")
     parts.append("<h2>How well the scores predicted the outcome</h2>")

@@ -115,3 +115,59 @@ def test_console_script_entry_point():
     res = subprocess.run([sys.executable, "-m", "transferscope.cli", "--version"],
                          capture_output=True, text=True, check=False)
     assert res.returncode == 0 and "transferscope" in res.stdout
+
+
+def _subparsers():
+    import argparse
+
+    from transferscope.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_subcommand_has_a_description_an_example_and_help_on_every_flag():
+    for name, sub in _subparsers().items():
+        assert sub.description and len(sub.description) > 20, name
+        assert sub.epilog and f"tscope {name}" in sub.epilog, name
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"tscope {name} {action.option_strings or action.dest}"
+
+
+def test_cli_defaults_come_from_the_api_configs():
+    from transferscope.config import TrainConfig
+    from transferscope.rank import RankConfig
+
+    subs = _subparsers()
+    ft = subs["finetune"].parse_args(["--data", "d", "--model", "m"])
+    assert (ft.epochs, ft.patience, ft.batch_size) == (TrainConfig().epochs,
+                                                       TrainConfig().patience,
+                                                       TrainConfig().batch_size)
+    rk = subs["rank"].parse_args(["--data", "d", "--model", "m"])
+    assert rk.subsamples == RankConfig().subsamples
+    assert rk.metric == ",".join(RankConfig().metrics)
+    assert subs["rank"].parse_args(["--data", "d", "--model", "m", "--bootstrap",
+                                    "3"]).subsamples == 3  # the old spelling still works
+
+
+def test_figures_do_not_touch_pyplot(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("matplotlib")
+    code = f"""
+import sys
+from transferscope.layers.plot import plot_profile
+from transferscope.layers.profile import LayerProfile
+rows = [dict(layer=str(i), score=i / 2, logme=float(i), random_logme=0.0, cka_random=0.5)
+        for i in range(3)]
+prof = LayerProfile("m", "d", 10, 2, ("logme",), "logme", rows)
+plot_profile(prof, {str(tmp_path)!r})
+assert "matplotlib.pyplot" not in sys.modules, "pyplot imported"
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "layer_profile.png").stat().st_size > 1000

@@ -38,6 +38,18 @@ def _metric_names(text: str) -> list[str]:
 
 
 def cmd_metrics(args) -> int:
+    """``tscope metrics``: print every registered metric, what it needs, its options and reference.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``format``).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     rows = [
         {
             "metric": m.name,
@@ -53,6 +65,25 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_score(args) -> int:
+    """``tscope score``: score a features file with the chosen metrics and print one row each.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line: the features file (features of shape (n_samples, n_features),
+        labels of shape (n_samples,) in it or in ``--labels``, optional source probabilities of
+        shape (n_samples, n_source_classes)), the metrics and their options.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+
+    Raises
+    ------
+    InputError
+        Without labels, or for an option no chosen metric takes.
+    """
     features, labels, probs = load_features(
         args.features,
         features_key=args.features_key,
@@ -104,6 +135,19 @@ def _rank_rows(result, fmt):
 
 
 def cmd_rank(args) -> int:
+    """``tscope rank``: rank the given models on the dataset and print scores with intervals,
+    margins over the baselines and the risk label.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (data, models, metrics, subsamples, compute and cache options).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from transferscope.rank import RankConfig, rank
 
     cfg = RankConfig(metrics=_metric_names(args.metric), subsamples=args.subsamples,
@@ -123,6 +167,19 @@ DEMO_CASES = (
 
 
 def cmd_demo(args) -> int:
+    """``tscope demo``: rank shipped models on built-in image and text data, offline; a case whose
+    data or model is not installed is skipped with the reason.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``subsamples``, ``seed``).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from transferscope.data import load_dataset
     from transferscope.rank import RULE, RankConfig, rank
 
@@ -167,6 +224,21 @@ def _train_config(args):
 
 
 def cmd_finetune(args) -> int:
+    """``tscope finetune``: fine-tune a model against a baseline over seeds and print both arms,
+    the gain with its interval, the verdict and the training time saved; with ``--fractions``,
+    learning curves and the break-even fraction instead.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (data, model, strategy and its options, training, store and
+        output options).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from transferscope.finetune import finetune
     from transferscope.store import open_store
 
@@ -204,6 +276,21 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_layers(args) -> int:
+    """``tscope layers``: profile the model's layers, print the recommendation with its evidence
+    (and, with ``--verify``, fine-tuning results that check it), and write ``layers.json`` and
+    the profile plot to ``--out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (data, model, metrics, training, compute, cache and output
+        options).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from pathlib import Path
 
     from transferscope.layers import ProfileConfig, RecommendConfig, analyse_layers, verify
@@ -250,6 +337,19 @@ def cmd_layers(args) -> int:
 
 
 def cmd_study(args) -> int:
+    """``tscope study run|status|evaluate``: run a study spec's grid, show what is done, or
+    evaluate how well the scores predicted the fine-tuning outcome.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``action``, ``spec``, executor options, ``format``).
+
+    Returns
+    -------
+    int
+        The exit status: 1 when ``run`` had failed runs, else 0.
+    """
     from transferscope.study import evaluate, load_spec, run_study, study_status
 
     spec = load_spec(args.spec)
@@ -284,6 +384,18 @@ def cmd_study(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """``tscope report``: write the HTML report of a study and print its path.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``spec``, ``output``).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from transferscope.study import load_spec, write_report
 
     path = write_report(load_spec(args.spec), args.output)
@@ -292,6 +404,19 @@ def cmd_report(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    """``tscope runs``: list the runs of the run store (optionally after marking stale ones
+    failed), with their state, seed, config, metrics and error.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``db``, ``state``, ``study``, ``mark_stale``, ``format``).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from transferscope.store import open_store
 
     store = open_store(args.db)
@@ -312,6 +437,19 @@ def cmd_runs(args) -> int:
 
 
 def cmd_db(args) -> int:
+    """``tscope db upgrade``: bring the run store to this version's schema (creating it if absent)
+    and say what was done.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``db``).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from transferscope.store import upgrade
 
     before, after = upgrade(args.db)
@@ -325,6 +463,19 @@ def cmd_db(args) -> int:
 
 
 def cmd_example(args) -> int:
+    """``tscope example``: score the three built-in feature sets of :func:`demo_inputs` with the
+    chosen metrics, one row per metric and one column per feature set.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``metric``, ``seed``, ``format``).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     models, labels = demo_inputs(seed=args.seed)
     metrics = _metric_names(args.metric)
     table = {m: {"metric": m} for m in metrics}
@@ -370,7 +521,7 @@ def _subcommand(sub, name: str, help_text: str, description: str, func, parents=
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
     """Options shared by several subcommands (each defined once; defaults from the API)."""
-    from transferscope.config import TrainConfig
+    from transferscope.config import DEFAULT_SEEDS, TrainConfig
     from transferscope.store import DEFAULT_URL
 
     train = TrainConfig()
@@ -402,7 +553,8 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--device", help="torch device, e.g. cuda (default: cuda if available)")
 
     p = out["train"] = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--seeds", type=int, default=3, help="runs per arm (default %(default)s)")
+    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+                   help="runs per arm (default %(default)s)")
     p.add_argument("--epochs", type=int, default=train.epochs,
                    help="maximum epochs per run (default %(default)s)")
     p.add_argument("--patience", type=int, default=train.patience,
@@ -571,6 +723,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``tscope`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: the subcommand's, or 2 after printing a one-line error for an input
+        error or a missing optional dependency (argparse exits with 2 on bad usage itself).
+    """
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -26,6 +26,7 @@ from transferscope.errors import InputError
 
 KINDS = ("train", "pretrain", "scores")
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
+DEFAULT_SEEDS = 3  # runs per arm: finetune, layers --verify, studies
 
 
 @dataclass

@@ -57,6 +57,23 @@ def load_features(path, *, features_key=None, labels_key=None, probs_key="probs"
     - ``.csv``/``.tsv``/``.parquet``: a label column (``labels_key``, default ``label`` or
       ``y``), probability columns starting with ``probs_key``, every other column a feature
       (or only those starting with ``features_key``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The features file.
+    features_key, labels_key, probs_key : str, optional
+        npz keys, or column name (labels) and column prefixes (features, probabilities).
+    labels_path : str or Path, optional
+        Labels from another file (``.npy``, or whitespace-separated text); they replace any in
+        ``path``.
+
+    Returns
+    -------
+    features : ndarray of shape (n_samples, n_features)
+    labels : ndarray of shape (n_samples,) or None
+    source_probs : ndarray of shape (n_samples, n_source_classes) or None
+        Arrays as stored; shapes are checked later, by the metrics.
     """
     path = Path(path)
     if not path.exists():

@@ -30,10 +30,29 @@ def split_options(metrics, options: dict) -> dict[str, dict]:
 
 def score_many(metrics, features=None, labels=None, *, source_probs=None, options=None,
                on_error="raise") -> list[dict]:
-    """Rows ``{metric, value, seconds}`` for each metric in ``metrics``.
+    """Score one feature set (or source-model output) with each metric in ``metrics``.
 
-    ``on_error="skip"`` turns a metric that cannot run on this input (e.g. LEEP without
-    source probabilities) into a row with ``value=nan`` and the reason in ``note``.
+    Parameters
+    ----------
+    metrics : iterable of str
+        Registered metric names; unknown names fail before any work.
+    features : array-like of shape (n_samples, n_features), optional
+        For feature metrics.
+    labels : array-like of shape (n_samples,)
+        Target labels.
+    source_probs : array-like of shape (n_samples, n_source_classes), optional
+        The source model's probabilities, for LEEP and NCE.
+    options : dict, optional
+        Metric options, each given to every selected metric that accepts it
+        (:func:`split_options`).
+    on_error : {"raise", "skip"}
+        What to do when a metric's input is missing: raise, or report a row with
+        ``value=nan`` and the reason in ``note``.
+
+    Returns
+    -------
+    list of dict
+        One row per metric: ``metric``, ``value``, ``seconds`` and ``note``.
     """
     metrics = list(metrics)
     for m in metrics:
@@ -58,6 +77,7 @@ def score_many(metrics, features=None, labels=None, *, source_probs=None, option
 
 
 def all_metric_names() -> list[str]:
+    """Names of every registered metric (what ``--metric all`` means)."""
     return [m.name for m in list_metrics()]
 
 
@@ -67,9 +87,22 @@ def demo_inputs(seed: int = 0):
     - ``pixels``: the 64 raw pixel intensities;
     - ``pixels+noise``: the pixels buried in Gaussian noise of twice their spread;
     - ``noise``: features independent of the labels (a model that learned nothing useful).
+
     Each "model" also has a source head for LEEP/NCE: a logistic regression trained on a disjoint
     half of the digits to predict the digit modulo 5 (a related but different source task).
-    Returns ``{name: (features, source_probs)}`` and the target labels.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the source/target halves and of the noise.
+
+    Returns
+    -------
+    models : dict of str to tuple of (ndarray, ndarray)
+        ``{name: (features, source_probs)}``: features of shape (n_target, 64) and source
+        probabilities of shape (n_target, 5), for the target half (n_target = 899).
+    labels : ndarray of shape (n_target,)
+        The target digits, 0 to 9.
     """
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression

@@ -22,6 +22,22 @@ def _cell(v) -> str:
 
 
 def render(rows: list[dict], fmt: str = "table") -> str:
+    """Result rows as text in one of :data:`FORMATS`.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per row; the columns are the union of the keys, in first-seen order (a row
+        without a key gets an empty cell).
+    fmt : {"table", "json", "csv"}
+        ``"table"``: aligned plain-text columns, floats to 6 significant digits; ``"json"``: an
+        indented JSON list (non-JSON values as str); ``"csv"``: a header line and one line per row.
+
+    Returns
+    -------
+    str
+        Without a trailing newline.
+    """
     if fmt == "json":
         return json.dumps(rows, indent=2, default=str)
     cols = list(dict.fromkeys(k for r in rows for k in r))

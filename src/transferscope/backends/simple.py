@@ -31,15 +31,27 @@ class RawBackend(Backend):
     modalities = ("image", "text", "array", "series")
 
     def layers(self):
+        """The single layer ``"input"`` (the data itself)."""
         return ["input"]
 
     def default_layer(self):
+        """``"input"``."""
         return "input"
 
     def identity(self):
+        """The fixed recipe: image size limit and number of text hash buckets."""
         return f"raw|image<={RAW_IMAGE_SIZE}|text-hash={RAW_TEXT_FEATURES}"
 
     def features(self, data, layers, *, batch_size=64, device=None, progress=None):
+        """The input itself as features (see :meth:`Backend.features`).
+
+        Returns
+        -------
+        dict of str to ndarray of shape (N, D)
+            ``{"input": x}``: images larger than 32 x 32 area-resized to 32 x 32, divided by
+            255 and flattened (D = H * W * C); arrays and series flattened; text as (N, 1024)
+            L2-normalised hashed unigram and bigram counts.
+        """
         self.check_input(data)
         self.check_layers(layers)
         if data.kind == "text":

@@ -41,9 +41,22 @@ class Dataset:
 
     @property
     def classes(self) -> np.ndarray:
+        """The distinct label values, sorted: array of shape (n_classes,)."""
         return np.unique(self.labels)
 
     def subset(self, indices) -> Dataset:
+        """The samples at ``indices``, in that order, as a new dataset.
+
+        Parameters
+        ----------
+        indices : array-like of int, shape (M,)
+            Positions of the samples to keep (repeats allowed).
+
+        Returns
+        -------
+        Dataset
+            M samples, with the same name and kind and a copy of :attr:`meta`.
+        """
         idx = np.asarray(indices, dtype=np.int64)
         if isinstance(self.inputs, np.ndarray):
             inputs = self.inputs[idx]

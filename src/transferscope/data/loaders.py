@@ -197,6 +197,21 @@ def read_ts(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
+    """A univariate UCR ``.arff`` file: every attribute but the last is a time step, the last the
+    class.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.arff`` file.
+
+    Returns
+    -------
+    x : ndarray of shape (N, 1, length)
+        float32 series, one channel.
+    labels : ndarray of shape (N,)
+        The class of each series, as str.
+    """
     from scipy.io import arff
 
     data, _ = arff.loadarff(path)
@@ -247,6 +262,27 @@ def load_image_folder(root, *, skip_corrupt: bool = False) -> Dataset:
 
 
 def load_text_table(path, *, text_column: str = "text", label_column: str = "label") -> Dataset:
+    """A text classification table: one text column and one label column.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.csv``, ``.tsv``, ``.parquet`` or ``.jsonl`` (one JSON object a line) file.
+    text_column, label_column : str
+        The columns holding the texts and the labels.
+
+    Returns
+    -------
+    Dataset
+        Of kind ``"text"``, named after the file; rows missing a text or a label are dropped.
+
+    Raises
+    ------
+    InputError
+        For a missing column (with a did-you-mean) or no usable rows.
+    OptionalDependencyError
+        Without pandas.
+    """
     pd = require("pandas", "tables", "Reading text tables")
     path = Path(path)
     suffix = path.suffix.lower()
@@ -270,6 +306,29 @@ def load_text_table(path, *, text_column: str = "text", label_column: str = "lab
 
 
 def load_arrays(path, *, labels_path=None, kind=None) -> Dataset:
+    """Inputs and labels stored as NumPy arrays.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.npz`` with inputs under ``X`` (or ``x``, ``features``, ``inputs``) and labels under
+        ``y`` (or ``labels``, ``targets``), or a ``.npy`` of inputs.
+    labels_path : str or Path, optional
+        A ``.npy`` of labels, shape (N,); required with a ``.npy`` inputs file.
+    kind : str, optional
+        The dataset kind; by default from the inputs' shape: (N, D) ``"array"``,
+        (N, channels, length) ``"series"``, (N, H, W, C) ``"image"``.
+
+    Returns
+    -------
+    Dataset
+        Named after the file; no pickles are loaded.
+
+    Raises
+    ------
+    InputError
+        For missing arrays or labels, an inputs shape of another rank, or unequal lengths.
+    """
     path = Path(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as d:

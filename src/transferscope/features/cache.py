@@ -22,6 +22,14 @@ FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
+    """Where cached features live by default.
+
+    Returns
+    -------
+    Path
+        ``$TSCOPE_CACHE`` if set, else ``$XDG_CACHE_HOME/transferscope/features`` (falling back
+        to ``~/.cache/transferscope/features``).
+    """
     env = os.environ.get("TSCOPE_CACHE")
     if env:
         return Path(env)
@@ -30,6 +38,22 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(model_identity: str, layer: str, data_fingerprint: str) -> str:
+    """The cache key of one layer's features of one dataset under one model.
+
+    Parameters
+    ----------
+    model_identity : str
+        :meth:`Backend.identity` (architecture, weights digest, preprocessing).
+    layer : str
+        The layer name.
+    data_fingerprint : str
+        :attr:`Dataset.fingerprint`.
+
+    Returns
+    -------
+    str
+        32 hex digits of the SHA-256 of these and :data:`FORMAT_VERSION`.
+    """
     text = json.dumps([FORMAT_VERSION, model_identity, layer, data_fingerprint])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -39,6 +63,15 @@ def _digest(a: np.ndarray) -> str:
 
 
 class FeatureCache:
+    """A folder of verified feature arrays, addressed by :func:`cache_key` (see the module
+    docstring for the entry format).
+
+    Parameters
+    ----------
+    root : str or Path, optional
+        The folder (default :func:`default_cache_dir`); created on the first write.
+    """
+
     def __init__(self, root=None):
         self.root = Path(root) if root is not None else default_cache_dir()
 
@@ -46,6 +79,19 @@ class FeatureCache:
         return self.root / f"{key}.npy", self.root / f"{key}.json"
 
     def get(self, key: str) -> np.ndarray | None:
+        """The array stored under ``key``, verified against its recorded SHA-256 and shape.
+
+        Parameters
+        ----------
+        key : str
+            From :func:`cache_key`.
+
+        Returns
+        -------
+        ndarray or None
+            The stored array (for features, shape (n_samples, n_features)); ``None`` when there is
+            no complete entry, or when it is corrupt (with a warning, so the caller recomputes).
+        """
         npy, meta = self._paths(key)
         if not meta.exists() or not npy.exists():
             return None
@@ -61,6 +107,18 @@ class FeatureCache:
             return None
 
     def put(self, key: str, array: np.ndarray, info: dict | None = None) -> None:
+        """Store ``array`` under ``key`` atomically: the ``.npy`` first, then its ``.json`` record.
+
+        Parameters
+        ----------
+        key : str
+            From :func:`cache_key`.
+        array : ndarray
+            The array to store (for features, shape (n_samples, n_features)); saved contiguous,
+            without pickles.
+        info : dict, optional
+            Extra JSON-serialisable fields for the record (model, layer, dataset names).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         npy, meta = self._paths(key)
         array = np.ascontiguousarray(array)

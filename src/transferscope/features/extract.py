@@ -21,6 +21,7 @@ class ProgressBar:
         self.start = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
+        """Redraw the line after ``done`` of ``total`` items (ending it when all are done)."""
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.start
@@ -37,8 +38,30 @@ def extract_features(model, data: Dataset, layers=None, *, cache: FeatureCache |
                      progress: bool | None = None) -> dict[str, np.ndarray]:
     """Features of ``data`` from ``layers`` (default: the model's penultimate layer).
 
-    ``model`` is a backend or a model name. Layers already in the cache are read (and verified)
-    without a forward pass; the rest are computed in one pass and stored.
+    Layers already in the cache are read (and verified) without a forward pass; the rest are
+    computed in one pass and stored.
+
+    Parameters
+    ----------
+    model : str or Backend
+        A model name or a built backend.
+    data : Dataset
+        N samples of a kind the model takes.
+    layers : list of str, optional
+        Layer names (default: ``[backend.default_layer()]``).
+    cache : FeatureCache, optional
+        Where features are cached (default: ``FeatureCache()`` at :func:`default_cache_dir`).
+    batch_size : int
+        Samples per forward pass.
+    device : str, optional
+        Torch device (default: CUDA when available).
+    progress : bool, optional
+        Show a progress line on stderr (default: when stderr is a terminal).
+
+    Returns
+    -------
+    dict of str to ndarray of shape (N, D_layer)
+        The features of every requested layer, rows in the dataset's order.
     """
     backend = model if isinstance(model, Backend) else create_backend(model)
     backend.check_input(data)

@@ -47,15 +47,45 @@ class TransferModel(nn.Module):
         self.head = None  # built lazily: the feature width is known after one forward pass
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable pooled backbone features at :attr:`layer`.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (B, ...)
+            A batch as the backend's ``prepare`` makes it.
+
+        Returns
+        -------
+        torch.Tensor of shape (B, n_features)
+        """
         return self._features(x)
 
     def build_head(self, example: torch.Tensor) -> None:
+        """Create the head once the feature width is known (from a forward pass of two samples).
+
+        Parameters
+        ----------
+        example : torch.Tensor of shape (B, ...)
+            A prepared batch (B >= 1); the head is put on its device.
+        """
         with torch.no_grad():
             self.n_features = self.features(example[:2]).shape[1]
         self.head = make_head(self.n_features, self.head_width, self.n_outputs)
         self.head.to(example.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch; the pooled features are kept as ``last_features`` (for regularisers
+        such as BSS).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (B, ...)
+            A prepared batch.
+
+        Returns
+        -------
+        torch.Tensor of shape (B, n_outputs)
+        """
         self.last_features = self.features(x)  # for feature regularisers such as BSS
         return self.head(self.last_features)
 
@@ -72,6 +102,9 @@ class TransferModel(nn.Module):
         return list({id(p): p for p in params}.values())
 
     def n_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters of backbone and head (only those with ``requires_grad`` when
+        ``trainable_only``).
+        """
         return sum(p.numel() for p in self.parameters()
                    if p.requires_grad or not trainable_only)
 

@@ -10,7 +10,7 @@ import torch
 
 from transferscope.backends import FinetunableBackend, create_backend
 from transferscope.backends.base import require_finetunable
-from transferscope.config import RunConfig, TrainConfig, training_run
+from transferscope.config import DEFAULT_SEEDS, RunConfig, TrainConfig, training_run
 from transferscope.data import Dataset, stratified_split
 from transferscope.data.splits import subsample_indices
 from transferscope.errors import InputError
@@ -198,8 +198,9 @@ def resolve_cut(layer: str | None, cut) -> tuple[str | None, bool]:
 
 
 def finetune(data: Dataset, model, strategy: str | None = None, *,
-             baseline: str = "scratch", seeds: int = 3, config: TrainConfig | None = None,
-             strategy_options=None, baseline_options=None, layer: str | None = None,
+             baseline: str = "scratch", seeds: int = DEFAULT_SEEDS,
+             config: TrainConfig | None = None, strategy_options=None, baseline_options=None,
+             layer: str | None = None,
              cut: bool | str = False, freeze: int | None = None, head_width: int = 0,
              split_seed: int = 0, store: RunStore | None = None, margin: float = 0.0,
              save_dir=None, train_fraction: float = 1.0,

@@ -59,6 +59,26 @@ def _set_trainable(module, flag: bool) -> None:
 
 @dataclass
 class Strategy:
+    """Base config of a transfer strategy; by itself, full fine-tuning (every parameter trains).
+
+    Subclasses are dataclasses registered with ``@strategy("name")`` (which sets ``name``); the
+    trainer calls :meth:`stages`, then per stage :meth:`setup`, :meth:`param_groups`,
+    :meth:`on_epoch_start` each epoch and :meth:`penalty` each step, and :meth:`finish` at the
+    end. Blocks left without a trainable parameter are kept in eval mode by the trainer.
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate of the new head (> 0).
+    backbone_lr : float
+        Learning rate of the trainable backbone parameters (> 0).
+
+    Raises
+    ------
+    InputError
+        For a learning rate <= 0 (subclasses check their own fields too).
+    """
+
     lr: float = 1e-3  # learning rate of the new head
     backbone_lr: float = 1e-4  # learning rate of trainable backbone parameters
 
@@ -69,11 +89,37 @@ class Strategy:
                                  f"{getattr(self, f)}")
 
     def param_groups(self, model) -> list[dict]:
+        """Set which backbone parameters train and return the optimiser's parameter groups.
+
+        Parameters
+        ----------
+        model : TransferModel
+            The model, with its head built.
+
+        Returns
+        -------
+        list of dict
+            AdamW parameter groups (``params``, ``lr``); here the head at :attr:`lr` and every
+            backbone parameter up to the cut at :attr:`backbone_lr`. Empty groups are dropped by
+            the trainer.
+        """
         _set_trainable(model.backbone, True)
         return [{"params": list(model.head.parameters()), "lr": self.lr},
                 {"params": model.backbone_parameters(), "lr": self.backbone_lr}]
 
     def penalty(self, model) -> torch.Tensor | None:
+        """A regulariser added to the batch's cross-entropy loss, or ``None`` (here: none).
+
+        Parameters
+        ----------
+        model : TransferModel
+            The model, just after its forward pass on the batch (``model.last_features`` is set).
+
+        Returns
+        -------
+        torch.Tensor or None
+            A scalar tensor.
+        """
         return None
 
     def setup(self, model) -> None:
@@ -85,10 +131,12 @@ class Strategy:
         return None
 
     def on_epoch_start(self, epoch: int, model) -> None:
+        """Act on ``model`` before epoch ``epoch`` (0-based, within the stage); here nothing."""
         return None
 
     @property
     def reinitialise(self) -> bool:
+        """Whether the backbone is randomly re-initialised before training (here ``False``)."""
         return False
 
     def stages(self, epochs: int) -> list[tuple[Strategy, int]]:
@@ -102,6 +150,9 @@ class LinearProbe(Strategy):
     """Frozen backbone (eval mode, so batch-norm statistics stay too); only the head trains."""
 
     def param_groups(self, model):
+        """Freeze the whole backbone; only the head trains, at :attr:`lr` (see
+        :meth:`Strategy.param_groups`).
+        """
         _set_trainable(model.backbone, False)
         return [{"params": list(model.head.parameters()), "lr": self.lr}]
 
@@ -126,6 +177,23 @@ class Freeze(Strategy):
             raise InputError(f"Expected k >= 0 frozen blocks, got {self.k}")
 
     def frozen(self, model) -> list[str]:
+        """Names of the backbone blocks to freeze: those in :attr:`blocks`, else the first
+        :attr:`k`.
+
+        Parameters
+        ----------
+        model : TransferModel
+
+        Returns
+        -------
+        list of str
+            Block names as :meth:`TransferModel.backbone_blocks` gives them.
+
+        Raises
+        ------
+        InputError
+            For a name in :attr:`blocks` that is not a block of the model (did-you-mean).
+        """
         names = [n for n, _ in model.backbone_blocks()]
         unknown = [b for b in self.blocks if b not in names]
         if unknown:
@@ -134,6 +202,9 @@ class Freeze(Strategy):
         return list(self.blocks) if self.blocks else names[: self.k]
 
     def param_groups(self, model):
+        """The head at :attr:`lr` and the unfrozen backbone parameters at :attr:`backbone_lr`; the
+        :meth:`frozen` blocks get no gradient (see :meth:`Strategy.param_groups`).
+        """
         groups = super().param_groups(model)
         frozen = set(self.frozen(model))
         for name, block in model.backbone_blocks():
@@ -153,6 +224,14 @@ class L2SP(Strategy):
     beta: float = 0.01
 
     def penalty(self, model):
+        """``alpha/2 * ||w - w0||^2`` over the trainable backbone parameters up to the cut (``w0``:
+        ``model.pretrained_state``) plus ``beta/2 * ||head||^2`` (see :meth:`Strategy.penalty`).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar.
+        """
         start = model.pretrained_state
         used = {id(p) for p in model.backbone_parameters()}
         pull = sum(((p - start[n].to(p.device)) ** 2).sum()
@@ -170,6 +249,10 @@ class LayerwiseDecay(Strategy):
     decay: float = 0.7
 
     def param_groups(self, model):
+        """The head at :attr:`lr`, then one group per backbone block ``i`` of ``B`` at
+        ``backbone_lr * decay ** (B - 1 - i)`` (the last block at ``backbone_lr``), and any other
+        backbone parameters at ``backbone_lr`` (see :meth:`Strategy.param_groups`).
+        """
         _set_trainable(model.backbone, True)
         blocks = model.backbone_blocks()
         groups = [{"params": list(model.head.parameters()), "lr": self.lr}]
@@ -194,6 +277,15 @@ class LPFT(Strategy):
     probe_epochs: int = 5
 
     def stages(self, epochs):
+        """A :class:`LinearProbe` stage of :attr:`probe_epochs`, then a :class:`FullFineTune` stage
+        of the remaining epochs, both with this strategy's learning rates (see
+        :meth:`Strategy.stages`).
+
+        Raises
+        ------
+        InputError
+            Unless ``0 < probe_epochs < epochs``.
+        """
         if not 0 < self.probe_epochs < epochs:
             raise InputError(f"Expected 0 < probe_epochs < epochs ({epochs}), got "
                              f"{self.probe_epochs}")
@@ -216,6 +308,9 @@ class GradualUnfreeze(Strategy):
             raise InputError(f"Expected every >= 1 epoch, got {self.every}")
 
     def on_epoch_start(self, epoch, model):
+        """Make the top ``epoch // every`` backbone blocks trainable and freeze the others (see
+        :meth:`Strategy.on_epoch_start`).
+        """
         blocks = model.backbone_blocks()
         n_open = min(len(blocks), epoch // self.every)
         for i, (_, block) in enumerate(blocks):
@@ -233,6 +328,15 @@ class BSS(Strategy):
     k: int = 1
 
     def penalty(self, model):
+        """``eta`` times the sum of the ``k`` smallest squared singular values of the batch's
+        feature matrix ``model.last_features``, of shape (B, n_features) (see
+        :meth:`Strategy.penalty`).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar.
+        """
         s = torch.linalg.svdvals(model.last_features.float())
         return self.eta * (s[-self.k :] ** 2).sum()
 
@@ -246,6 +350,7 @@ class Scratch(Strategy):
 
     @property
     def reinitialise(self) -> bool:
+        """``True``: the backbone is randomly re-initialised before training."""
         return True
 
 
@@ -276,6 +381,24 @@ class LoRA(Strategy):
             raise InputError(f"Expected 0 <= dropout < 1, got {self.dropout}")
 
     def targets(self, model) -> list[str]:
+        """Names of the modules that get adapters.
+
+        Parameters
+        ----------
+        model : TransferModel
+
+        Returns
+        -------
+        list of str
+            :attr:`target_modules` when given; with ``"auto"``, peft's defaults for a transformer's
+            model type, else every Linear, Conv1d and Conv2d layer (groups 1) in the backbone blocks
+            up to the cut.
+
+        Raises
+        ------
+        InputError
+            When ``"auto"`` finds no such layer.
+        """
         if self.target_modules != "auto":
             names = ([self.target_modules] if isinstance(self.target_modules, str)
                      else list(self.target_modules))
@@ -297,6 +420,16 @@ class LoRA(Strategy):
         return names
 
     def setup(self, model):
+        """Inject LoRA adapters into ``model.backbone`` (in place) unless they are already
+        there (see :meth:`Strategy.setup`).
+
+        Raises
+        ------
+        InputError
+            When peft finds none of the target modules.
+        OptionalDependencyError
+            Without peft.
+        """
         if any("lora_" in n for n, _ in model.backbone.named_parameters()):
             return  # adapters already in place (a later stage)
         peft = require("peft", "lora", "LoRA fine-tuning")
@@ -311,6 +444,9 @@ class LoRA(Strategy):
                              "target_modules=<names>") from None
 
     def param_groups(self, model):
+        """Only the adapters (at :attr:`backbone_lr`) and the head (at :attr:`lr`) train; every
+        pretrained weight is frozen (see :meth:`Strategy.param_groups`).
+        """
         for n, p in model.backbone.named_parameters():
             p.requires_grad_("lora_" in n)
         adapters = [p for p in model.backbone_parameters() if p.requires_grad]
@@ -318,6 +454,7 @@ class LoRA(Strategy):
                 {"params": adapters, "lr": self.backbone_lr}]
 
     def finish(self, model):
+        """With :attr:`merge`, fold the adapters into the weights (:func:`merge_lora`)."""
         if self.merge:
             merge_lora(model.backbone)
 

@@ -192,6 +192,24 @@ def fit(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | 
 
 
 def evaluate(model: TransferModel, xy, batch_size: int = 64, device=None) -> dict:
+    """Cross-entropy loss and accuracy of ``model`` (in eval mode) on a labelled split.
+
+    Parameters
+    ----------
+    model : TransferModel
+        A trained model.
+    xy : tuple of (torch.Tensor of shape (N, ...), torch.Tensor of shape (N,))
+        Prepared inputs and int64 class indices.
+    batch_size : int
+        Samples per forward pass.
+    device : str or torch.device, optional
+        Where to run (default: the model's device).
+
+    Returns
+    -------
+    dict
+        ``{"loss": float, "acc": float}``.
+    """
     device = device or next(model.parameters()).device
     loss, acc = _evaluate(model, xy[0], xy[1], batch_size, device)
     return {"loss": loss, "acc": acc}

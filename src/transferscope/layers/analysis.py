@@ -19,17 +19,56 @@ from transferscope.layers.recommend import (
 
 @dataclass
 class LayerAnalysis:
+    """Everything :func:`analyse_layers` found about one model on one target.
+
+    Attributes
+    ----------
+    profile : LayerProfile
+        Per-layer transferability of the model and of its random-init twin.
+    head : HeadSearch
+        The head-width search on the cut layer's features.
+    recommendation : Recommendation
+        Cut, freeze depth, head width and strategy, with their evidence.
+    """
+
     profile: LayerProfile
     head: HeadSearch
     recommendation: Recommendation
 
     def to_dict(self) -> dict:
+        """A JSON-able dict: ``profile``, ``head_search`` (rows), ``head_rule`` and
+        ``recommendation``.
+        """
         return {"profile": self.profile.to_dict(), "head_search": self.head.rows,
                 "head_rule": self.head.rule, "recommendation": self.recommendation.to_dict()}
 
 
 def analyse_layers(data: Dataset, model, *, profile: ProfileConfig | None = None,
                    rules: RecommendConfig | None = None, widths=WIDTHS) -> LayerAnalysis:
+    """Profile every layer of ``model`` on ``data``, search a head width and recommend a cut,
+    freeze depth, head width and strategy.
+
+    Only the training part of the seeded fine-tuning split is looked at (see
+    :func:`transferscope.data.training_part`); the head is searched on the cut layer's features,
+    read from the feature cache the profile filled.
+
+    Parameters
+    ----------
+    data : Dataset
+        The labelled target data, N samples.
+    model : str or FinetunableBackend
+        A model name or a built backend whose weights can train.
+    profile : ProfileConfig, optional
+        Metrics, layers, seeds and feature-extraction settings (default ``ProfileConfig()``).
+    rules : RecommendConfig, optional
+        Thresholds of the recommendation rules (default ``RecommendConfig()``).
+    widths : sequence of int
+        Head widths to try (0 = linear).
+
+    Returns
+    -------
+    LayerAnalysis
+    """
     backend = create_backend(model) if isinstance(model, str) else model
     pcfg = profile or ProfileConfig()
     prof = layer_profile(data, backend, pcfg)

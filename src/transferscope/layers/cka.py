@@ -15,6 +15,25 @@ from transferscope.errors import InputError
 
 
 def linear_cka(x, y) -> float:
+    """Linear CKA between two representations of the same samples (Kornblith et al., ICML 2019).
+
+    Parameters
+    ----------
+    x : array-like of shape (n_samples, n_features_x)
+    y : array-like of shape (n_samples, n_features_y)
+        The same ``n_samples`` (at least 2) in the same order; widths may differ.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 for representations equal up to rotation and isotropic scaling, 0 when
+        either is constant.
+
+    Raises
+    ------
+    InputError
+        For inputs that are not 2-D, differ in sample count, or have fewer than 2 samples.
+    """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):

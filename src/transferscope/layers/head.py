@@ -23,6 +23,19 @@ WIDTHS = (0, 32, 128, 512)
 
 @dataclass
 class HeadSearch:
+    """Result of :func:`search_head_width`.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per width tried: ``head_width``, ``val_acc``, ``train_acc`` (means over folds),
+        ``gap`` (mean of max(0, train - val accuracy)) and ``score``.
+    best : int
+        The chosen width (0 = linear).
+    rule : str
+        The selection rule, in words.
+    """
+
     rows: list[dict]  # per width: val_acc, train_acc, gap, score
     best: int
     rule: str
@@ -44,6 +57,40 @@ def _train_head(x, y, n_classes, width, steps, lr, weight_decay, seed):
 def search_head_width(features, labels, *, widths=WIDTHS, folds: int = 3, penalty: float = 0.5,
                       tolerance: float = 0.005, steps: int = 300, lr: float = 1e-2,
                       weight_decay: float = 1e-3, seed: int = 0) -> HeadSearch:
+    """Choose a head width by stratified K-fold cross-validation on fixed features (see the
+    module docstring for the score and the rule).
+
+    Features are standardised per dimension; each head is trained full-batch with AdamW for
+    ``steps`` steps, seeded per fold.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Features of the layer the head will sit on.
+    labels : array-like of shape (n_samples,)
+        Class labels (any values); every class needs at least ``folds`` samples.
+    widths : iterable of int
+        Widths to try (0 = linear, else one hidden ReLU layer of that many units).
+    folds : int
+        Cross-validation folds.
+    penalty : float
+        Weight of the mean train-minus-validation accuracy gap in the score.
+    tolerance : float
+        The smallest width whose score is within this of the best wins.
+    steps, lr, weight_decay : int, float, float
+        AdamW training of each head.
+    seed : int
+        Seed of the folds and of the heads' initialisation.
+
+    Returns
+    -------
+    HeadSearch
+
+    Raises
+    ------
+    InputError
+        For a negative width or a class with fewer than ``folds`` samples.
+    """
     from sklearn.model_selection import StratifiedKFold
 
     widths = sorted({int(w) for w in widths})

@@ -31,6 +31,23 @@ from transferscope.layers.profile import LayerProfile
 
 @dataclass
 class RecommendConfig:
+    """Thresholds of the recommendation rules (see the module docstring).
+
+    Attributes
+    ----------
+    tolerance : float
+        The cut is the earliest layer whose primary metric (probe accuracy) is within this of
+        the best layer's.
+    small_per_class : int
+        Fewer training samples per class than this make the target *small*.
+    min_margin : float
+        The source is *similar* when the primary metric at the cut beats the random-init twin's
+        by at least this.
+    generic_level : float
+        The generic blocks end at the earliest layer whose consensus score reaches this fraction
+        of the peak score.
+    """
+
     tolerance: float = 0.01  # of the primary metric (probe accuracy), for the cut
     small_per_class: int = 30
     min_margin: float = 0.05
@@ -39,6 +56,29 @@ class RecommendConfig:
 
 @dataclass
 class Recommendation:
+    """How to fine-tune one model on one target, with the evidence behind each decision.
+
+    Attributes
+    ----------
+    cut : str
+        The layer after which the model is truncated (the head sits on it).
+    freeze : int
+        Number of backbone blocks up to the cut to freeze.
+    head_width : int
+        Hidden units of the new head (0 = linear).
+    strategy : str
+        The fine-tuning strategy (``linear_probe``, ``freeze``, ``lp_ft`` or ``full``).
+    strategy_options : dict
+        Its options (e.g. ``probe_epochs``).
+    regime : str
+        ``"small|large data, similar|different"``.
+    evidence : dict of str to list of str
+        Per decision (``cut``, ``regime``, ``freeze``, ``head``), the lines that justify it.
+    params : dict
+        Parameter counts: ``model`` (whole backbone), ``cut`` (after truncation) and
+        ``trainable_backbone``.
+    """
+
     cut: str
     freeze: int
     head_width: int
@@ -49,9 +89,23 @@ class Recommendation:
     params: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """A JSON-able dict of every field."""
         return asdict(self)
 
     def command(self, data: str, model: str) -> str:
+        """The ``tscope finetune`` command line that runs this recommendation.
+
+        Parameters
+        ----------
+        data : str
+            The dataset as given to ``--data``.
+        model : str
+            The model name.
+
+        Returns
+        -------
+        str
+        """
         opts = "".join(f" --opt {k}={v}" for k, v in self.strategy_options.items())
         freeze = f" --freeze {self.freeze}" if self.strategy == "freeze" else (
             f" --strategy {self.strategy}")
@@ -79,6 +133,25 @@ def choose_cut(profile: LayerProfile, config: RecommendConfig | None = None) -> 
 
 def recommend(profile: LayerProfile, backend, head: HeadSearch,
               config: RecommendConfig | None = None) -> Recommendation:
+    """Apply the rules of the module docstring to a layer profile and a head search.
+
+    Parameters
+    ----------
+    profile : LayerProfile
+        Rows per layer, input to output, with the primary metric, the consensus ``score``, the
+        random twin's primary metric and their ``margin``.
+    backend : FinetunableBackend
+        The profiled model (its blocks and truncation give the freeze depth and parameter
+        counts; its weights are not changed).
+    head : HeadSearch
+        The head-width search on the cut layer's features.
+    config : RecommendConfig, optional
+        Thresholds (default ``RecommendConfig()``).
+
+    Returns
+    -------
+    Recommendation
+    """
     import copy
 
     cfg = config or RecommendConfig()

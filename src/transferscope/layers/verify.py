@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferscope.config import TrainConfig, training_run
+from transferscope.config import DEFAULT_SEEDS, TrainConfig, training_run
 from transferscope.data import Dataset
 from transferscope.finetune.run import finetunable_backend, make_split, run_or_reuse
 from transferscope.layers.recommend import Recommendation
@@ -48,7 +48,7 @@ def configurations(rec: Recommendation, backend, epochs: int) -> list[dict]:
     ]
 
 
-def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = 3,
+def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SEEDS,
            config: TrainConfig | None = None, split_seed: int = 0,
            lr: float | None = None, backbone_lr: float | None = None,
            store: RunStore | None = None) -> list[dict]:

@@ -62,7 +62,23 @@ def _diagonal_distances(means, var):
     reference="gbc.diagonal / gbc.spherical",
 )
 def gbc(features, labels, *, gaussian_type="diagonal"):
-    """GBC of ``features`` (N, D) for ``labels``; ``gaussian_type`` is 'diagonal' or 'spherical'."""
+    """GBC (Pandy et al., CVPR 2022): minus the summed Bhattacharyya coefficients of all pairs of
+    per-class Gaussians; higher (closer to 0) = less class overlap.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Target features from the source model.
+    labels : array-like of shape (n_samples,)
+        Class labels, at least 2 samples per class.
+    gaussian_type : {"diagonal", "spherical"}
+        Per-class covariance: per-dimension variances, or one mean variance.
+
+    Returns
+    -------
+    float
+        At most 0.
+    """
     if gaussian_type not in ("diagonal", "spherical"):
         raise InputError(
             f"Expected gaussian_type 'diagonal' or 'spherical', got {gaussian_type!r}"

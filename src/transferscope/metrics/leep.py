@@ -28,7 +28,22 @@ from transferscope.metrics._stats import class_sums
     reference="leep.thuml",
 )
 def leep(source_probs, labels):
-    """LEEP of ``source_probs`` (N, Cs), rows summing to 1, for ``labels`` (N,)."""
+    """LEEP (Nguyen et al., ICML 2020, Eq. 2): the mean log-likelihood of the target labels under
+    the empirical predictor built from the source model's class probabilities; higher = better.
+
+    Parameters
+    ----------
+    source_probs : array-like of shape (n_samples, n_source_classes)
+        The source model's probabilities on the target samples; rows sum to 1 (within 1e-4,
+        then renormalised).
+    labels : array-like of shape (n_samples,)
+        Target class labels.
+
+    Returns
+    -------
+    float
+        At most 0.
+    """
     n = len(source_probs)
     codes = labels.codes
     joint = class_sums(source_probs, codes, labels.n_classes) / n  # (C, Cs) = P(y, z)
@@ -50,7 +65,21 @@ def leep(source_probs, labels):
     reference="nce.thuml",
 )
 def nce(source_labels, labels):
-    """NCE of hard source predictions (N,) - or the argmax of source probabilities - for labels."""
+    """NCE (Tran et al., ICCV 2019): ``-H(Y | Z)`` of target labels given the source model's hard
+    predictions; higher (closer to 0) = better.
+
+    Parameters
+    ----------
+    source_labels : array-like of shape (n_samples,) or (n_samples, n_source_classes)
+        The source model's predicted labels, or its probabilities (their argmax is taken).
+    labels : array-like of shape (n_samples,)
+        Target class labels.
+
+    Returns
+    -------
+    float
+        At most 0.
+    """
     _, z = np.unique(source_labels, return_inverse=True)
     z = z.reshape(-1)
     n_z, n_y = int(z.max()) + 1, labels.n_classes

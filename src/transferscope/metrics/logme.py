@@ -45,6 +45,7 @@ class LogMEFit:
 
     @property
     def score(self) -> float:
+        """The LogME score: the mean over target columns of the maximum evidence / N."""
         return float(np.mean(self.evidence))
 
 
@@ -136,6 +137,10 @@ def logme(features, labels, *, regression=False, gram_dtype="float64", device=No
 
     Parameters
     ----------
+    features : array-like of shape (n_samples, n_features)
+        Target features from the source model.
+    labels : array-like of shape (n_samples,), or (n_samples, n_targets) with ``regression``
+        Class labels, or continuous targets.
     regression : bool
         Treat ``labels`` as continuous targets (one evidence per target column).
     gram_dtype : {"float64", "float32"}

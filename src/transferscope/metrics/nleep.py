@@ -54,7 +54,39 @@ def nleep(
     covariance_type="full",
     max_iter=100,
 ):
-    """NLEEP of ``features`` (N, D) for ``labels`` (N,); deterministic for a given ``seed``."""
+    """NLEEP (Li et al., CVPR 2021): LEEP on the posteriors of a Gaussian mixture fitted to the
+    PCA-reduced features; deterministic for a given ``seed``; higher = better.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Target features from the source model.
+    labels : array-like of shape (n_samples,)
+        Class labels, at least 2 samples per class.
+    components_per_class : int
+        Mixture components per class (K = components_per_class x n_classes).
+    variance : float
+        Fraction of the variance the PCA keeps.
+    seed : int
+        Seed of the mixture's k-means initialisation and of the fitting subsample.
+    log : bool
+        Average log P(y_i | x_i) as the paper does; ``False`` averages P(y_i | x_i) as the
+        reference code does.
+    max_dims : int, "auto" or None
+        Cap on the PCA dimensions ("auto": the largest d with K d^2 <= 2e6, at least 16;
+        ``None``: no cap).
+    max_fit_samples : int or None
+        Fit the mixture on a class-stratified subsample of at most this many rows (posteriors
+        are computed for every sample).
+    covariance_type : str
+        The mixture's covariance type (scikit-learn's ``GaussianMixture``).
+    max_iter : int
+        EM iterations at most.
+
+    Returns
+    -------
+    float
+    """
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 

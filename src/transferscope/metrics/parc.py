@@ -32,7 +32,29 @@ from transferscope.metrics.sampling import stratified_subsample
     reference="parc.official",
 )
 def parc(features, labels, *, n_dims=32, max_samples=5000, seed=1919):
-    """PARC of ``features`` (N, D) for ``labels`` (N,); memory O(min(N, max_samples)^2)."""
+    """PARC (Bolya et al., NeurIPS 2021): Spearman correlation (x 100) of the feature and label
+    dissimilarity matrices; higher = better.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Target features from the source model.
+    labels : array-like of shape (n_samples,)
+        Class labels.
+    n_dims : int or None
+        PCA dimensions (randomized PCA, as the authors' code); ``None`` skips the PCA.
+    max_samples : int or None
+        The pairwise part runs on a class-stratified subsample of at most this many rows, so
+        memory is O(min(n_samples, max_samples)^2).
+    seed : int
+        Seed of the PCA and of the subsample (default: the authors' 1919).
+
+    Returns
+    -------
+    float
+        In [-100, 100]; NaN when every pair of samples is of the same class, or every pair
+        of different classes.
+    """
     import scipy.stats
     from sklearn.decomposition import PCA
 

@@ -67,9 +67,29 @@ def _knn_predict(train, train_y, test, n_neighbors, n_classes, device=None):
     min_per_class=2,
 )
 def knn(features, labels, *, n_neighbors=5, metric="euclidean", folds=5, seed=0, device=None):
-    """Cross-validated kNN accuracy of ``features`` (N, D) for ``labels`` (N,), in [0, 1].
+    """Cross-validated k-nearest-neighbour accuracy of the frozen features.
 
-    ``device``: a torch device ("cuda") for the distance products.
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Target features from the source model.
+    labels : array-like of shape (n_samples,)
+        Class labels, at least 2 samples per class.
+    n_neighbors : int
+        Neighbours in the majority vote (ties broken by the nearest).
+    metric : {"euclidean", "cosine"}
+        Distance ("cosine": Euclidean distance of the unit-normalised features).
+    folds : int
+        Stratified folds (at most the smallest class's size).
+    seed : int
+        Seed of the folds.
+    device : str, optional
+        A torch device ("cuda") for the distance products.
+
+    Returns
+    -------
+    float
+        Accuracy in [0, 1].
     """
     if metric not in ("euclidean", "cosine"):
         raise InputError(f"Expected metric 'euclidean' or 'cosine', got {metric!r}")
@@ -116,7 +136,31 @@ def _fit_logistic(x, y, n_classes, c, max_iter, device):
     min_per_class=2,
 )
 def linear_probe(features, labels, *, C=1.0, folds=5, seed=0, max_iter=100, device=None):
-    """Cross-validated linear-probe accuracy of ``features`` (N, D) for ``labels`` (N,)."""
+    """Cross-validated accuracy of an L2-regularised multinomial logistic regression on the
+    standardised frozen features.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Target features from the source model.
+    labels : array-like of shape (n_samples,)
+        Class labels, at least 2 samples per class.
+    C : float
+        Inverse L2 strength (> 0), scikit-learn's convention.
+    folds : int
+        Stratified folds (at most the smallest class's size).
+    seed : int
+        Seed of the folds.
+    max_iter : int
+        L-BFGS iterations at most.
+    device : str, optional
+        A torch device for the fit (default: the CPU).
+
+    Returns
+    -------
+    float
+        Accuracy in [0, 1].
+    """
     import torch
 
     if C <= 0:

@@ -70,9 +70,22 @@ def _discriminant_probs(x, codes, n_classes, priors, shrinkage, device=None):
     reference="sfda.sfda",
 )
 def sfda(features, labels, *, device=None):
-    """SFDA score of ``features`` (N, D) for ``labels`` (N,), in [0, 1].
+    """SFDA (Shao et al., ECCV 2022): mean true-class probability of a regularised Fisher
+    discriminant after self-challenging ConfMix; higher = better.
 
-    ``device``: a torch device ("cuda") for the N x D^2 and N x D x C products.
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Target features from the source model (not modified).
+    labels : array-like of shape (n_samples,)
+        Class labels, at least 2 samples per class.
+    device : str, optional
+        A torch device ("cuda") for the N x D^2 and N x D x C products.
+
+    Returns
+    -------
+    float
+        In [0, 1].
     """
     x = np.array(features, dtype=np.float64)  # a private copy: ConfMix rewrites it
     codes, n_classes = labels.codes, labels.n_classes

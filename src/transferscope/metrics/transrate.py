@@ -34,9 +34,23 @@ def _eigvals_of_scatter(z: np.ndarray) -> np.ndarray:
     reference="transrate.official",
 )
 def transrate(features, labels, *, eps=1e-4, device=None):
-    """TransRate of ``features`` (N, D) for ``labels`` (N,); ``eps`` is the distortion eps^2.
+    """TransRate (Huang et al., ICML 2022): coding rate of the features minus their coding rate
+    given the class; higher = better.
 
-    ``device``: a torch device ("cuda") for the N x D^2 Gram matrix.
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Target features from the source model.
+    labels : array-like of shape (n_samples,)
+        Class labels.
+    eps : float
+        The distortion eps^2 of the coding rate.
+    device : str, optional
+        A torch device ("cuda") for the N x D^2 Gram matrix.
+
+    Returns
+    -------
+    float
     """
     z = features - features.mean(axis=0, dtype=np.float64)
     norms = np.linalg.norm(z, axis=1, keepdims=True)

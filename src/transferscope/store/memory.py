@@ -32,6 +32,7 @@ class MemoryRunStore(RunStore):
         return next(r for r in self._runs.values() if r["id"] == run_id)
 
     def start(self, config, *, study=None, tags=None):
+        """Begin, reuse or restart the run, under the lock; see :meth:`RunStore.start`."""
         from transferscope import __version__
 
         key, now = config.key(), self.now()
@@ -63,6 +64,7 @@ class MemoryRunStore(RunStore):
             self._members[(study, run_id)] = dict(tags or {})
 
     def link(self, config, study, tags=None):
+        """Add the run to ``study`` with ``tags``; see :meth:`RunStore.link`."""
         with self._lock:
             row = self._runs.get(config.key())
             if row is not None:
@@ -75,6 +77,8 @@ class MemoryRunStore(RunStore):
         return row
 
     def log_epoch(self, run, epoch, metrics):
+        """Record one epoch (a JSON round-trip copy of ``metrics``); see
+        :meth:`RunStore.log_epoch`."""
         with self._lock:
             row = self._running(run)
             if epoch in self._epochs[run.id]:
@@ -84,6 +88,7 @@ class MemoryRunStore(RunStore):
             row["heartbeat_at"] = self.now()
 
     def finish(self, run, metrics, *, timings=None, artifacts=None):
+        """Store the final results and mark the run finished; see :meth:`RunStore.finish`."""
         with self._lock:
             row = self._running(run)
             now = self.now()
@@ -92,11 +97,13 @@ class MemoryRunStore(RunStore):
                        timings=dict(timings or {}), artifacts=dict(artifacts or {}))
 
     def fail(self, run, error):
+        """Mark the run failed (error kept to 2,000 characters); see :meth:`RunStore.fail`."""
         with self._lock:
             row = self._running(run)
             row.update(state="failed", error=error[:2000], heartbeat_at=self.now())
 
     def set_artifacts(self, config, artifacts):
+        """Merge artifact paths into a finished run; see :meth:`RunStore.set_artifacts`."""
         with self._lock:
             row = self._runs.get(config.key())
             if row is None or row["state"] != "finished":
@@ -105,6 +112,7 @@ class MemoryRunStore(RunStore):
             row["artifacts"] = {**(row["artifacts"] or {}), **artifacts}
 
     def mark_stale(self, older_than_s=None, *, study=None):
+        """Fail ``running`` runs without a recent heartbeat; see :meth:`RunStore.mark_stale`."""
         limit = self.now() - (self.stale_after_s if older_than_s is None else older_than_s)
         n = 0
         with self._lock:
@@ -116,11 +124,13 @@ class MemoryRunStore(RunStore):
         return n
 
     def find(self, config: RunConfig):
+        """A copy of the run ``config``, or ``None``; see :meth:`RunStore.find`."""
         with self._lock:
             row = self._runs.get(config.key())
             return copy.deepcopy(row)
 
     def list(self, *, state=None, study=None):
+        """Copies of the runs in id order; see :meth:`RunStore.list`."""
         check_state(state)
         with self._lock:
             out = []
@@ -135,5 +145,6 @@ class MemoryRunStore(RunStore):
             return out
 
     def epochs_of(self, run_id):
+        """The run's per-epoch metrics in epoch order; see :meth:`RunStore.epochs_of`."""
         with self._lock:
             return [{"epoch": e, **m} for e, m in sorted(self._epochs.get(run_id, {}).items())]

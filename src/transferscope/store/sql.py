@@ -103,6 +103,7 @@ class SQLRunStore(RunStore):
     # -- writing ------------------------------------------------------------------------------
     def start(self, config: RunConfig, *, study: str | None = None,
               tags: dict | None = None) -> Run | None:
+        """Begin, reuse or restart the run in one transaction; see :meth:`RunStore.start`."""
         from transferscope import __version__
 
         sa, now, key = self.sa, self.now(), config.key()
@@ -140,6 +141,7 @@ class SQLRunStore(RunStore):
             conn.execute(self.members.update().where(where).values(tags=text))
 
     def link(self, config: RunConfig, study: str, tags: dict | None = None) -> bool:
+        """Add the run to ``study`` with ``tags`` (one transaction); see :meth:`RunStore.link`."""
         with self.engine.begin() as conn:
             run_id = conn.execute(self.sa.select(self.runs.c.id).where(
                 self.runs.c.run_key == config.key())).scalar()
@@ -154,6 +156,7 @@ class SQLRunStore(RunStore):
         refuse_frozen(run.id, state)
 
     def log_epoch(self, run: Run, epoch: int, metrics: dict) -> None:
+        """Insert one epoch's metrics and refresh the heartbeat; see :meth:`RunStore.log_epoch`."""
         with self.engine.begin() as conn:
             self._check_running(conn, run)
             conn.execute(self.epochs.insert().values(run_id=run.id, epoch=epoch,
@@ -163,6 +166,7 @@ class SQLRunStore(RunStore):
 
     def finish(self, run: Run, metrics: dict, *, timings: dict | None = None,
                artifacts: dict | None = None) -> None:
+        """Store the final results and mark the run finished; see :meth:`RunStore.finish`."""
         now = self.now()
         with self.engine.begin() as conn:
             self._check_running(conn, run)
@@ -172,6 +176,7 @@ class SQLRunStore(RunStore):
                 artifacts=json.dumps(artifacts or {})))
 
     def set_artifacts(self, config: RunConfig, artifacts: dict) -> None:
+        """Merge artifact paths into a finished run; see :meth:`RunStore.set_artifacts`."""
         with self.engine.begin() as conn:
             row = conn.execute(self.sa.select(self.runs.c.id, self.runs.c.state,
                                               self.runs.c.artifacts).where(
@@ -184,6 +189,7 @@ class SQLRunStore(RunStore):
                 artifacts=json.dumps(merged)))
 
     def fail(self, run: Run, error: str) -> None:
+        """Mark the run failed (error kept to 2,000 characters); see :meth:`RunStore.fail`."""
         with self.engine.begin() as conn:
             self._check_running(conn, run)
             conn.execute(self.runs.update().where(self.runs.c.id == run.id).values(
@@ -191,6 +197,7 @@ class SQLRunStore(RunStore):
 
     def mark_stale(self, older_than_s: float | None = None, *,
                    study: str | None = None) -> int:
+        """Fail ``running`` runs without a recent heartbeat; see :meth:`RunStore.mark_stale`."""
         limit = self.now() - (self.stale_after_s if older_than_s is None else older_than_s)
         where = (self.runs.c.state == "running") & (self.runs.c.heartbeat_at <= limit)
         if study is not None:
@@ -202,6 +209,7 @@ class SQLRunStore(RunStore):
 
     # -- reading ------------------------------------------------------------------------------
     def list(self, *, state: str | None = None, study: str | None = None) -> list[dict]:
+        """Runs in id order, JSON columns decoded; see :meth:`RunStore.list`."""
         check_state(state)
         if study:  # the study's members, with the names the study gave them
             cols = [c for c in self.runs.c if c.name not in ("study", "tags")]
@@ -225,12 +233,14 @@ class SQLRunStore(RunStore):
         return d
 
     def find(self, config: RunConfig) -> dict | None:
+        """The run ``config`` with JSON columns decoded, or ``None``; see :meth:`RunStore.find`."""
         q = self.sa.select(self.runs).where(self.runs.c.run_key == config.key())
         with self.engine.connect() as conn:
             row = conn.execute(q).mappings().first()
         return None if row is None else self._decode(row)
 
     def epochs_of(self, run_id: int) -> list[dict]:
+        """The run's per-epoch metrics in epoch order; see :meth:`RunStore.epochs_of`."""
         q = self.sa.select(self.epochs).where(self.epochs.c.run_id == run_id).order_by(
             self.epochs.c.epoch)
         with self.engine.connect() as conn:

@@ -40,6 +40,22 @@ class LocalExecutor:
         self.pool = None
 
     def run(self, fn: Callable, tasks: list) -> Iterator[tuple[int, object, BaseException]]:
+        """Run ``fn`` on every task, in this process (``jobs=1``, in order) or in a spawned process
+        pool (in completion order).
+
+        Parameters
+        ----------
+        fn : callable
+            Takes one task; with ``jobs > 1`` it and the tasks must be picklable.
+        tasks : list
+            The tasks.
+
+        Yields
+        ------
+        tuple of (int, object, BaseException or None)
+            ``(index in tasks, result, None)`` or ``(index, None, error)``: a failing task does not
+            stop the others.
+        """
         if self.jobs == 1:
             for i, task in enumerate(tasks):
                 try:
@@ -76,6 +92,23 @@ class RayExecutor:
         self.address, self.jobs, self.cpus, self.gpus = address, jobs, cpus, gpus
 
     def run(self, fn, tasks):
+        """Run ``fn`` on every task as Ray tasks, yielding results in completion order; Ray is
+        started (and shut down afterwards) unless already initialised, and tasks left over when
+        the caller stops early are cancelled.
+
+        Parameters
+        ----------
+        fn : callable
+            Takes one task; it and the tasks must be serialisable by Ray.
+        tasks : list
+            The tasks.
+
+        Yields
+        ------
+        tuple of (int, object, BaseException or None)
+            ``(index in tasks, result, None)`` or ``(index, None, error)`` with the task's own
+            error unwrapped from Ray's.
+        """
         ray = self.ray
         started = False
         if not ray.is_initialized():

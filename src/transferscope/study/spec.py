@@ -26,7 +26,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferscope.config import TrainConfig
+from transferscope.config import DEFAULT_SEEDS, TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.strategies import make_strategy
 from transferscope.metrics import feature_metrics
@@ -70,7 +70,7 @@ class StudySpec:
     sources: list
     strategies: list = field(default_factory=lambda: ["full"])
     fractions: list = field(default_factory=lambda: [1.0])
-    seeds: int = 3
+    seeds: int = DEFAULT_SEEDS
     metrics: list = field(default_factory=lambda: list(DEFAULT_METRICS))
     baseline: str = "scratch"
     layer: str | None = None

@@ -66,3 +66,16 @@ def test_scratch_runs_are_keyed_by_architecture_not_weights():
 def test_bad_kind():
     with pytest.raises(InputError, match="run kind"):
         RunConfig(kind="nope", data="d", model="m")
+
+
+def test_the_shared_concepts_import_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys, transferscope.data, transferscope.config, transferscope.registry, "
+            "transferscope.names\n"
+            "heavy = [m for m in ('torch', 'scipy.linalg', 'sklearn', 'transferscope.metrics') "
+            "if m in sys.modules]\nassert not heavy, heavy")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +9,13 @@ import torch
 
 from transferscope.backends import FinetunableBackend, create_backend
 from transferscope.backends.base import require_finetunable
-from transferscope.config import DEFAULT_SEEDS, RunConfig, TrainConfig, training_run
+from transferscope.config import (
+    DEFAULT_SEEDS,
+    DEFAULT_SPLIT,
+    RunConfig,
+    TrainConfig,
+    training_run,
+)
 from transferscope.data import Dataset, stratified_split
 from transferscope.data.splits import subsample_indices
 from transferscope.errors import InputError
@@ -99,11 +104,11 @@ class Split:
 
 
 def make_split(backend, data: Dataset, split_seed: int = 0,
-               train_fraction: float = 1.0) -> Split:
+               train_fraction: float = 1.0, split=DEFAULT_SPLIT) -> Split:
     """The seeded stratified 60/20/20 split of ``data`` as ``backend``'s tensors; with
     ``train_fraction`` < 1 only that fraction of each class's training part (validation and
     test stay the same)."""
-    train_idx, val_idx, test_idx = stratified_split(data.labels, seed=split_seed)
+    train_idx, val_idx, test_idx = stratified_split(data.labels, split, seed=split_seed)
     if train_fraction != 1.0:
         train_idx = train_idx[subsample_indices(data.labels[train_idx],
                                                 fraction=train_fraction, seed=split_seed)]
@@ -126,6 +131,22 @@ def train_on_split(backend, split: Split, strategy: str, options: dict, config: 
     hist = fit(net, make_strategy(strategy, **options), split.train, split.val, config,
                on_epoch=on_epoch)
     return net, hist
+
+
+def train_run(backend, split: Split, config: RunConfig, *, device: str | None = None,
+              on_epoch=None):
+    """Train the run ``config`` describes (strategy, its resolved options, training settings,
+    seed, layer, cut, head width) on ``split``: what every arm, study worker and pretraining
+    task calls.
+
+    Returns
+    -------
+    tuple of (TransferModel, History)
+    """
+    train = TrainConfig(**config.train, seed=config.seed, device=device)
+    return train_on_split(backend, split, config.strategy, config.strategy_config, train,
+                          layer=config.layer, head_width=config.head_width, cut=config.cut,
+                          on_epoch=on_epoch)
 
 
 def run_metrics(net, hist, correct) -> dict:
@@ -164,8 +185,8 @@ class ArmRun:
     history: object = None
 
 
-def run_or_reuse(store: RunStore, backend, split: Split, config: RunConfig, options: dict,
-                 train: TrainConfig, *, tags: dict | None = None) -> ArmRun:
+def run_or_reuse(store: RunStore, backend, split: Split, config: RunConfig, *,
+                 device: str | None = None, tags: dict | None = None) -> ArmRun:
     """Train the run ``config`` on ``split``, or reuse it when ``store`` has it finished.
 
     The one way a fine-tuning arm runs: epochs are logged as they end, an interrupted or
@@ -177,11 +198,8 @@ def run_or_reuse(store: RunStore, backend, split: Split, config: RunConfig, opti
             done = store.find(config)
             return ArmRun(config, done["metrics"], (done["timings"] or {}).get("wall_s",
                                                                                float("nan")))
-        net, hist = train_on_split(
-            backend, split, config.strategy, options, dataclasses.replace(train,
-                                                                          seed=config.seed),
-            layer=config.layer, head_width=config.head_width, cut=config.cut,
-            on_epoch=lambda row: store.log_epoch(handle, row["epoch"], row))
+        net, hist = train_run(backend, split, config, device=device,
+                              on_epoch=lambda row: store.log_epoch(handle, row["epoch"], row))
         metrics = run_metrics(net, hist, correct_on(net, split.test))
         store.finish(handle, metrics, timings={"wall_s": hist.wall_s})
         return ArmRun(config, metrics, hist.wall_s, net, hist)
@@ -276,7 +294,7 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
             rc = training_run(backend, fingerprint, name, options, cfg, seed=cfg.seed + s,
                               fraction=train_fraction, layer=layer, cut=cut,
                               head_width=head_width, split_seed=split_seed)
-            runs[arm].append(run_or_reuse(store, backend, split, rc, options, cfg, tags={
+            runs[arm].append(run_or_reuse(store, backend, split, rc, device=cfg.device, tags={
                 "arm": arm, "target": data.name, "source": backend.name}))
         m = [r.metrics for r in runs[arm]]
         mean, lo, hi = mean_ci([x["test_acc"] for x in m])
@@ -304,9 +322,7 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
         best = max(runs["transfer"], key=lambda r: r.metrics["val_acc"])  # first of ties
         net = best.net
         if net is None:  # reused from the store: retrain that seed (same seed, same model)
-            net, _ = train_on_split(backend, split, strategy, strategy_options,
-                                    dataclasses.replace(cfg, seed=best.config.seed),
-                                    layer=layer, head_width=head_width, cut=cut)
+            net, _ = train_run(backend, split, best.config, device=cfg.device)
         path = save_model(net, save_dir, classes=split.classes, model_name=backend.name,
                           run=best.config,
                           verdict={"arms": rows, "gain": gain, "verdict": result.verdict,

@@ -101,7 +101,7 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SE
             correct[c["name"]] = correct[first["config"]]
             rows.append(dict(first, config=c["name"], same_as=first["config"]))
             continue
-        runs = [run_or_reuse(store, backend, split, rc, options, cfg,
+        runs = [run_or_reuse(store, backend, split, rc, device=cfg.device,
                              tags={"verify": c["name"], "target": data.name,
                                    "source": backend.name}) for rc in configs]
         correct[c["name"]] = np.stack([np.asarray(r.metrics["test_correct"]) for r in runs])

@@ -13,7 +13,6 @@ the next ``tscope study run`` skips every finished run.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -89,8 +88,8 @@ def pretrain_tasks(spec: StudySpec) -> list[Task]:
                            train=train.identity(), split=PRETRAIN_SPLIT, split_seed=p.seed,
                            layer=p.layer or b.default_layer())
         tasks.append(Task(config, {"kind": "pretrain", "name": p.name, "data": p.data},
-                          {"kind": "pretrain", "pretrain": dataclasses.asdict(p),
-                           "out": str(out)}, f"pretrain {p.name}"))
+                          {"kind": "pretrain", "data": p.data, "model": p.model,
+                           "run": config.to_dict(), "out": str(out)}, f"pretrain {p.name}"))
     return tasks
 
 
@@ -112,7 +111,7 @@ def resolve_sources(spec: StudySpec, store: RunStore) -> dict[str, str] | None:
             raise InputError(f"Expected the checkpoint of pretrain {name!r} at {ckpt}, got it "
                              f"missing or changed; restore it, or delete run {run['id']} from "
                              f"{spec.db} to pretrain again")
-        found[name] = f"{task.payload['pretrain']['model']}@{ckpt}"
+        found[name] = f"{task.payload['model']}@{ckpt}"
     out = {}
     for s in spec.sources:
         parsed = parse_model_name(s)
@@ -163,7 +162,6 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
 
 def _train_tasks(spec, common, b, fp, arm, source, model, strategy, fraction):
     options = spec.strategy_options.get(strategy, {})
-    train = dataclasses.asdict(spec.train)
     out = []
     for s in range(spec.seeds):
         seed = spec.train.seed + s
@@ -171,8 +169,8 @@ def _train_tasks(spec, common, b, fp, arm, source, model, strategy, fraction):
                               fraction=fraction, layer=spec.layer, split_seed=0)
         tags = {"kind": "train", "target": common["target"], "source": source, "arm": arm,
                 "strategy": strategy, "fraction": fraction, "arch": b.architecture()}
-        payload = {"kind": "train", **common, "model": model, "strategy": strategy,
-                   "options": options, "train": dict(train, seed=seed), "fraction": fraction}
+        payload = {"kind": "train", "target": common["target"],
+                   "per_class": common["per_class"], "model": model, "run": config.to_dict()}
         out.append(Task(config, tags, payload,
                         f"{arm} {source or 'scratch'} -> {common['target']} f={fraction}"))
     return out

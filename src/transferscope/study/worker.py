@@ -37,14 +37,14 @@ def execute(task: dict) -> dict:
 
 
 def _train(task: dict) -> dict:
-    from transferscope.config import TrainConfig
-    from transferscope.finetune.run import correct_on, make_split, run_metrics, train_on_split
+    from transferscope.config import RunConfig
+    from transferscope.finetune.run import correct_on, make_split, run_metrics, train_run
 
+    rc = RunConfig.from_dict(task["run"])  # the run's identity is also what trains it
     data = target_data(task["target"], task["per_class"])
     b = backend(task["model"])
-    split = make_split(b, data, task["split_seed"], task["fraction"])
-    net, hist = train_on_split(b, split, task["strategy"], task["options"],
-                               TrainConfig(**task["train"]), layer=task["layer"])
+    split = make_split(b, data, rc.split_seed, rc.fraction, rc.split)
+    net, hist = train_run(b, split, rc)
     return {"metrics": run_metrics(net, hist, correct_on(net, split.test)),
             "epochs": hist.epochs, "timings": {"train_s": hist.wall_s}}
 
@@ -65,24 +65,13 @@ def _scores(task: dict) -> dict:
 def _pretrain(task: dict) -> dict:
     from safetensors.torch import save_file
 
-    from transferscope.config import TrainConfig
-    from transferscope.data import stratified_split
-    from transferscope.finetune.model import TransferModel
-    from transferscope.finetune.run import _tensors
-    from transferscope.finetune.strategies import make_strategy
-    from transferscope.finetune.trainer import fit
+    from transferscope.config import RunConfig
+    from transferscope.finetune.run import make_split, train_run
 
-    p = task["pretrain"]
-    data = load_dataset(p["data"])
-    b = create_backend(p["model"])
-    from transferscope.study.runner import PRETRAIN_SPLIT
-
-    tr, va, _ = stratified_split(data.labels, PRETRAIN_SPLIT, seed=p["seed"])
-    net = TransferModel(b, len(set(data.labels.tolist())), layer=p["layer"])
-    hist = fit(net, make_strategy("scratch", lr=p["lr"], backbone_lr=p["lr"]),
-               _tensors(b, data, tr), _tensors(b, data, va),
-               TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"],
-                           patience=p["patience"], seed=p["seed"]))
+    rc = RunConfig.from_dict(task["run"])  # a scratch run on the source data, no test part used
+    data = load_dataset(task["data"])
+    b = create_backend(task["model"])
+    net, hist = train_run(b, make_split(b, data, rc.split_seed, rc.fraction, rc.split), rc)
     out = Path(task["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

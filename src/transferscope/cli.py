@@ -706,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only runs in this state")
     p.add_argument("--study", help="only the runs of this study")
     p.add_argument("--mark-stale", action="store_true",
-                   help="first mark runs without a recent heartbeat as failed")
+                   help="first mark as failed the running runs whose process is gone (or, "
+                        "owned on another host, whose heartbeat stopped)")
 
     p = _subcommand(sub, "db", "run-store maintenance (schema upgrades)",
                     "upgrade: bring a run store written by an older transferscope to this "
@@ -722,6 +723,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same orderly stop as Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated("SIGTERM")
+
+
 def main(argv=None) -> int:
     """Run the ``tscope`` command.
 
@@ -733,15 +742,32 @@ def main(argv=None) -> int:
     Returns
     -------
     int
-        The exit status: the subcommand's, or 2 after printing a one-line error for an input
-        error or a missing optional dependency (argparse exits with 2 on bad usage itself).
+        The exit status: the subcommand's; 2 after a one-line error for an input error or a
+        missing optional dependency (argparse exits with 2 on bad usage itself); 130 after
+        Ctrl-C and 143 after SIGTERM, with one line saying that the run in progress is marked
+        failed (finished runs are kept) and the next call resumes.
     """
+    import signal
+    import threading
+
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except (InputError, OptionalDependencyError) as exc:
         print(f"tscope: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, _Terminated)
+        print(f"tscope: {'terminated' if term else 'interrupted'}; finished runs are kept and "
+              "the run in progress is marked failed: the next call resumes from there",
+              file=sys.stderr)
+        return 143 if term else 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

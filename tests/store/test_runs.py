@@ -2,6 +2,7 @@
 only the database store does: kill -9, schema versions and migrations, the CLI."""
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -80,13 +81,45 @@ def test_failed_run_restarts_from_scratch_under_the_same_id(store):
         assert handle is None
 
 
-def test_live_runs_are_not_stolen_and_stale_ones_restart(store):
+def _move_owner(store, config, **owner):
+    """Pretend the run's owner is another process (another host, or a given pid)."""
+    if isinstance(store, MemoryRunStore):
+        store._runs[config.key()]["owner"].update(owner)
+        return
+    row = store.find(config)
+    with store.engine.begin() as conn:
+        conn.execute(store.runs.update().where(store.runs.c.id == row["id"]).values(
+            owner=json.dumps({**row["owner"], **owner})))
+
+
+def test_a_run_of_a_live_process_is_never_taken_over(store):
+    import os
+
     store.start(cfg())
-    with pytest.raises(InputError, match="heartbeat"):
+    with pytest.raises(InputError, match=f"running in process {os.getpid()} on .*wait for it"):
+        store.start(cfg())
+    assert store.mark_stale(older_than_s=0) == 0  # alive: not stale, however old the beat
+
+
+def test_a_run_owned_elsewhere_is_a_lease_that_expires(store):
+    store.start(cfg())
+    _move_owner(store, cfg(), host="elsewhere", pid=1)
+    with pytest.raises(InputError, match="heartbeat .*mark it stale"):
         store.start(cfg())
     assert store.mark_stale(older_than_s=3600) == 0
     assert store.mark_stale(older_than_s=0) == 1
     assert store.start(cfg()).attempt == 2
+
+
+def test_a_run_whose_process_is_gone_restarts_at_once(store):
+    import subprocess
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    store.start(cfg())
+    _move_owner(store, cfg(), pid=int(gone.stdout), started=None)
+    again = store.start(cfg())  # no waiting for the heartbeat to age
+    assert again.attempt == 2
 
 
 def test_artifacts_merge_on_finished_runs_only(store):
@@ -137,9 +170,8 @@ def test_kill_minus_nine_leaves_a_consistent_resumable_store(tmp_path):
     store = SQLRunStore(url, stale_after_s=3600)
     (row,) = store.list()
     assert row["state"] == "running" and row["metrics"] is None  # nothing half-finished
-    with pytest.raises(InputError, match="running"):
-        store.start(cfg())  # heartbeat still fresh: not stolen from a live worker
-    assert store.mark_stale(older_than_s=0) == 1
+    assert row["owner"]["pid"] != os.getpid()
+    assert store.mark_stale() == 1  # its process is gone: stale at once, heartbeat or not
     assert store.list()[0]["state"] == "failed"
     run = store.start(cfg())
     assert run.attempt == 2 and store.epochs_of(run.id) == []
@@ -224,3 +256,52 @@ def test_cli_runs_lists_and_filters(tmp_path, capsys):
     assert main(["runs", "--db", url, "--state", "finished", "--format", "csv"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and out[1].startswith("1,finished")
+
+
+NET = """
+import torch
+from torch import nn
+
+def slow():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(1, 32, 5, padding=2), nn.ReLU(),
+                         nn.Conv1d(32, 32, 5, padding=2), nn.ReLU(),
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten())
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stopped_finetune_says_one_line_marks_its_run_failed_and_resumes(tmp_path, signame):
+    import signal
+    import time
+
+    import numpy as np
+
+    (tmp_path / "net.py").write_text(NET)
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    np.savez(tmp_path / "s.npz", X=rng.standard_normal((300, 1, 64)).astype(np.float32), y=y)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    argv = [sys.executable, "-m", "transferscope.cli", "finetune", "--data",
+            str(tmp_path / "s.npz"), "--model", f"torch:{tmp_path / 'net.py'}:slow",
+            "--strategy", "full", "--seeds", "1", "--patience", "50", "--batch-size", "8",
+            "--db", url]
+    proc = subprocess.Popen([*argv, "--epochs", "200"], stderr=subprocess.PIPE, text=True)
+    store, deadline = SQLRunStore(url), time.time() + 120
+    while time.time() < deadline:  # wait until a run has logged an epoch
+        rows = store.list(state="running") if (tmp_path / "r.db").exists() else []
+        if rows and store.epochs_of(rows[0]["id"]):
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the finetune never logged an epoch")
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == (143 if signame == "SIGTERM" else 130), err
+    assert "Traceback" not in err and err.count("\n") == 1 and "resumes" in err, err
+    (row,) = store.list()
+    assert row["state"] == "failed" and ("Interrupt" in row["error"] or "SIGTERM" in row["error"])
+    done = subprocess.run([*argv, "--epochs", "2"], capture_output=True, text=True,
+                          check=False)  # another config, and the stopped one restarts cleanly
+    assert done.returncode == 0, done.stderr

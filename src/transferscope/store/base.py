@@ -17,6 +17,10 @@ The contract:
   duplicate it), a fresh handle for a new one, and restarts an unfinished one (failed, or
   ``running`` with a heartbeat older than ``stale_after_s``) from scratch under the same id,
   dropping its partial epochs. A ``running`` run with a fresh heartbeat is refused.
+- A started run records its owner (host, process id and the process's start time). A
+  ``running`` run whose owner is on this host and gone (killed, crashed) restarts at once; one
+  whose owner is alive is never taken over; one owned elsewhere is taken over only when its
+  heartbeat is older than ``stale_after_s`` (a lease).
 - Finished runs are frozen: logging to, finishing or failing them again is an error.
 - Every method is one transaction: a reader sees a run before or after a write, never half
   of it (``finish`` writes the metrics and flips the state together; ``set_artifacts``
@@ -28,6 +32,8 @@ The contract:
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -65,14 +71,58 @@ def check_state(state: str | None) -> None:
         raise InputError(f"Expected state one of {STATES}, got {state!r}")
 
 
-def refuse_live(run_id: int, heartbeat_at: float, now: float, stale_after_s: float) -> None:
-    """Refuse to restart a ``running`` run whose heartbeat is fresher than ``stale_after_s``."""
-    if now - heartbeat_at < stale_after_s:
-        raise InputError(
-            f"Expected run {run_id} to be idle, got it running (heartbeat "
-            f"{now - heartbeat_at:.0f}s ago); wait for it or mark it stale "
-            "(tscope runs --mark-stale)"
-        )
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or ``None`` if unknown;
+    with the pid it identifies a process even after its pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return float(fields[19])  # field 22 of the whole line: starttime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def this_process() -> dict:
+    """The owner record of a run started by this process: host, pid, process start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid)}
+
+
+def owner_alive(owner: dict | None) -> bool | None:
+    """Whether a run's owner process still runs: ``True`` / ``False`` when it is on this host,
+    ``None`` when that cannot be told here (another host, or no owner recorded)."""
+    if not owner or owner.get("host") != socket.gethostname() or not owner.get("pid"):
+        return None
+    pid = int(owner["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    started = _process_start(pid)
+    return owner.get("started") is None or started is None or started == owner["started"]
+
+
+def is_stale(owner: dict | None, heartbeat_at: float, limit: float) -> bool:
+    """A ``running`` run may be taken over: its owner is gone, or (owner elsewhere) its
+    heartbeat is at or before ``limit``."""
+    alive = owner_alive(owner)
+    return alive is False or (alive is None and heartbeat_at <= limit)
+
+
+def refuse_live(run_id: int, heartbeat_at: float, now: float, stale_after_s: float,
+                owner: dict | None = None) -> None:
+    """Refuse to take over a ``running`` run whose owner is alive, or (owner elsewhere) whose
+    heartbeat is fresher than ``stale_after_s``; a run whose owner is gone passes at once."""
+    if is_stale(owner, heartbeat_at, now - stale_after_s):
+        return
+    where = (f" in process {owner['pid']} on {owner['host']}" if owner and owner.get("pid")
+             else "")
+    hint = ("wait for it to finish" if owner_alive(owner) else
+            "wait for it, or mark it stale if it is gone: tscope runs --mark-stale")
+    raise InputError(f"Expected run {run_id} to be idle, got it running{where} (heartbeat "
+                     f"{now - heartbeat_at:.0f}s ago); {hint}")
 
 
 def refuse_frozen(run_id: int, state: str) -> None:
@@ -139,8 +189,9 @@ class RunStore(ABC):
     @abstractmethod
     def mark_stale(self, older_than_s: float | None = None, *,
                    study: str | None = None) -> int:
-        """Mark ``running`` runs (of ``study``) without a heartbeat for ``older_than_s``
-        (default ``stale_after_s``) as failed; returns how many."""
+        """Mark ``running`` runs (of ``study``) as failed when their owner process is gone, or
+        (owner on another host) without a heartbeat for ``older_than_s`` (default
+        ``stale_after_s``); a run whose owner is alive is never marked. Returns how many."""
 
     # -- reading ------------------------------------------------------------------------------
     @abstractmethod

@@ -9,7 +9,15 @@ import threading
 
 from transferscope.config import RunConfig
 from transferscope.errors import InputError
-from transferscope.store.base import Run, RunStore, check_state, refuse_frozen, refuse_live
+from transferscope.store.base import (
+    Run,
+    RunStore,
+    check_state,
+    is_stale,
+    refuse_frozen,
+    refuse_live,
+    this_process,
+)
 
 
 class MemoryRunStore(RunStore):
@@ -44,7 +52,8 @@ class MemoryRunStore(RunStore):
                        "tags": dict(tags or {}), "seed": config.seed,
                        "package_version": __version__, "created_at": now,
                        "heartbeat_at": now, "finished_at": None, "metrics": None,
-                       "timings": None, "artifacts": None, "error": None}
+                       "timings": None, "artifacts": None, "error": None,
+                       "owner": this_process()}
                 self._runs[key] = row
                 self._epochs[row["id"]] = {}
                 self._link(study, row["id"], tags)
@@ -53,10 +62,11 @@ class MemoryRunStore(RunStore):
             if row["state"] == "finished":
                 return None
             if row["state"] == "running":
-                refuse_live(row["id"], row["heartbeat_at"], now, self.stale_after_s)
+                refuse_live(row["id"], row["heartbeat_at"], now, self.stale_after_s,
+                            row["owner"])
             self._epochs[row["id"]] = {}
             row.update(state="running", attempt=row["attempt"] + 1, heartbeat_at=now,
-                       error=None, package_version=__version__)
+                       error=None, package_version=__version__, owner=this_process())
             return Run(row["id"], key, row["attempt"])
 
     def _link(self, study, run_id, tags):
@@ -117,9 +127,11 @@ class MemoryRunStore(RunStore):
         n = 0
         with self._lock:
             for row in self._runs.values():
-                if (row["state"] == "running" and row["heartbeat_at"] <= limit
+                if (row["state"] == "running"
+                        and is_stale(row["owner"], row["heartbeat_at"], limit)
                         and (study is None or row["study"] == study)):
-                    row.update(state="failed", error="no heartbeat (process killed?)")
+                    row.update(state="failed", error="its process is gone or its heartbeat "
+                               "stopped")
                     n += 1
         return n
 

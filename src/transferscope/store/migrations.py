@@ -13,13 +13,15 @@ History:
 - 2: ``runs.tags`` (names for people: target, source, arm; not part of the key), filled for
   existing runs from the fields of their old config records; ``study_runs`` (a run may
   belong to several studies, each with its own tags), filled from ``runs.study``.
+- 3: ``runs.owner`` (host, process id and start time of the process running it), so a run
+  whose process is gone restarts at once instead of waiting for its heartbeat to age.
 """
 
 from __future__ import annotations
 
 import json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TAG_FIELDS = ("kind", "target", "source", "arm", "strategy", "train_fraction", "name")
 
 
@@ -40,7 +42,11 @@ def _v1_to_v2(conn, sa) -> None:
                                                            "tags": tags})
 
 
-MIGRATIONS = {1: _v1_to_v2}  # from version -> function
+def _v2_to_v3(conn, sa) -> None:
+    conn.execute(sa.text("ALTER TABLE runs ADD COLUMN owner TEXT"))
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}  # from version -> function
 
 
 def schema_version(conn, sa) -> int | None:

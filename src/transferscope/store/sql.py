@@ -21,8 +21,10 @@ from transferscope.store.base import (
     Run,
     RunStore,
     check_state,
+    is_stale,
     refuse_frozen,
     refuse_live,
+    this_process,
 )
 from transferscope.store.migrations import SCHEMA_VERSION, schema_version
 
@@ -69,6 +71,7 @@ class SQLRunStore(RunStore):
             sa.Column("timings", sa.Text),
             sa.Column("artifacts", sa.Text),
             sa.Column("error", sa.Text),
+            sa.Column("owner", sa.Text),
         )
         self.members = sa.Table(
             "study_runs", meta,
@@ -114,7 +117,8 @@ class SQLRunStore(RunStore):
                     run_key=key, study=study, state="running", attempt=1,
                     config=json.dumps(config.to_dict(), sort_keys=True),
                     tags=json.dumps(tags or {}, sort_keys=True, default=str), seed=config.seed,
-                    package_version=__version__, created_at=now, heartbeat_at=now))
+                    package_version=__version__, created_at=now, heartbeat_at=now,
+                    owner=json.dumps(this_process())))
                 run_id = res.inserted_primary_key[0]
                 self._link(conn, study, run_id, tags)
                 return Run(run_id, key, 1)
@@ -122,12 +126,13 @@ class SQLRunStore(RunStore):
             if row.state == "finished":
                 return None
             if row.state == "running":
-                refuse_live(row.id, row.heartbeat_at, now, self.stale_after_s)
-            # unfinished (failed, or killed while running): start again from scratch
+                refuse_live(row.id, row.heartbeat_at, now, self.stale_after_s,
+                            json.loads(row.owner) if row.owner else None)
+            # unfinished (failed, or its owner gone): start again from scratch
             conn.execute(self.epochs.delete().where(self.epochs.c.run_id == row.id))
             conn.execute(self.runs.update().where(self.runs.c.id == row.id).values(
                 state="running", attempt=row.attempt + 1, heartbeat_at=now, error=None,
-                package_version=__version__))
+                package_version=__version__, owner=json.dumps(this_process())))
             return Run(row.id, key, row.attempt + 1)
 
     def _link(self, conn, study: str | None, run_id: int, tags: dict | None) -> None:
@@ -199,13 +204,18 @@ class SQLRunStore(RunStore):
                    study: str | None = None) -> int:
         """Fail ``running`` runs without a recent heartbeat; see :meth:`RunStore.mark_stale`."""
         limit = self.now() - (self.stale_after_s if older_than_s is None else older_than_s)
-        where = (self.runs.c.state == "running") & (self.runs.c.heartbeat_at <= limit)
+        where = self.runs.c.state == "running"
         if study is not None:
             where = where & (self.runs.c.study == study)
         with self.engine.begin() as conn:
-            res = conn.execute(self.runs.update().where(where).values(
-                state="failed", error="no heartbeat (process killed?)"))
-            return res.rowcount
+            rows = conn.execute(self.sa.select(self.runs.c.id, self.runs.c.owner,
+                                               self.runs.c.heartbeat_at).where(where)).all()
+            stale = [r.id for r in rows
+                     if is_stale(json.loads(r.owner) if r.owner else None, r.heartbeat_at, limit)]
+            if stale:
+                conn.execute(self.runs.update().where(self.runs.c.id.in_(stale)).values(
+                    state="failed", error="its process is gone or its heartbeat stopped"))
+            return len(stale)
 
     # -- reading ------------------------------------------------------------------------------
     def list(self, *, state: str | None = None, study: str | None = None) -> list[dict]:
@@ -228,7 +238,7 @@ class SQLRunStore(RunStore):
     @staticmethod
     def _decode(row) -> dict:
         d = dict(row)
-        for k in ("config", "tags", "metrics", "timings", "artifacts"):
+        for k in ("config", "tags", "metrics", "timings", "artifacts", "owner"):
             d[k] = json.loads(d[k]) if d[k] else None
         return d
 

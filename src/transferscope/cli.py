@@ -103,6 +103,14 @@ def cmd_score(args) -> int:
     return 0
 
 
+def _floats(text: str, flag: str, example: str) -> list[float]:
+    try:
+        return [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise InputError(f"Expected comma-separated numbers for {flag}, got {text!r}; e.g. "
+                         f"{flag} {example}") from None
+
+
 def _load_data(args):
     """The dataset the data options name, subsampled as asked."""
     from transferscope.data import load_dataset, subsample
@@ -216,6 +224,17 @@ def _resolve_demo_model(name: str) -> str:
     return name
 
 
+def _db_url(args) -> str | None:
+    """The store URL of --db / --no-db (None: in memory)."""
+    from transferscope.store import DEFAULT_URL
+
+    if getattr(args, "no_db", False):
+        if args.db is not None:
+            raise InputError(f"Expected --db or --no-db, got both (--db {args.db}); drop one")
+        return None
+    return args.db or DEFAULT_URL
+
+
 def _train_config(args):
     from transferscope.config import TrainConfig
 
@@ -246,11 +265,11 @@ def cmd_finetune(args) -> int:
     kw = dict(baseline=args.baseline, seeds=args.seeds, config=_train_config(args),
               layer=args.layer, cut=args.cut or False, freeze=args.freeze,
               head_width=args.head_width, strategy_options=dict(_parse_opt(o) for o in args.opt),
-              store=open_store(None if args.no_db else args.db))
+              store=open_store(_db_url(args)))
     if args.fractions:
         from transferscope.finetune import learning_curves
 
-        fractions = [float(f) for f in args.fractions.split(",")]
+        fractions = _floats(args.fractions, "--fractions", "0.1,0.25,0.5,1")
         curves = learning_curves(data, args.model, args.strategy, fractions=fractions, **kw)
         print(render(curves["points"], args.format))
         if args.format == "table":
@@ -419,7 +438,7 @@ def cmd_runs(args) -> int:
     """
     from transferscope.store import open_store
 
-    store = open_store(args.db)
+    store = open_store(_db_url(args))
     if args.mark_stale:
         print(f"marked {store.mark_stale()} stale run(s) failed", file=sys.stderr)
     rows = []
@@ -452,13 +471,14 @@ def cmd_db(args) -> int:
     """
     from transferscope.store import upgrade
 
-    before, after = upgrade(args.db)
+    url = _db_url(args)
+    before, after = upgrade(url)
     if before is None:
-        print(f"created a run store of schema version {after} at {args.db}")
+        print(f"created a run store of schema version {after} at {url}")
     elif before == after:
-        print(f"{args.db} is at schema version {after}: nothing to do")
+        print(f"{url} is at schema version {after}: nothing to do")
     else:
-        print(f"upgraded {args.db} from schema version {before} to {after}")
+        print(f"upgraded {url} from schema version {before} to {after}")
     return 0
 
 
@@ -568,8 +588,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                                        "~/.cache/transferscope/features)")
 
     p = out["db"] = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--db", default=DEFAULT_URL,
-                   help="run store, a SQLAlchemy URL (default %(default)s)")
+    p.add_argument("--db", help=f"run store, a SQLAlchemy URL (default {DEFAULT_URL})")
     return out
 
 
@@ -727,6 +746,12 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into the same orderly stop as Ctrl-C."""
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line on stderr, without the source location."""
+    first = str(message).splitlines()[0] if str(message) else category.__name__
+    print(f"tscope: warning: {first}", file=file or sys.stderr)
+
+
 def _on_sigterm(signum, frame):
     raise _Terminated("SIGTERM")
 
@@ -749,11 +774,14 @@ def main(argv=None) -> int:
     """
     import signal
     import threading
+    import warnings
 
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         return args.func(args)
     except (InputError, OptionalDependencyError) as exc:
@@ -766,6 +794,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 143 if term else 130
     finally:
+        warnings.showwarning = shown
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
 

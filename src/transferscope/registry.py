@@ -93,6 +93,75 @@ def check_options(owner: str, options: dict, allowed) -> None:
             )
 
 
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          tuple: "a list", list: "a list", dict: "a table"}
+
+
+def _accepts(kind, value) -> bool | None:
+    """Whether ``value`` fits the annotation ``kind`` (``None``: not a simple type to check)."""
+    import types
+    import typing
+
+    if kind in (typing.Any, object):
+        return True
+    if type(kind) is types.UnionType or typing.get_origin(kind) is typing.Union:
+        results = [_accepts(k, value) for k in typing.get_args(kind)]
+        return True if any(results) else (None if None in results else False)
+    if kind is type(None):
+        return value is None
+    base = typing.get_origin(kind) or kind
+    if base is bool:
+        return isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is str:
+        return isinstance(value, str)
+    if base in (tuple, list):
+        return isinstance(value, (tuple, list))
+    if base is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def check_types(owner: str, cls, options: dict) -> None:
+    """Refuse option values whose type does not fit the dataclass field's annotation.
+
+    The one schema of every config is its dataclass: ``epochs = 2.5`` or ``seeds = "3"`` fail
+    here with one line, before any work, instead of in every run.
+
+    Parameters
+    ----------
+    owner : str
+        What takes the options, for the message.
+    cls : dataclass type
+        The config; annotations of ``int``, ``float``, ``bool``, ``str``, lists, tables and
+        unions of them (``int | None``) are checked, others are left to the config.
+    options : dict
+        Field name -> value.
+
+    Raises
+    ------
+    InputError
+        Naming the field, the expected type and the value that came.
+    """
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation this Python cannot evaluate: nothing to check
+        return
+    for key, value in options.items():
+        kind = hints.get(key)
+        if kind is not None and _accepts(kind, value) is False:
+            want = " or ".join(dict.fromkeys(
+                _NAMES.get(typing.get_origin(k) or k, getattr(k, "__name__", str(k)))
+                for k in (typing.get_args(kind) or (kind,)) if k is not type(None)))
+            none = " (or nothing)" if type(None) in typing.get_args(kind) else ""
+            raise InputError(f"{owner}: expected {key} to be {want}{none}, got {value!r}")
+
+
 class Registry:
     """Named entries of one kind, in registration order.
 
@@ -170,8 +239,12 @@ class Registry:
         return options_of(self.get(name))
 
     def check(self, name: str, options: dict) -> None:
-        """Refuse options that the entry ``name`` does not accept (one-line error)."""
+        """Refuse options that the entry ``name`` does not accept, or (for a dataclass entry)
+        whose values do not fit the field's type; one-line errors."""
         check_options(f"{self.kind} {name!r}", options, self.options(name))
+        entry = self.get(name)
+        if dataclasses.is_dataclass(entry):
+            check_types(f"{self.kind} {name!r}", entry, options)
 
     def build(self, name: str, **options):
         """Call (construct) the entry ``name`` with ``options``, checked first."""

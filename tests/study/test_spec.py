@@ -36,3 +36,21 @@ def test_spec_errors_are_one_clear_line(tmp_path, change, message):
 def test_missing_spec_file(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_spec(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("change,message", [
+    (("seeds = 2", 'seeds = "3"'), "expected seeds to be an integer, got '3'"),
+    (("seeds = 2", "seeds = 2.7"), "expected seeds to be an integer, got 2.7"),
+    (("seeds = 2", "seeds = true"), "expected seeds to be an integer, got True"),
+    (("fractions = [0.5, 1.0]", 'fractions = ["a"]'), "numbers in \\(0, 1\\] for fractions"),
+    (("epochs = 2\n", "epochs = 2.5\n"), r"\[train\]: expected epochs to be an integer"),
+    (("subsamples = 2", 'subsamples = "2"'), r"\[budgets\]: expected subsamples"),
+    (('name = "tiny"', "name = 3"), "name to be a string"),
+    (("[train]", '[strategy_options.full]\nlr = "fast"\n\n[train]'),
+     "strategy 'full': expected lr to be a number, got 'fast'"),
+])
+def test_spec_types_are_checked_before_anything_runs(tmp_path, change, message):
+    path = write_study(tmp_path, SPEC.replace(*change))
+    with pytest.raises(InputError, match=message) as info:
+        load_spec(path)
+    assert "\n" not in str(info.value)

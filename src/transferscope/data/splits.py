@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from transferscope.data.dataset import Dataset
@@ -20,15 +22,24 @@ def subsample_indices(labels, *, per_class: int | None = None,
     labels = np.asarray(labels)
     if per_class is None and fraction is None:
         return np.arange(len(labels))
+    if per_class is not None and fraction is not None:
+        raise InputError(f"Expected one of per_class and fraction, got both (per_class "
+                         f"{per_class}, fraction {fraction}); pass --per-class or --fraction")
     if per_class is not None and per_class < 1:
         raise InputError(f"Expected per_class >= 1, got {per_class}; e.g. --per-class 20")
     if fraction is not None and not 0 < fraction <= 1:
         raise InputError(f"Expected 0 < fraction <= 1, got {fraction}; e.g. --fraction 0.1")
     rng = np.random.default_rng(seed)
-    keep = []
+    keep, short = [], []
     for members in _by_class(labels, rng):
         n = per_class if per_class is not None else max(1, round(fraction * len(members)))
+        if n > len(members):
+            short.append(len(members))
         keep.append(members[:n])
+    if short:
+        warnings.warn(f"per_class {per_class}: {len(short)} class(es) have fewer samples "
+                      f"({', '.join(map(str, sorted(short)[:5]))}); they keep all they have",
+                      stacklevel=3)
     return np.sort(np.concatenate(keep))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -205,6 +206,12 @@ def run_or_reuse(store: RunStore, backend, split: Split, config: RunConfig, *,
         return ArmRun(config, metrics, hist.wall_s, net, hist)
 
 
+def check_seeds(seeds) -> None:
+    """Refuse a number of seeds that is not a whole number >= 1 (one-line error)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InputError(f"Expected seeds >= 1, got {seeds!r}; e.g. --seeds 3")
+
+
 def resolve_cut(layer: str | None, cut) -> tuple[str | None, bool]:
     """``cut`` may name the layer (``cut="blocks.4"``: truncate there) or be a bool."""
     if isinstance(cut, str):
@@ -275,8 +282,10 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
         over seeds of the time until validation accuracy first reached ``target_acc`` (``inf``
         when most seeds never did); ``time_saved_s`` is the baseline's minus transfer's.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise InputError(f"Expected seeds >= 1, got {seeds!r}; e.g. --seeds 3")
+    check_seeds(seeds)
+    if save_dir is not None and Path(save_dir).exists() and not Path(save_dir).is_dir():
+        raise InputError(f"Expected a folder to save the model in, got the file {save_dir}; "
+                         "pass a new or existing folder to --save")
     cfg = config or TrainConfig()
     strategy, strategy_options = resolve_strategy(strategy, strategy_options, freeze)
     layer, cut = resolve_cut(layer, cut)

@@ -20,7 +20,12 @@ import numpy as np
 
 from transferscope.config import DEFAULT_SEEDS, TrainConfig, training_run
 from transferscope.data import Dataset
-from transferscope.finetune.run import finetunable_backend, make_split, run_or_reuse
+from transferscope.finetune.run import (
+    check_seeds,
+    finetunable_backend,
+    make_split,
+    run_or_reuse,
+)
 from transferscope.layers.recommend import Recommendation
 from transferscope.store import RunStore, open_store
 from transferscope.verdict import interval_label, mean_ci, paired_gain
@@ -82,6 +87,7 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SE
         matched or worse. A configuration identical to an earlier one (the same run
         identities) is not trained twice and says ``same_as``.
     """
+    check_seeds(seeds)
     cfg = config or TrainConfig()
     store = store if store is not None else open_store(None)
     backend = finetunable_backend(model, data)

@@ -79,15 +79,28 @@ def upgrade(url: str) -> tuple[int | None, int]:
     from transferscope.store.sql import SQLRunStore, connect
 
     sa, engine = connect(url)
-    with engine.begin() as conn:
-        before = schema_version(conn, sa)
-        if before is not None and before > SCHEMA_VERSION:
-            raise InputError(f"Expected a run store of schema version <= {SCHEMA_VERSION}, got "
-                             f"{before} at {url}; it was written by a newer transferscope")
-        version = before
-        while version is not None and version < SCHEMA_VERSION:
-            MIGRATIONS[version](conn, sa)
-            version += 1
-            conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": version})
+    try:
+        with engine.begin() as conn:
+            before = _migrate(conn, sa, url)
+    except sa.exc.DatabaseError as exc:
+        raise InputError(f"Expected a run store (a database) at {url}, got one it cannot open "
+                         f"({str(exc.orig or exc).splitlines()[0][:100]}); nothing was "
+                         "changed") from None
     SQLRunStore(url)  # creates a store where there was none, and checks the result
     return before, SCHEMA_VERSION
+
+
+def _migrate(conn, sa, url: str) -> int | None:
+    """Run the missing migrations on ``conn``; returns the version before."""
+    from transferscope.errors import InputError
+
+    before = schema_version(conn, sa)
+    if before is not None and before > SCHEMA_VERSION:
+        raise InputError(f"Expected a run store of schema version <= {SCHEMA_VERSION}, got "
+                         f"{before} at {url}; it was written by a newer transferscope")
+    version = before
+    while version is not None and version < SCHEMA_VERSION:
+        MIGRATIONS[version](conn, sa)
+        version += 1
+        conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": version})
+    return before

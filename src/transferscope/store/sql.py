@@ -30,9 +30,32 @@ from transferscope.store.migrations import SCHEMA_VERSION, schema_version
 
 
 def connect(url: str):
-    """``(sqlalchemy, engine)`` for ``url``."""
+    """``(sqlalchemy, engine)`` for ``url``, with one-line errors for a bad URL, a missing
+    database driver or a missing folder."""
+    from pathlib import Path
+
+    from transferscope.errors import OptionalDependencyError
+
     sa = require("sqlalchemy", "store", "The run store")
-    return sa, sa.create_engine(url, future=True)
+    if not isinstance(url, str) or "://" not in url:
+        raise InputError(f"Expected a SQLAlchemy URL for the run store, got {url!r}; e.g. "
+                         f"--db sqlite:///{url if isinstance(url, str) else 'runs.db'}")
+    try:
+        engine = sa.create_engine(url, future=True)
+    except sa.exc.ArgumentError as exc:
+        raise InputError(f"Expected a SQLAlchemy URL for the run store, got {url!r} "
+                         f"({str(exc).splitlines()[0][:100]}); e.g. sqlite:///runs.db") from None
+    except ModuleNotFoundError as exc:
+        raise OptionalDependencyError(
+            f"The run store at {url.split('://')[0]}:// needs the database driver "
+            f"'{exc.name}', which is not installed; install it (e.g. pip install "
+            "psycopg2-binary for postgresql://)") from None
+    if engine.dialect.name == "sqlite":
+        db = engine.url.database
+        if db and db != ":memory:" and not Path(db).resolve().parent.is_dir():
+            raise InputError(f"Expected an existing folder for the run store {url}, got no "
+                             f"folder {Path(db).parent}; create it first")
+    return sa, engine
 
 
 class SQLRunStore(RunStore):
@@ -85,6 +108,16 @@ class SQLRunStore(RunStore):
             sa.Column("epoch", sa.Integer, primary_key=True),
             sa.Column("metrics", sa.Text, nullable=False),
         )
+        try:
+            self._open(meta, url)
+        except sa.exc.DatabaseError as exc:
+            raise InputError(
+                f"Expected a run store (a database) at {url}, got one it cannot open "
+                f"({str(exc.orig or exc).splitlines()[0][:100]}); move the file aside or "
+                "pass another --db") from None
+
+    def _open(self, meta, url: str) -> None:
+        sa = self.sa
         with self.engine.begin() as conn:
             version = schema_version(conn, sa)
             if version is None:

@@ -30,7 +30,7 @@ from transferscope.config import DEFAULT_SEEDS, TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.strategies import make_strategy
 from transferscope.metrics import feature_metrics
-from transferscope.registry import check_options
+from transferscope.registry import check_options, check_types
 from transferscope.scoring import DEFAULT_METRICS
 
 
@@ -101,6 +101,7 @@ def _build(cls, table: dict, where: str):
     if not isinstance(table, dict):
         raise InputError(f"Expected a table for {where}, got {type(table).__name__}")
     check_options(where, table, _fields(cls))
+    check_types(where, cls, table)
     try:
         return cls(**table)
     except TypeError as exc:
@@ -127,13 +128,19 @@ def parse_spec(table: dict, path: Path | None = None) -> StudySpec:
     for key in ("name", "targets", "sources"):
         if key not in table:
             raise InputError(f"Expected {key!r} in the study spec, got keys {sorted(table)}")
+    check_types("the study spec", StudySpec,
+                {k: v for k, v in table.items() if k not in ("train", "budgets", "pretrain")})
     name = table["name"]
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"Expected a study name of letters, digits, - and _, got {name!r}")
     table["targets"] = _names(table["targets"], "targets")
     table["sources"] = _names(table["sources"], "sources")
     table["strategies"] = _names(table.get("strategies", ["full"]), "strategies")
-    table["fractions"] = [float(f) for f in _names(table.get("fractions", [1.0]), "fractions")]
+    fractions = _names(table.get("fractions", [1.0]), "fractions")
+    if not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions):
+        raise InputError(f"Expected numbers in (0, 1] for fractions, got {fractions}; e.g. "
+                         "fractions = [0.25, 1.0]")
+    table["fractions"] = [float(f) for f in fractions]
     table["metrics"] = _names(table.get("metrics", list(DEFAULT_METRICS)), "metrics")
     table["train"] = _build(TrainConfig, table.get("train", {}), "[train]")
     table["budgets"] = _build(Budgets, table.get("budgets", {}), "[budgets]")

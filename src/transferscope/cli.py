@@ -17,7 +17,7 @@ from transferscope.scoring import (
     demo_inputs,
     score_many,
 )
-from transferscope.tables import FORMATS, render
+from transferscope.tables import FORMATS, render, to_json
 
 
 def _parse_opt(text: str):
@@ -90,6 +90,7 @@ def cmd_score(args) -> int:
         labels_key=args.labels_key,
         probs_key=args.probs_key,
         labels_path=args.labels,
+        encoding=args.encoding,
     )
     if labels is None:
         raise InputError(
@@ -116,8 +117,16 @@ def _load_data(args):
     from transferscope.data import load_dataset, subsample
 
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
-                        labels_path=args.labels, skip_corrupt=args.skip_corrupt)
+                        labels_path=args.labels, skip_corrupt=args.skip_corrupt,
+                        layout=args.layout, encoding=args.encoding)
     return subsample(data, per_class=args.per_class, fraction=args.fraction, seed=args.seed)
+
+
+def _interval(lo: float, hi: float, sign: str) -> str:
+    """`` [lo, hi]``, or nothing without subsamples (no interval was computed)."""
+    if lo != lo or hi != hi:  # NaN
+        return ""
+    return f" [{lo:{sign}.3g}, {hi:{sign}.3g}]"
 
 
 def _rank_rows(result, fmt):
@@ -130,11 +139,11 @@ def _rank_rows(result, fmt):
     for r in result.rows:
         row = {"model": parse_model_name(r["model"]).short(), "role": r["role"]}
         for m in metrics:
-            row[m] = f"{r[m]:.4g} [{r[m + '_lo']:.3g}, {r[m + '_hi']:.3g}]"
+            row[m] = f"{r[m]:.4g}" + _interval(r[m + "_lo"], r[m + "_hi"], "")
         row["P(first)"] = "" if "p_first" not in r else f"{r['p_first']:.2f}"
         for b in ("random", "raw"):
             key = f"margin_vs_{b}"
-            row[f"vs {b}"] = (f"{r[key]:+.3g} [{r[key + '_lo']:+.3g}, {r[key + '_hi']:+.3g}]"
+            row[f"vs {b}"] = (f"{r[key]:+.3g}" + _interval(r[key + "_lo"], r[key + "_hi"], "+")
                               if key in r else "")
         row["risk"] = r.get("risk", "")
         row["seconds"] = r["seconds"]
@@ -165,6 +174,9 @@ def cmd_rank(args) -> int:
     print(render(_rank_rows(result, args.format), args.format))
     if args.format == "table":
         print(f"\n{result.rule}")
+        if not cfg.subsamples:
+            print("no intervals: --subsamples 0 computes each score once; the risk label "
+                  "needs intervals and says RISK")
     return 0
 
 
@@ -319,22 +331,25 @@ def cmd_layers(args) -> int:
     pcfg = ProfileConfig(metrics=_metric_names(args.metric), seed=args.seed,
                          batch_size=args.batch_size, device=args.device,
                          cache_dir=args.cache_dir)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"Expected a folder for the layer outputs, got the file {out}; pass "
+                         "another --out")
     analysis = analyse_layers(data, args.model, profile=pcfg, rules=RecommendConfig())
     rec = analysis.recommendation
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = analysis.to_dict()
     if args.verify:
         result["verification"] = verify(data, args.model, rec, seeds=args.seeds,
                                         config=_train_config(args), lr=args.lr,
                                         backbone_lr=args.backbone_lr)
-    (out / "layers.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "layers.json").write_text(to_json(result, indent=2))
     try:
         figures = plot_profile(analysis.profile, out, cut=rec.cut)
     except OptionalDependencyError as exc:
         figures, result["plot"] = [], str(exc)
     if args.format != "table":
-        print(json.dumps(result, default=str) if args.format == "json"
+        print(to_json(result) if args.format == "json"
               else render(analysis.profile.rows, args.format))
         return 0
     print(render(analysis.profile.rows, "table"))
@@ -393,7 +408,7 @@ def cmd_study(args) -> int:
         return 0
     result = evaluate(spec)
     if args.format == "json":
-        print(json.dumps(result, default=str))
+        print(to_json(result))
         return 0
     print(render(result["metrics"], args.format) if result["metrics"] else "no finished pairs")
     if args.format == "table":
@@ -530,6 +545,14 @@ EXAMPLES = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (what was wrong and where the help is), exit 2."""
+
+    def error(self, message):
+        """Print ``tscope: error: <message>; see '<prog> --help'`` and exit 2."""
+        self.exit(2, f"tscope: error: {message}; see '{self.prog} --help'\n")
+
+
 def _subcommand(sub, name: str, help_text: str, description: str, func, parents=()):
     """A subcommand with a description and an example in its --help."""
     p = sub.add_parser(name, help=help_text, description=description,
@@ -563,9 +586,14 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                    "(default %(default)s)")
     p.add_argument("--label-column", default="label", help="label column of a table "
                    "(default %(default)s)")
-    p.add_argument("--labels", metavar="FILE", help="labels .npy for a .npy inputs file")
+    p.add_argument("--labels", metavar="FILE", help="labels (.npy, or whitespace-separated "
+                   "text) for a .npy inputs file; they replace an .npz's own")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images "
                    "(named in a warning) instead of stopping")
+    p.add_argument("--layout", choices=("NCHW", "NHWC"), help="channel axis of 4-D image "
+                   "arrays (default: the axis of size 1, 3 or 4; asked for when unclear)")
+    p.add_argument("--encoding", help="text encoding of a table, text labels file or .ts/.arff "
+                   "file (default utf-8), e.g. latin-1")
 
     p = out["compute"] = argparse.ArgumentParser(add_help=False)
     p.add_argument("--seed", type=int, default=0, help="seed of subsampling, splits and "
@@ -596,13 +624,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``tscope`` argument parser."""
     from transferscope.rank import RankConfig
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tscope",
         description="transferscope: predict, measure and explain transfer learning on your "
                     "own data and models.",
     )
     parser.add_argument("--version", action="version", version=f"transferscope {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     par = _parents()
     rank_defaults = RankConfig()
 
@@ -615,6 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
                     [par["format"]])
     p.add_argument("features", help="features file (.npz, .npy, .csv, .tsv, .parquet)")
     p.add_argument("--labels", help="labels file (.npy or whitespace-separated text)")
+    p.add_argument("--encoding", help="text encoding of a CSV/TSV features file or a text "
+                   "labels file (default utf-8), e.g. latin-1")
     p.add_argument("--metric", default=",".join(DEFAULT_METRICS),
                    help="comma-separated metric names, or 'all' (default: %(default)s)")
     p.add_argument("--features-key", help="npz key, or column prefix, of the features")
@@ -780,23 +811,24 @@ def main(argv=None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    shown = warnings.showwarning
-    warnings.showwarning = _one_line_warning
-    try:
-        return args.func(args)
-    except (InputError, OptionalDependencyError) as exc:
-        print(f"tscope: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        term = isinstance(exc, _Terminated)
-        print(f"tscope: {'terminated' if term else 'interrupted'}; finished runs are kept and "
-              "the run in progress is marked failed: the next call resumes from there",
-              file=sys.stderr)
-        return 143 if term else 130
-    finally:
-        warnings.showwarning = shown
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    with warnings.catch_warnings():
+        # libraries' deprecation notices are for their developers, not for tscope's users
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.showwarning = _one_line_warning
+        try:
+            return args.func(args)
+        except (InputError, OptionalDependencyError) as exc:
+            print(f"tscope: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as exc:
+            term = isinstance(exc, _Terminated)
+            print(f"tscope: {'terminated' if term else 'interrupted'}; finished runs are kept "
+                  "and the run in progress is marked failed: the next call resumes from there",
+                  file=sys.stderr)
+            return 143 if term else 130
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

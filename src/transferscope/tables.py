@@ -21,6 +21,25 @@ def _cell(v) -> str:
     return "" if v is None else str(v)
 
 
+def json_safe(obj):
+    """``obj`` with non-finite floats made JSON-valid: NaN -> ``None``, +-inf -> ``"inf"`` /
+    ``"-inf"`` (strict JSON has neither), recursively through dicts, lists and tuples."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalars
+        return json_safe(obj.item())
+    return obj
+
+
+def to_json(obj, **kw) -> str:
+    """Strict JSON of ``obj`` (see :func:`json_safe`); other objects as ``str``."""
+    return json.dumps(json_safe(obj), allow_nan=False, default=str, **kw)
+
+
 def render(rows: list[dict], fmt: str = "table") -> str:
     """Result rows as text in one of :data:`FORMATS`.
 
@@ -39,7 +58,7 @@ def render(rows: list[dict], fmt: str = "table") -> str:
         Without a trailing newline.
     """
     if fmt == "json":
-        return json.dumps(rows, indent=2, default=str)
+        return to_json(rows, indent=2)
     cols = list(dict.fromkeys(k for r in rows for k in r))
     if fmt == "csv":
         buf = io.StringIO()

@@ -92,6 +92,7 @@ def check_features(
     dtype = arr.dtype if (keep_float32 and arr.dtype == np.float32) else np.float64
     arr = np.ascontiguousarray(arr, dtype=dtype)
     _check_finite(arr, name)
+    _check_scale(arr, name)
     # rows 0 and 1 differ in almost every real input: only then is the full scan skipped
     if check_constant and not (arr[1] != arr[0]).any() and not (arr != arr[:1]).any():
         raise ConstantFeaturesError(
@@ -99,6 +100,23 @@ def check_features(
             "check the feature extraction (a dead layer or a wrong input scale)"
         )
     return arr
+
+
+# Largest magnitude whose squares, summed over a Gram matrix of up to ~1e8 terms, stay finite
+# (float64 overflows near 1.8e308, float32 near 3.4e38); real features are nowhere near.
+MAX_SCALE = {np.dtype(np.float64): 1e100, np.dtype(np.float32): 1e15}
+
+
+def _check_scale(arr: np.ndarray, name: str) -> None:
+    """Reject features so large that second moments overflow (every metric would return
+    overflowed numbers, chance, or a linear-algebra error)."""
+    limit = MAX_SCALE.get(arr.dtype, 1e100)
+    peak = max(abs(float(arr.max())), abs(float(arr.min())))
+    if peak > limit:
+        raise InputError(
+            f"Expected {name} of a sane scale (|x| <= {limit:g}), got values up to {peak:.3g}, "
+            "whose squares overflow; standardise them first (e.g. (x - x.mean(0)) / x.std(0))"
+        )
 
 
 def _check_finite(arr: np.ndarray, name: str, total=None) -> None:

@@ -23,7 +23,8 @@ VERDICT_RULE = ("verdict: POSITIVE if the 95% paired-bootstrap interval of the t
                 "INCONCLUSIVE otherwise")
 
 
-def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(values, level: float = 0.95, bounds: tuple[float, float] | None = None,
+            ) -> tuple[float, float, float]:
     """Mean with a Student-t interval.
 
     Parameters
@@ -32,6 +33,9 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
         E.g. per-seed test accuracies.
     level : float
         Confidence level.
+    bounds : tuple of float, optional
+        Where the quantity lives (``(0, 1)`` for accuracies): the interval is clipped to it,
+        since a t interval ignores that an accuracy cannot pass 0 or 1.
 
     Returns
     -------
@@ -45,7 +49,10 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     if len(v) < 2:
         return mean, mean, mean
     half = float(scipy.stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high
 
 
 def paired_gain(transfer_correct, scratch_correct, *, n_boot: int = 2000, seed: int = 0,

@@ -72,13 +72,19 @@ def test_user_module_checkpoints_load_weights_only(tmp_path, series):
         create_backend(f"{spec}@{tmp_path / 'bad.pt'}")
     import pickle
 
+    marker = tmp_path / "pwned"
+
     class Evil:
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (open, (str(marker), "w"))  # creates the marker if the pickle ever runs
 
-    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(pickle.UnpicklingError):
-        create_backend(f"{spec}@{tmp_path / 'evil.pt'}")
+    for protocol in (2, 4):
+        (tmp_path / "evil.pt").write_bytes(pickle.dumps(Evil(), protocol=protocol))
+        with pytest.raises(InputError, match="not weights-only") as info:
+            create_backend(f"{spec}@{tmp_path / 'evil.pt'}")
+        assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
+        assert "safetensors" in str(info.value)
+        assert not marker.exists()  # the pickle's code never ran
     with pytest.raises(InputError, match="torch:<file.py>:<factory>"):
         create_backend("torch:missing.py:f")
 
@@ -186,3 +192,61 @@ def test_effnet_lite_1_and_2_weights_load(variant):
 
     model = load_effnet_lite(variant)  # strict load, raises on any key or shape mismatch
     assert model.classifier.out_features == 1000
+
+
+def test_user_module_code_errors_are_one_line(tmp_path):
+    def err(body, name="build"):
+        (tmp_path / "net.py").write_text("import torch\nfrom torch import nn\n" + body)
+        with pytest.raises(InputError) as info:
+            create_backend(f"torch:{tmp_path / 'net.py'}:{name}")
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert "net.py, got SyntaxError at line 3" in err("def build(:\n    pass\n")
+    assert "RuntimeError: boom (line 3 of net.py)" in err("raise RuntimeError('boom')\n")
+    assert "did you mean 'build'" in err("def build():\n    return nn.Linear(2, 2)\n", "buid")
+    msg = err("def build():\n    raise ValueError('no depth')\n")
+    assert msg.startswith("Expected build() in net.py to build an nn.Module, got ValueError: "
+                          "no depth")
+    assert "got None" in err("def build():\n    pass\n")
+
+
+def test_checkpoint_errors_are_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from transferscope.backends.simple import load_checkpoint
+
+    def err(path, match):
+        with pytest.raises(InputError, match=match) as info:
+            load_checkpoint(path)
+        assert "\n" not in str(info.value) and "weights_only=False" not in str(info.value)
+
+    err(tmp_path / "missing.pt", "no such file")
+    (tmp_path / "r.pt").write_bytes(np.random.default_rng(0).bytes(100))
+    err(tmp_path / "r.pt", "does not read as one")
+    save_file({"w": torch.ones(8, 8)}, str(tmp_path / "w.safetensors"))
+    raw = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "w.safetensors").write_bytes(raw[:-10])
+    err(tmp_path / "w.safetensors", "may be truncated")
+    torch.save(torch.zeros(2), tmp_path / "t.pt")
+    err(tmp_path / "t.pt", "got a Tensor")
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 1}, tmp_path / "n.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "n.pt")["w"], torch.ones(2))
+
+
+def test_forward_errors_name_model_batch_and_fix(tmp_path, series):
+    (tmp_path / "net.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef wide():\n"
+        "    return nn.Sequential(nn.Conv1d(3, 4, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten())\n"
+    )
+    b = create_backend(f"torch:{tmp_path / 'net.py'}:wide")
+    with pytest.raises(InputError) as info:
+        b.features(series, ["output"])
+    msg = str(info.value)
+    assert "shape (10, 1, 20)" in msg and "RuntimeError" in msg and "1 channel(s)" in msg
+    assert "\n" not in msg
+    for bad in (torch.tensor(1.0), torch.zeros(4), {"a": torch.zeros(4, 2)}, None):
+        with pytest.raises(InputError, match="Expected the model to give a tensor"):
+            pool(bad)
+    with pytest.raises(InputError, match="batch axis first"):
+        pool(torch.zeros(1, 8), batch=4)

@@ -305,3 +305,53 @@ def test_a_stopped_finetune_says_one_line_marks_its_run_failed_and_resumes(tmp_p
     done = subprocess.run([*argv, "--epochs", "2"], capture_output=True, text=True,
                           check=False)  # another config, and the stopped one restarts cleanly
     assert done.returncode == 0, done.stderr
+
+
+def _set_lock_owner(store, name, owner, beat=None):
+    import time
+
+    beat = time.time() if beat is None else beat
+    if isinstance(store, MemoryRunStore):
+        store._locks[name] = (owner, beat)
+        return
+    with store.engine.begin() as conn:
+        conn.execute(store.locks.update().where(store.locks.c.name == name).values(
+            owner=json.dumps(owner), heartbeat_at=beat))
+
+
+def test_locks_keep_work_to_one_live_process(store):
+    import socket
+    import time
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with store.lock("study 'x'"):
+            store.acquire_lock("study 'x'")  # the holder itself may take it again
+            _set_lock_owner(store, "study 'x'", {"host": socket.gethostname(),
+                                                 "pid": sleeper.pid, "started": None})
+            with pytest.raises(InputError, match=f"held by process {sleeper.pid}"):
+                store.acquire_lock("study 'x'")
+            sleeper.kill()
+            sleeper.wait()
+            store.acquire_lock("study 'x'")  # its holder is gone: taken over at once
+            _set_lock_owner(store, "study 'x'", {"host": "elsewhere", "pid": 1},
+                            beat=time.time() - 10)
+            with pytest.raises(InputError, match="only one may run it"):
+                store.acquire_lock("study 'x'")  # a lease from another host, still fresh
+            _set_lock_owner(store, "study 'x'", {"host": "elsewhere", "pid": 1},
+                            beat=time.time() - 3600)
+            store.acquire_lock("study 'x'")  # an expired lease
+        store.acquire_lock("study 'x'")  # released by the with block
+    finally:
+        sleeper.kill()
+
+
+def test_a_read_only_store_is_a_one_line_error_and_stays_consistent(tmp_path):
+    path = tmp_path / "runs.db"
+    done = SQLRunStore(f"sqlite:///{path}")
+    done.finish(done.start(cfg(0)), {"acc": 1.0})
+    ro = SQLRunStore(f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert ro.start(cfg(0)) is None  # reading (reuse) works
+    with pytest.raises(InputError, match="Expected to write the run store .*readonly"):
+        ro.start(cfg(1))
+    assert [r["seed"] for r in SQLRunStore(f"sqlite:///{path}").list()] == [0]

@@ -80,7 +80,15 @@ def create_backend(name: str) -> Backend:
     if parsed.random:
         from transferscope.backends.simple import random_twin
 
-        return random_twin(create_backend(parsed.inner.text))
+        inner = create_backend(parsed.inner.text)
+        module = getattr(inner, "module", None)
+        if module is not None and next(module.parameters(), None) is None:
+            raise InputError(
+                f"Expected a model with weights after 'random:', got {inner.name!r}, which has "
+                "no parameters (its random twin would be the model itself); rank it without "
+                "'random:'"
+            )
+        return random_twin(inner)
     return BACKENDS.get(parsed.backend)(parsed)
 
 

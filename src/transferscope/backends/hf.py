@@ -13,14 +13,118 @@ trusted unless ``trust_remote_code=True`` is passed explicitly to :class:`HFBack
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from transferscope.backends.base import FinetunableBackend, register_backend, weights_digest
-from transferscope.backends.torch_module import resolve_device
+from transferscope.backends.torch_module import forward_error, resolve_device
 from transferscope.errors import InputError, require
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an error's message; its first sentence when the line is long."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    if len(line) > 100 and ". " in line:
+        line = line.split(". ")[0]
+    return line[:limit]
+
+
+def _quiet_hub() -> None:
+    """Silence huggingface_hub's retry and progress messages (errors come as one line)."""
+    try:
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers depends on it
+        pass
+
+
+def _looks_like_path(source: str) -> bool:
+    """A folder name rather than a hub id (``org/name`` or ``name``)."""
+    return (os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
+            or (os.sep != "/" and os.sep in source))
+
+
+def _check_source(source: str) -> bool:
+    """True for a usable local model folder; one-line errors for a bad one."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        if _looks_like_path(source):
+            raise InputError(f"Expected a Hugging Face model folder or hub id, got {source!r}: "
+                             "no such folder; check the path")
+        return False
+    if not path.is_dir():
+        raise InputError(f"Expected a Hugging Face model folder (with config.json), got the "
+                         f"file {source!r}; pass the folder that save_pretrained wrote")
+    config = path / "config.json"
+    if not config.is_file():
+        raise InputError(f"Expected a Hugging Face model folder with config.json, got "
+                         f"{source!r} without one; pass the folder that save_pretrained wrote")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Expected JSON in {config}, got a file that does not parse "
+                         f"({_first_line(exc)}); re-save the model with save_pretrained") from None
+    if not isinstance(cfg, dict):
+        raise InputError(f"Expected a JSON object in {config}, got a JSON "
+                         f"{type(cfg).__name__}; re-save the model with save_pretrained")
+    return True
+
+
+def _offline() -> bool:
+    flags = [os.environ.get(v, "") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")]
+    try:
+        from huggingface_hub import constants
+
+        flags.append(str(constants.HF_HUB_OFFLINE))
+    except ImportError:  # pragma: no cover
+        pass
+    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers at all (a quick check instead of minutes of retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except ImportError:  # pragma: no cover
+        endpoint = "https://huggingface.co"
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_cached(transformers, source: str, trust_remote_code: bool) -> bool:
+    """True when hub id ``source`` is in the local cache (it loads offline); when it is not,
+    the hub must be reachable, else a one-line error says that only cached models load."""
+    try:
+        transformers.AutoConfig.from_pretrained(source, local_files_only=True,
+                                                trust_remote_code=trust_remote_code)
+        return True
+    except Exception:  # noqa: BLE001 - not cached (or not a hub id at all)
+        pass
+    reason = ("HF_HUB_OFFLINE=1 is set" if _offline() else
+              "the hub is unreachable" if not _hub_reachable() else None)
+    if reason is not None:
+        raise InputError(
+            f"Expected a local model folder or a hub id in the local cache, got {source!r}, "
+            f"which is not cached ({reason}); only cached models load offline "
+            f"(HF_HUB_OFFLINE=1): download it once where the hub is reachable (hf download "
+            f"{source}) or pass the folder it was saved to"
+        )
+    return False
 
 
 def _pool_hidden(h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -29,6 +133,21 @@ def _pool_hidden(h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Ten
     if mask is not None:
         return (h * mask).sum(1) / mask.sum(1).clamp(min=1)
     return h.mean(dim=1)  # (B, T, C) tokens
+
+
+def _uint8_image(a) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 pixels of an image: one channel squeezed, floats in [0, 1]
+    scaled to 0-255 (others clipped to 0-255)."""
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.dtype == np.uint8:
+        return a
+    floating = np.issubdtype(a.dtype, np.floating)
+    a = a.astype(np.float64)
+    if floating and a.size and np.nanmax(a) <= 1.0:
+        a = a * 255.0
+    return np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
 
 
 class HFBackend(FinetunableBackend):
@@ -53,22 +172,28 @@ class HFBackend(FinetunableBackend):
         transformers = require("transformers", "hf", "Hugging Face models")
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
-        kw = {"local_files_only": Path(source).exists(), "trust_remote_code": trust_remote_code}
+        _quiet_hub()
+        local = module is None and _check_source(source)
+        kw = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+        if module is None and not local:
+            kw["local_files_only"] = _hub_cached(transformers, source, trust_remote_code)
         try:
             self.module = module if module is not None else (
                 transformers.AutoModel.from_pretrained(source, **kw).eval())
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for bad folders
             raise InputError(
-                f"Expected a Hugging Face model folder or reachable hub id, got {source!r} "
-                f"({str(exc).splitlines()[0][:120]}); pass a local path for offline use"
+                f"Expected a Hugging Face model that transformers {transformers.__version__} "
+                f"loads from {source!r}, got {type(exc).__name__}: {_first_line(exc)}; check "
+                "config.json (model_type) and that the weights beside it were written by "
+                "save_pretrained"
             ) from None
         self.tokenizer = self.processor = None
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kw)
-        except (OSError, ValueError, KeyError, TypeError):
+        except Exception:  # noqa: BLE001 - no tokenizer: try an image processor
             try:
                 self.processor = transformers.AutoImageProcessor.from_pretrained(source, **kw)
-            except (OSError, ValueError, KeyError, TypeError):
+            except Exception:  # noqa: BLE001 - neither: refused below
                 pass
         if self.tokenizer is None and self.processor is None:
             raise InputError(
@@ -81,7 +206,15 @@ class HFBackend(FinetunableBackend):
         self.max_length = max_length
         cfg = self.module.config
         depths = getattr(cfg, "depths", None)
-        self.n_layers = int(getattr(cfg, "num_hidden_layers", None) or len(depths))
+        n_layers = getattr(cfg, "num_hidden_layers", None) or (len(depths) if depths else None)
+        if not n_layers:
+            raise InputError(
+                f"Expected a model with a stack of hidden layers in {source!r} "
+                f"(num_hidden_layers or depths in its config), got a "
+                f"{getattr(cfg, 'model_type', '?')} config without; pass its text or vision "
+                "tower saved on its own"
+            )
+        self.n_layers = int(n_layers)
         self._digest = None
 
     def layers(self):
@@ -93,15 +226,16 @@ class HFBackend(FinetunableBackend):
         return f"hidden.{self.n_layers}"
 
     def identity(self):
-        """Name, weights digest, tokenizer (vocabulary size, max length) or image-processor
-        digest, and the pooling."""
+        """Name, weights digest, structure digest (``repr`` of the module), tokenizer
+        (vocabulary size, max length) or image-processor digest, and the pooling."""
         if self._digest is None:
             self._digest = weights_digest(self.module.state_dict())
         if self.tokenizer is not None:
             pre = f"tok={len(self.tokenizer.get_vocab())}|max_len={self.max_length}"
         else:
             pre = "proc=" + hashlib.sha256(self.processor.to_json_string().encode()).hexdigest()[:8]
-        return f"{self.name}|w={self._digest}|{pre}|mean-pool"
+        structure = hashlib.sha256(repr(self.module).encode()).hexdigest()[:12]
+        return f"{self.name}|w={self._digest}|s={structure}|{pre}|mean-pool"
 
     def features(self, data, layers, *, batch_size=64, device=None, progress=None):
         """Pooled hidden states (see :meth:`Backend.features`).
@@ -129,7 +263,13 @@ class HFBackend(FinetunableBackend):
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 rows = order[start : start + batch_size]
-                hidden, mask = self._forward(module, [data.inputs[i] for i in rows], device)
+                try:
+                    hidden, mask = self._forward(module, [data.inputs[i] for i in rows], device)
+                except InputError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the model's forward pass failed
+                    shape = (len(rows), *np.shape(data.inputs[rows[0]]))
+                    raise forward_error(self.name, np.empty(shape), exc, data.kind) from None
                 for layer, i in zip(layers, index, strict=True):
                     pooled = _pool_hidden(hidden[i], mask).float().cpu().numpy()
                     if layer not in out:
@@ -149,7 +289,7 @@ class HFBackend(FinetunableBackend):
             return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)
         from PIL import Image
 
-        images = [Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("RGB") for a in batch]
+        images = [Image.fromarray(_uint8_image(a)).convert("RGB") for a in batch]
         return self.processor(images=images, return_tensors="pt")["pixel_values"]
 
     def feature_fn(self, module, layer, *, cut: bool = False):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 from torch import nn
 
 from transferscope.backends.base import FinetunableBackend, Preprocessing, weights_digest
 from transferscope.data import Dataset
+from transferscope.errors import InputError
 
 
 def resolve_device(device: str | None) -> str:
@@ -15,15 +18,125 @@ def resolve_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pool(output) -> torch.Tensor:
-    """(B, ...) activations -> (B, D): global average over spatial/temporal axes."""
+def describe_output(output) -> str:
+    """A few words on what a forward pass returned (for error messages)."""
+    if isinstance(output, torch.Tensor):
+        return f"a {output.dim()}-d tensor of shape {tuple(output.shape)}"
+    if isinstance(output, dict):
+        return f"a {type(output).__name__} with keys {list(output)[:5]}"
     if isinstance(output, (tuple, list)):
+        return f"a {type(output).__name__} of {len(output)} items"
+    return "None" if output is None else f"a {type(output).__name__}"
+
+
+def pool(output, *, where: str = "the model", batch: int | None = None) -> torch.Tensor:
+    """(B, ...) activations -> (B, D): global average over spatial/temporal axes.
+
+    Parameters
+    ----------
+    output : torch.Tensor, or a tuple or list whose first item is one
+        A layer's (or the model's) output: (B, C, H, W) feature maps and (B, C, L) conv1d
+        outputs are averaged over their last axes, anything else of rank >= 2 is flattened
+        after the batch axis.
+    where : str
+        What gave ``output`` (for error messages), e.g. ``"model 'x' at layer 'output'"``.
+    batch : int, optional
+        The batch size the output must keep as its first axis.
+
+    Returns
+    -------
+    torch.Tensor of shape (B, D)
+
+    Raises
+    ------
+    InputError
+        For an output that is not a tensor (a dict, None, ...), a 0-d or 1-d tensor (no
+        feature axis: never pooled into a guess), another batch size, or zero features.
+    """
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         output = output[0]
+    if not isinstance(output, torch.Tensor) or output.dim() < 2:
+        raise InputError(
+            f"Expected {where} to give a tensor of shape (batch, features, ...), got "
+            f"{describe_output(output)}; return per-sample features with the batch axis first "
+            "from forward() (e.g. x.flatten(1), not x.sum() or a dict), or pick another layer "
+            "(--layer)"
+        )
+    if batch is not None and output.shape[0] != batch:
+        raise InputError(
+            f"Expected {where} to keep the batch axis first (batch {batch}), got "
+            f"{describe_output(output)}; do not reshape across samples in forward()"
+        )
     if output.dim() == 4:  # (B, C, H, W)
-        return output.mean(dim=(2, 3))
-    if output.dim() == 3:  # (B, C, L) from conv1d
-        return output.mean(dim=2)
-    return output.flatten(1)
+        pooled = output.mean(dim=(2, 3))
+    elif output.dim() == 3:  # (B, C, L) from conv1d
+        pooled = output.mean(dim=2)
+    else:
+        pooled = output.flatten(1)
+    if pooled.shape[1] == 0:
+        raise InputError(f"Expected {where} to give at least one feature, got "
+                         f"{describe_output(output)}; pick another layer (--layer)")
+    return pooled
+
+
+def forward_error(name: str, x, exc: BaseException, kind: str | None = None,
+                  preprocessing: Preprocessing | None = None) -> InputError:
+    """The one-line error for a forward pass that failed on a batch.
+
+    Parameters
+    ----------
+    name : str
+        The model name.
+    x : torch.Tensor
+        The input batch it got.
+    exc : Exception
+        What the forward pass raised (its first line is quoted).
+    kind : str, optional
+        The dataset kind (``"series"``, ``"array"``, ``"image"``, ``"text"``): picks the hint.
+    preprocessing : Preprocessing, optional
+        The model's declared input preparation (image models: the input size).
+
+    Returns
+    -------
+    InputError
+        Naming the model, the batch shape, the error's first line and what to check.
+    """
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    first = (lines[0] if lines else "")[:240]
+    shape = tuple(getattr(x, "shape", ()))
+    where = _code_line(exc)
+    if not isinstance(exc, (RuntimeError, ValueError, IndexError)):  # the code, not the shapes
+        hint = "fix the model's forward()"
+    elif kind == "series" and len(shape) == 3:
+        hint = (f"check that its first layer takes {shape[1]} channel(s) of length "
+                f"{shape[2]} (series reach the model as (batch, channels, length))")
+    elif kind == "array" and len(shape) == 2:
+        hint = f"check that its first layer takes {shape[1]} input features"
+    elif kind == "image" and preprocessing is not None and preprocessing.size is not None:
+        hint = (f"check the input size it takes (images are resized to "
+                f"{preprocessing.size} px: declare another size, e.g. effnet-lite:0@224)")
+    elif kind == "image":
+        hint = ("check the input layout and size it takes (images reach a torch: model "
+                "unchanged, as (batch, height, width[, channels]) floats in 0-255)")
+    else:
+        hint = ("check that its input channels and length or width fit the data, or declare "
+                "the input size it takes")
+    return InputError(
+        f"Expected model {name!r} to run on an input batch of shape {shape}, got "
+        f"{type(exc).__name__}: {first}{where}; {hint}"
+    )
+
+
+def _code_line(exc: BaseException) -> str:
+    """`` (line N of file.py)``: the deepest frame of the error outside torch and this package
+    (the user's own code), or ``""``."""
+    import traceback
+    from pathlib import Path
+
+    skip = (Path(torch.__file__).parent, Path(__file__).parents[1])
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not any(Path(f.filename).is_relative_to(d) for d in skip)]
+    return f" (line {frames[-1].lineno} of {Path(frames[-1].filename).name})" if frames else ""
 
 
 def reinitialise(module: nn.Module, seed: int) -> nn.Module:
@@ -67,17 +180,22 @@ class TorchModuleBackend(FinetunableBackend):
         The default layer (what a new head sits on).
     preprocessing : Preprocessing, optional
         Declared input preparation (part of the identity).
+    source : str, optional
+        The code that builds and runs the module (a user's file): its digest is part of the
+        identity, so editing the forward pass never serves cached features of the old code.
     """
 
     modalities = ("image", "array", "series")
 
     def __init__(self, name: str, module: nn.Module, *, block_names: list[str],
-                 default: str, preprocessing: Preprocessing | None = None):
+                 default: str, preprocessing: Preprocessing | None = None,
+                 source: str | None = None):
         self.name = name
         self.module = module.eval()
         self.block_names = block_names
         self.default = default
         self.preprocessing = preprocessing
+        self.source = source
         self._digest = None
 
     def layers(self) -> list[str]:
@@ -89,8 +207,9 @@ class TorchModuleBackend(FinetunableBackend):
         """``x -> (B, D)`` pooled features of ``module`` (a copy of ``self.module``) at
         ``layer``, differentiable (a forward hook captures the layer's output). With ``cut``
         the forward pass stops at the layer: nothing after it is computed."""
+        where = f"model {self.name!r} at layer {layer!r}"
         if layer == "output":
-            return lambda x: pool(module(x))
+            return lambda x: pool(module(x), where=where, batch=len(x))
         box: dict = {}
 
         def hook(_m, _i, out):
@@ -101,13 +220,23 @@ class TorchModuleBackend(FinetunableBackend):
         dict(module.named_modules())[layer].register_forward_hook(hook)
 
         def run(x):
+            box.clear()
             try:
                 module(x)
             except _CutReached as reached:
-                return pool(reached.output)
-            return pool(box.pop("out"))
+                return pool(reached.output, where=where, batch=len(x))
+            if "out" not in box:
+                raise self._not_run(layer)
+            return pool(box.pop("out"), where=where, batch=len(x))
 
         return run
+
+    def _not_run(self, layer: str) -> InputError:
+        return InputError(
+            f"Expected layer {layer!r} of model {self.name!r} to run in its forward pass, got "
+            f"no output from it; pick a layer that forward() calls (layers: "
+            f"{', '.join(self.layers()[:8])}{' ...' if len(self.layers()) > 8 else ''})"
+        )
 
     @staticmethod
     def _expanded(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -154,27 +283,45 @@ class TorchModuleBackend(FinetunableBackend):
         return self.default
 
     def identity(self) -> str:
-        """Name, module class, weights digest and preprocessing digest."""
+        """Name, module class, weights digest, structure digest (``repr`` of the module: its
+        layers and their settings), the source digest of a user's code, and the preprocessing
+        digest."""
         if self._digest is None:
             self._digest = weights_digest(self.module.state_dict())
+        structure = hashlib.sha256(repr(self.module).encode()).hexdigest()[:12]
+        parts = [self.name, type(self.module).__name__, f"w={self._digest}", f"s={structure}"]
+        if self.source is not None:
+            parts.append("src=" + hashlib.sha256(self.source.encode()).hexdigest()[:12])
         pre = self.preprocessing.digest() if self.preprocessing is not None else "none"
-        return f"{self.name}|{type(self.module).__name__}|w={self._digest}|p={pre}"
+        return "|".join([*parts, f"p={pre}"])
 
     def prepare(self, batch, data: Dataset) -> torch.Tensor:
         """Arrays and series as float32 tensors, unchanged."""
         return torch.as_tensor(np.asarray(batch, dtype=np.float32))
 
     def features(self, data, layers, *, batch_size=64, device=None, progress=None):
-        """Pooled outputs of the hooked blocks (see :meth:`Backend.features`)."""
+        """Pooled outputs of the hooked blocks (see :meth:`Backend.features`).
+
+        Raises
+        ------
+        InputError
+            When the first batch does not fit the model (the torch error's first line, the
+            batch shape and what to check), or a layer gives no per-sample tensor.
+        """
         self.check_input(data)
         self.check_layers(layers)
         device = resolve_device(device)
         module = self.module.to(device)
         named = dict(module.named_modules())
         captured: dict[str, torch.Tensor] = {}
+
+        def keep(layer, out, batch):  # pooled at once: no full activation map is kept
+            captured[layer] = pool(out, where=f"model {self.name!r} at layer {layer!r}",
+                                   batch=batch)
+
         hooks = [
             named[layer].register_forward_hook(
-                lambda _m, _i, out, layer=layer: captured.__setitem__(layer, pool(out))
+                lambda _m, inp, out, layer=layer: keep(layer, out, len(inp[0]) if inp else None)
             )
             for layer in layers if layer != "output"
         ]
@@ -185,9 +332,20 @@ class TorchModuleBackend(FinetunableBackend):
                 for start in range(0, n, batch_size):
                     batch = data.inputs[start : start + batch_size]
                     x = self.prepare(batch, data).to(device)
-                    out = module(x)
+                    captured.clear()
+                    try:
+                        out = module(x)
+                    except InputError:  # a hooked layer's output that cannot be pooled
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - any error of the user's forward
+                        raise forward_error(self.name, x, exc, data.kind,
+                                            self.preprocessing) from None
                     for layer in layers:
-                        value = pool(out) if layer == "output" else captured[layer]
+                        if layer != "output" and layer not in captured:
+                            raise self._not_run(layer)
+                        value = (captured[layer] if layer != "output" else
+                                 pool(out, where=f"model {self.name!r} at layer 'output'",
+                                      batch=len(x)))
                         chunks[layer].append(value.float().cpu().numpy())
                     if progress is not None:
                         progress(min(n, start + batch_size), n)

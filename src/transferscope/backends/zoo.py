@@ -9,7 +9,30 @@ from __future__ import annotations
 
 from transferscope.backends.base import Preprocessing, register_backend
 from transferscope.backends.images import ImageModuleBackend
-from transferscope.errors import InputError, require
+from transferscope.errors import InputError, OptionalDependencyError, require
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__.split("+")[0]
+
+
+def _import(module: str, extra: str, purpose: str, install: str):
+    """``require`` that also turns a package which is installed but fails to import (e.g. a
+    torchvision built for another torch) into a one-line error naming what to install."""
+    try:
+        return require(module, extra, purpose, install=install)
+    except OptionalDependencyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken install raises anything on import
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        first = (lines[0] if lines else "")[:120]
+        raise OptionalDependencyError(
+            f"{purpose} need the optional package '{module}', which is installed but does not "
+            f"import ({type(exc).__name__}: {first}); install a release that fits torch "
+            f"{_torch_version()}: {install}"
+        ) from None
 
 
 def _children_backend(name, model, size, mean, std, classifier_names):
@@ -23,7 +46,9 @@ def _children_backend(name, model, size, mean, std, classifier_names):
 @register_backend("timm")
 def _timm(name):
     arg = name.arg
-    timm = require("timm", "timm", "timm models", install="pip install timm (needs torchvision)")
+    timm = _import("timm", "timm", "timm models",
+                   install=f"pip install timm torchvision (the torchvision built for torch "
+                           f"{_torch_version()})")
     if arg not in timm.list_models(pretrained=True):
         raise InputError(f"Expected a pretrained timm model name, got {arg!r}; see "
                          "timm.list_models(pretrained=True)")
@@ -42,8 +67,9 @@ def _timm(name):
 @register_backend("torchvision")
 def _torchvision(name):
     arg = name.arg
-    tv = require("torchvision.models", "torchvision", "torchvision models",
-                 install="a torch/torchvision pair that import together")
+    tv = _import("torchvision.models", "torchvision", "torchvision models",
+                 install=f"pip install torchvision (the release built for torch "
+                         f"{_torch_version()})")
     try:
         weights = tv.get_model_weights(arg).DEFAULT
         model = tv.get_model(arg, weights=weights)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from transferscope.errors import InputError
+
 KINDS = ("image", "text", "array", "series")
 
 
@@ -29,11 +31,21 @@ class Dataset:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+            raise InputError(f"Expected a dataset kind among {', '.join(KINDS)}, got "
+                             f"{self.kind!r}")
         self.labels = np.asarray(self.labels)
-        if len(self.inputs) != len(self.labels):
-            raise ValueError(
-                f"{self.name}: {len(self.inputs)} inputs but {len(self.labels)} labels"
+        if self.labels.ndim != 1:
+            raise InputError(f"Expected labels of shape (N,) for {self.name}, got shape "
+                             f"{self.labels.shape}")
+        try:
+            n = len(self.inputs)
+        except TypeError:
+            raise InputError(f"Expected a sequence of inputs for {self.name}, got "
+                             f"{type(self.inputs).__name__}") from None
+        if n != len(self.labels):
+            raise InputError(
+                f"Expected one label per input in {self.name}, got {n} inputs but "
+                f"{len(self.labels)} labels"
             )
 
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 
 from transferscope.data.dataset import Dataset
 from transferscope.errors import InputError, require
+from transferscope.io import one_line
 from transferscope.registry import Registry, suggest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -167,36 +168,157 @@ def builtin_names() -> list[str]:
 
 
 # -- files ----------------------------------------------------------------------------------
-def read_ts(path) -> tuple[np.ndarray, np.ndarray]:
-    """A UCR/UEA ``.ts`` file of equal-length series -> (N, channels, length) float32, labels."""
-    series, labels, in_data = [], [], False
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                in_data = line.lower() == "@data"
-                continue
-            *dims, label = line.split(":")
-            try:
-                series.append([[float(v) for v in d.split(",")] for d in dims])
-            except ValueError:
-                raise InputError(
-                    f"Expected numeric series in {Path(path).name}, got {line[:40]!r}...; "
-                    "missing values and unequal lengths are not supported"
-                ) from None
-            labels.append(label)
-    lengths = {len(d) for s in series for d in s}
-    if not series or len(lengths) != 1:
+def _open_text(path: Path, encoding: str | None):
+    """Open a text file strictly in ``encoding`` (default UTF-8); an unknown codec is an error."""
+    import codecs
+
+    try:
+        codecs.lookup(encoding or "utf-8")
+    except LookupError:
+        raise InputError(f"Expected a text encoding Python knows, got {encoding!r}; e.g. "
+                         "--encoding utf-8, latin-1, cp1252 or utf-16") from None
+    return open(path, encoding=encoding or "utf-8")
+
+
+def _decode_error(path: Path, encoding: str | None, exc: UnicodeDecodeError) -> InputError:
+    return InputError(
+        f"Expected {encoding or 'UTF-8'} text in {path.name}, got byte "
+        f"0x{exc.object[exc.start]:02x} that is not {exc.encoding}; pass the file's encoding, "
+        "e.g. --encoding latin-1 (or cp1252)"
+    )
+
+
+_MISSING = {"?", "nan", ""}
+
+
+def read_ts(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A UCR/UEA ``.ts`` classification file of complete, equal-length series.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.ts`` file: ``@`` header lines, ``@data``, then one ``v1,v2,...[:v1,...]:label``
+        row per series (one ``:``-separated part per channel, the class last).
+    encoding : str, optional
+        The file's text encoding (default UTF-8).
+
+    Returns
+    -------
+    x : ndarray of shape (N, channels, length)
+        float32 series.
+    labels : ndarray of shape (N,)
+        The class of each series, as str.
+
+    Raises
+    ------
+    InputError
+        For a regression file (``@targetLabel true``), a file without class labels
+        (``@classLabel false``), timestamps, missing values (``?`` or ``NaN``), non-numbers,
+        unequal lengths or channel counts, a label the header does not declare, or no rows.
+    """
+    path = Path(path)
+    name = path.name
+    header: dict[str, str] = {}
+    series, labels, in_data, declared = [], [], False, None
+    channels = None
+    try:
+        with _open_text(path, encoding) as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if not in_data:
+                    if line.lower() == "@data":
+                        in_data = True
+                        declared = _ts_header(header, name)
+                    elif line.startswith("@"):
+                        key, _, value = line[1:].partition(" ")
+                        header[key.lower()] = value.strip()
+                    continue
+                if ":" not in line:
+                    raise InputError(
+                        f"Expected 'values:label' rows after @data in {name}, got line {lineno} "
+                        f"without a ':label' ({line[:40]!r}); add each series' class after a ':'"
+                    )
+                *dims, label = line.split(":")
+                label = label.strip()
+                if declared is not None and label not in declared:
+                    raise InputError(
+                        f"Expected a class declared by @classLabel in {name} "
+                        f"({', '.join(sorted(declared)[:10])}), got {label!r} on line {lineno}; "
+                        "add it to the @classLabel line or fix the row"
+                    )
+                rows = []
+                for d in dims:
+                    values = []
+                    for v in d.split(","):
+                        v = v.strip()
+                        if v.lower() in _MISSING:
+                            raise InputError(
+                                f"Expected complete series in {name}, got a missing value "
+                                f"({v or 'empty'!r}) on line {lineno}; missing values are not "
+                                "supported: impute or interpolate them first (or drop the row)"
+                            )
+                        try:
+                            f = float(v)
+                        except ValueError:
+                            raise InputError(
+                                f"Expected numeric series in {name}, got {v[:20]!r} on line "
+                                f"{lineno}; every value must be a number"
+                            ) from None
+                        if not np.isfinite(f):
+                            raise InputError(f"Expected finite values in {name}, got {v!r} on "
+                                             f"line {lineno}; replace infinities")
+                        values.append(f)
+                    rows.append(values)
+                if channels is None:
+                    channels = len(rows)
+                elif len(rows) != channels:
+                    raise InputError(
+                        f"Expected {channels} channel(s) on every row of {name}, got "
+                        f"{len(rows)} on line {lineno}; every series needs the same channels"
+                    )
+                series.append(rows)
+                labels.append(label)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, encoding, exc) from None
+    if not in_data:
+        raise InputError(f"Expected an @data line in {name}, got none; is it a UCR/UEA .ts "
+                         "file? (header lines, @data, then one series a line)")
+    if not series:
+        raise InputError(f"Expected series after @data in {name}, got none")
+    lengths = sorted({len(d) for s in series for d in s})
+    if len(lengths) != 1:
         raise InputError(
-            f"Expected equal-length series in {Path(path).name}, got lengths "
-            f"{sorted(lengths)[:5]}; resample them to one length first"
+            f"Expected equal-length series in {name}, got unequal lengths {lengths[:5]}"
+            f"{' ...' if len(lengths) > 5 else ''}; resample (or pad) them to one length first"
         )
     return np.asarray(series, dtype=np.float32), np.asarray(labels)
 
 
-def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
+def _ts_header(header: dict[str, str], name: str) -> set[str] | None:
+    """Check a .ts header; the declared class labels (None when not declared)."""
+    def flag(key):
+        return header.get(key, "").split()[:1] == ["true"]
+
+    if flag("targetlabel"):
+        raise InputError(
+            f"Expected a classification .ts file, got {name}, which is a regression dataset "
+            "(@targetLabel true); transferscope ranks and fine-tunes classification targets"
+        )
+    cls = header.get("classlabel", "").split()
+    if cls[:1] == ["false"]:
+        raise InputError(
+            f"Expected class labels in {name}, got @classLabel false (series without labels); "
+            "transferscope needs a labelled classification dataset"
+        )
+    if flag("timestamps"):
+        raise InputError(f"Expected plain value rows in {name}, got @timestamps true; "
+                         "timestamped series are not supported: export the values only")
+    return set(cls[1:]) if cls[:1] == ["true"] and len(cls) > 1 else None
+
+
+def read_arff(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A univariate UCR ``.arff`` file: every attribute but the last is a time step, the last the
     class.
 
@@ -204,6 +326,8 @@ def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
     ----------
     path : str or Path
         The ``.arff`` file.
+    encoding : str, optional
+        The file's text encoding (default UTF-8).
 
     Returns
     -------
@@ -211,49 +335,188 @@ def read_arff(path) -> tuple[np.ndarray, np.ndarray]:
         float32 series, one channel.
     labels : ndarray of shape (N,)
         The class of each series, as str.
+
+    Raises
+    ------
+    InputError
+        For a file scipy cannot parse (e.g. a multivariate, relational one), a numeric last
+        attribute (a regression target), non-numeric time steps, missing values or no rows.
     """
     from scipy.io import arff
 
-    data, _ = arff.loadarff(path)
-    names = data.dtype.names
+    path = Path(path)
+    name = path.name
+    try:
+        with _open_text(path, encoding) as fh:
+            data, meta = arff.loadarff(fh)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, encoding, exc) from None
+    except NotImplementedError as exc:
+        raise InputError(
+            f"Expected a univariate .arff file of numeric time steps and a nominal class in "
+            f"{name}, got one scipy cannot read ({one_line(exc)}); for a multivariate "
+            "(relational) "
+            "dataset use its .ts version"
+        ) from None
+    except (ValueError, TypeError, IndexError, StopIteration, arff.ArffError) as exc:
+        msg = one_line(exc, 150)
+        raise InputError(f"Expected a valid .arff file in {name}, got a parse error: {msg}; "
+                         "check the @attribute and @data sections") from None
+    names, types = meta.names(), meta.types()
+    if len(names) < 2:
+        raise InputError(f"Expected time steps and a class attribute in {name}, got "
+                         f"{len(names)} attribute(s)")
+    if types[-1] != "nominal":
+        raise InputError(
+            f"Expected a nominal class as the last attribute of {name}, got {types[-1]} "
+            f"{names[-1]!r}: a regression dataset? transferscope ranks and fine-tunes "
+            "classification targets (declare the class as @attribute target {a,b,...})"
+        )
+    bad = [f"{n!r} ({t})" for n, t in zip(names[:-1], types[:-1], strict=True) if t != "numeric"]
+    if bad:
+        raise InputError(f"Expected numeric time steps in {name}, got {', '.join(bad[:3])}; "
+                         "every attribute but the class must be numeric")
+    if len(data) == 0:
+        raise InputError(f"Expected series in the @data section of {name}, got none")
     x = np.stack([data[n] for n in names[:-1]], axis=1).astype(np.float32)[:, None, :]
     y = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in data[names[-1]]])
+    holes = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2))).tolist() + \
+        np.flatnonzero(y == "?").tolist()
+    if holes:
+        raise InputError(
+            f"Expected complete series in {name}, got missing values ('?') in "
+            f"{len(set(holes))} row(s) (first: data row {min(holes) + 1}); missing values are "
+            "not supported: impute them first (or drop the rows)"
+        )
     return x, y
 
 
-def load_image_folder(root, *, skip_corrupt: bool = False) -> Dataset:
-    """``root/<class>/<image>``; grey if every image is grey, else RGB; sizes may differ."""
+def _bit_depth(im, a: np.ndarray) -> int:
+    """Bits per sample of an integer image of mode I;16* or I."""
+    if im.mode.startswith("I;16"):
+        return 16
+    tag = getattr(im, "tag_v2", None)
+    bits = tag.get(258) if tag is not None else None
+    if bits:
+        return int(bits[0] if isinstance(bits, tuple) else bits)
+    if im.format == "PNG":
+        return 16
+    return 16 if a.size == 0 or a.max() <= 65535 else 32
+
+
+def _to_8bit(im):
+    """The image as mode L or RGB, 8 bits a sample; raises ValueError with the reason."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode in ("L", "RGB"):
+        return im.copy()
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im)
+        if a.size and mode == "F":
+            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+            if not (np.isfinite(a).all() and lo >= 0 and hi <= 1):
+                raise ValueError(f"float pixels in [{lo:.4g}, {hi:.4g}], expected [0, 1]; "
+                                 "save them as 8 or 16-bit integers or scale them to [0, 1]")
+            a = a.astype(np.float64) * 255
+        elif a.size:
+            if a.min() < 0:
+                raise ValueError(f"signed pixels (minimum {a.min()}); save them as unsigned "
+                                 "8 or 16-bit")
+            bits = _bit_depth(im, a)  # mode I is signed 32-bit: 32 bits top out at 2**31 - 1
+            a = a.astype(np.float64) / (2 ** min(bits, 31) - 1) * 255
+        return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+    if mode in ("1", "LA", "La", "L;16"):
+        return im.convert("L")
+    if mode == "P" and "transparency" in im.info:
+        return im.convert("RGBA").convert("RGB")
+    return im.convert("RGB")
+
+
+def _read_image(f: Path):
+    """One image as 8-bit L or RGB; raises ValueError with the reason it is unreadable."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                im.load()
+                return _to_8bit(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"too many pixels, a decompression bomb? ({one_line(exc, 100)})") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, MemoryError) as exc:
+        raise ValueError(one_line(exc, 100)) from None
+
+
+def load_image_folder(root, *, skip_corrupt: bool = False) -> Dataset:
+    """Images in class folders: ``root/<class>/<image>``, any format Pillow reads.
+
+    Parameters
+    ----------
+    root : str or Path
+        The folder whose sub-folders are the classes (folders starting with ``.`` are ignored).
+    skip_corrupt : bool
+        Skip unreadable files (named in a warning) instead of stopping.
+
+    Returns
+    -------
+    Dataset
+        Of kind ``"image"``, labels the folder names: grey (N, H, W) if every image is grey,
+        else RGB (N, H, W, 3), uint8; a list of arrays when sizes differ. 16-bit and 32-bit
+        images are scaled to 8 bits by their bit depth (float images from [0, 1]), never
+        clipped.
+
+    Raises
+    ------
+    InputError
+        For no class folders, a class folder without images or with sub-folders, or unreadable
+        files (corrupt, truncated, not images, decompression bombs) without ``skip_corrupt``.
+    """
     root = Path(root)
-    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
+        loose = [p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+        got = f"{len(loose)} loose file(s) such as {loose[0]!r}" if loose else "none"
         raise InputError(
-            f"Expected class sub-folders in {root} (root/<class>/<image>), got none; "
+            f"Expected class sub-folders in {root} (root/<class>/<image>), got {got}; "
             "put each class's images in its own folder"
         )
     images, labels, bad = [], [], []
     for cls in classes:
-        for f in sorted(cls.iterdir()):
-            if not f.is_file() or f.name.startswith("."):
-                continue
+        entries = sorted(p for p in cls.iterdir() if not p.name.startswith("."))
+        nested = [p.name for p in entries if p.is_dir()]
+        if nested:
+            raise InputError(
+                f"Expected images directly in each class folder of {root}, got sub-folders in "
+                f"{cls.name}/ ({', '.join(nested[:3])}); point --data at the folder whose "
+                f"sub-folders are the classes (e.g. {cls}) or flatten them"
+            )
+        files = [p for p in entries if p.is_file()]
+        if not files:
+            raise InputError(
+                f"Expected images in every class folder of {root}, got none in {cls.name}/; "
+                "add its images or remove the folder"
+            )
+        for f in files:
             try:
-                with Image.open(f) as im:
-                    im.load()
-                    images.append(im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy())
+                images.append(_read_image(f))
                 labels.append(cls.name)
-            except (UnidentifiedImageError, OSError, SyntaxError):
-                bad.append(str(f.relative_to(root)))
+            except ValueError as exc:
+                bad.append(f"{f.relative_to(root)} ({exc})")
     if bad and not skip_corrupt:
         raise InputError(
             f"Expected readable images, got {len(bad)} unreadable file(s) in {root}: "
-            f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; remove them or pass "
+            f"{'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; remove them or pass "
             "skip_corrupt=True (--skip-corrupt)"
         )
     if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable images: {', '.join(bad[:5])}", stacklevel=2)
+        warnings.warn(f"skipped {len(bad)} unreadable image(s): {'; '.join(bad[:3])}"
+                      f"{' ...' if len(bad) > 3 else ''}", stacklevel=2)
     if not images:
-        raise InputError(f"Expected images in the class folders of {root}, got none")
+        raise InputError(f"Expected readable images in the class folders of {root}, got none")
     grey = all(im.mode == "L" for im in images)
     arrays = [np.asarray(im.convert("L" if grey else "RGB")) for im in images]
     if len({a.shape for a in arrays}) == 1:
@@ -261,7 +524,13 @@ def load_image_folder(root, *, skip_corrupt: bool = False) -> Dataset:
     return Dataset(root.name, "image", arrays, np.asarray(labels), {"root": str(root)})
 
 
-def load_text_table(path, *, text_column: str = "text", label_column: str = "label") -> Dataset:
+def _blank(col):
+    """Missing cells (None/NaN) and empty or blank strings of a pandas column."""
+    return col.isna() | col.astype(str).str.strip().eq("")
+
+
+def load_text_table(path, *, text_column: str = "text", label_column: str = "label",
+                    encoding: str | None = None) -> Dataset:
     """A text classification table: one text column and one label column.
 
     Parameters
@@ -270,42 +539,152 @@ def load_text_table(path, *, text_column: str = "text", label_column: str = "lab
         A ``.csv``, ``.tsv``, ``.parquet`` or ``.jsonl`` (one JSON object a line) file.
     text_column, label_column : str
         The columns holding the texts and the labels.
+    encoding : str, optional
+        The text encoding of a CSV/TSV/JSONL file (default UTF-8).
 
     Returns
     -------
     Dataset
-        Of kind ``"text"``, named after the file; rows missing a text or a label are dropped.
+        Of kind ``"text"``, named after the file. Labels are read as strings, so ``"NA"``,
+        ``"N/A"`` or ``"null"`` are classes like any other (int64 when every label is an
+        integer); rows with an empty text or a missing (empty or null) label are dropped with a
+        warning that counts them.
 
     Raises
     ------
     InputError
-        For a missing column (with a did-you-mean) or no usable rows.
-    OptionalDependencyError
-        Without pandas.
+        For a missing column (with a did-you-mean), the same column for texts and labels,
+        undecodable bytes (naming ``--encoding``), an unreadable file or no usable rows.
     """
-    pd = require("pandas", "tables", "Reading text tables")
+    from transferscope.io import labels_array, read_table
+
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        df = pd.read_parquet(path)
-    elif suffix == ".jsonl":
-        df = pd.read_json(path, lines=True)
-    else:
-        df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    for role, col in (("text", text_column), ("label", label_column)):
+    df = read_table(path, encoding=encoding, str_columns="all")
+    for col, role in ((text_column, "text"), (label_column, "label")):
         if col not in df.columns:
             raise InputError(
                 f"Expected a {role} column {col!r} in {path.name}, got {list(df.columns)}"
                 f"{suggest(col, [str(c) for c in df.columns])}; choose it with --{role}-column"
             )
-    df = df[[text_column, label_column]].dropna()
-    if df.empty:
-        raise InputError(f"Expected rows with text and a label in {path.name}, got none")
+    if text_column == label_column:
+        raise InputError(f"Expected different text and label columns, got {text_column!r} for "
+                         "both; pass --text-column and --label-column")
+    no_text, no_label = _blank(df[text_column]), _blank(df[label_column])
+    drop = (no_text | no_label).to_numpy()
+    if drop.all():
+        raise InputError(
+            f"Expected rows with text and a label in {path.name}, got none of {len(df)} "
+            f"({int(no_text.sum())} without text, {int(no_label.sum())} without a label)"
+        )
+    if drop.any():
+        rows = (np.flatnonzero(drop) + 1)[:5].tolist()
+        warnings.warn(
+            f"{path.name}: dropped {int(drop.sum())} of {len(df)} rows ({int(no_text.sum())} "
+            f"with an empty text, {int(no_label.sum())} without a label; data rows "
+            f"{', '.join(map(str, rows))}{' ...' if drop.sum() > 5 else ''})", stacklevel=2)
+    df = df[~drop]
     return Dataset(path.stem, "text", df[text_column].astype(str).tolist(),
-                   df[label_column].to_numpy())
+                   labels_array(df[label_column].tolist()))
 
 
-def load_arrays(path, *, labels_path=None, kind=None) -> Dataset:
+LAYOUTS = ("NCHW", "NHWC")
+_CHANNELS = (1, 3, 4)
+
+
+def _image_layout(x: np.ndarray, name: str, layout: str | None) -> np.ndarray:
+    """4-D images as (N, H, W, C): NCHW transposed; an unclear layout is an error."""
+    _, a, _, c = x.shape
+    if layout is None:
+        chw, hwc = a in _CHANNELS, c in _CHANNELS
+        if chw and hwc:
+            raise InputError(
+                f"Expected 4-D images whose channel axis is clear in {name}, got shape {x.shape}: "
+                f"NCHW ({a} channels of {x.shape[2]}x{c}) or NHWC ({c} channels of "
+                f"{a}x{x.shape[2]}); state it with layout='NCHW' or 'NHWC' (--layout)"
+            )
+        if not (chw or hwc):
+            raise InputError(
+                f"Expected 4-D images (N, H, W, C) or (N, C, H, W) with 1, 3 or 4 channels in "
+                f"{name}, got shape {x.shape}; save them in one of these layouts"
+            )
+        layout = "NCHW" if chw else "NHWC"
+    channels = a if layout == "NCHW" else c
+    if channels not in _CHANNELS:
+        raise InputError(
+            f"Expected 1, 3 or 4 channels on the {layout} channel axis of {name}, got shape "
+            f"{x.shape} ({channels} channels); check --layout"
+        )
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == "NCHW" else x
+
+
+def _image_values(x: np.ndarray, name: str) -> np.ndarray:
+    """Image arrays as uint8, or floats in [0, 1]; other ranges are scaled by bit depth or
+    refused."""
+    if x.dtype == np.uint8 or x.size == 0:
+        return x
+    if x.dtype == np.bool_:
+        return x.astype(np.uint8) * 255
+    if x.dtype.kind in "iu":
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0:
+            raise InputError(f"Expected non-negative pixel values in {name}, got a minimum of "
+                             f"{lo}; save images as uint8 (0-255) or floats in [0, 1]")
+        if x.dtype == np.uint16:
+            if hi <= 255:
+                warnings.warn(f"{name}: uint16 images using only 0-{hi} are scaled as 16-bit "
+                              "(divided by 257); save them as uint8 if they are 8-bit",
+                              stacklevel=3)
+            bits = 16
+        elif hi <= 255:
+            return x.astype(np.uint8)
+        elif hi <= 65535:
+            bits = 16
+        else:
+            raise InputError(f"Expected pixel values of at most 16 bits in {name}, got a "
+                             f"maximum of {hi}; scale them to uint8 (0-255) or floats in [0, 1]")
+        return np.round(x.astype(np.float64) * (255 / (2**bits - 1))).astype(np.uint8)
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise InputError(
+            f"Expected float images in [0, 1] in {name}, got values in [{lo:.4g}, {hi:.4g}]"
+            f"{' (already normalised?)' if lo < 0 else ''}; divide by 255 or save them as uint8"
+        )
+    return x
+
+
+def _label_values(y: np.ndarray, name: str) -> np.ndarray:
+    """Labels of shape (N,), str or integer; floats must be whole numbers."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        hint = "; if they are one-hot, save labels.argmax(axis=1)" if y.ndim == 2 else ""
+        raise InputError(f"Expected labels of shape (N,) in {name}, got shape {y.shape}{hint}")
+    if y.dtype.kind == "S":
+        try:
+            return np.char.decode(y, "utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"Expected UTF-8 byte-string labels in {name}, got undecodable "
+                             "bytes; save them as str") from None
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise InputError(f"Expected a label for every sample in {name}, got {int(bad.sum())} "
+                             "NaN/Inf labels; drop those samples")
+        if np.any(y != np.round(y)):
+            raise InputError(
+                f"Expected class labels in {name}, got non-integer floats (e.g. "
+                f"{y[y != np.round(y)][0]!r}): a regression target? transferscope ranks and "
+                "fine-tunes classification targets"
+            )
+        return y.astype(np.int64)
+    if y.dtype.kind not in "biuU":
+        raise InputError(f"Expected integer or string labels in {name}, got dtype {y.dtype}; "
+                         "save them as int or str")
+    return y
+
+
+def load_arrays(path, *, labels_path=None, kind=None, layout=None,
+                encoding: str | None = None) -> Dataset:
     """Inputs and labels stored as NumPy arrays.
 
     Parameters
@@ -314,49 +693,94 @@ def load_arrays(path, *, labels_path=None, kind=None) -> Dataset:
         A ``.npz`` with inputs under ``X`` (or ``x``, ``features``, ``inputs``) and labels under
         ``y`` (or ``labels``, ``targets``), or a ``.npy`` of inputs.
     labels_path : str or Path, optional
-        A ``.npy`` of labels, shape (N,); required with a ``.npy`` inputs file.
+        Labels of shape (N,): a ``.npy`` or a whitespace-separated text file; required with a
+        ``.npy`` inputs file, and replacing an ``.npz``'s own labels.
     kind : str, optional
         The dataset kind; by default from the inputs' shape: (N, D) ``"array"``,
-        (N, channels, length) ``"series"``, (N, H, W, C) ``"image"``.
+        (N, channels, length) ``"series"``, 4-D ``"image"``.
+    layout : {"NCHW", "NHWC"}, optional
+        Where 4-D images keep their channels; by default the axis of size 1, 3 or 4 (an
+        ambiguous shape such as (N, 3, 8, 3) is an error asking for it). NCHW is transposed to
+        (N, H, W, C).
+    encoding : str, optional
+        The encoding of a text labels file (default UTF-8).
 
     Returns
     -------
     Dataset
-        Named after the file; no pickles are loaded.
+        Named after the file; no pickles are loaded. Images are uint8, or floats in [0, 1]:
+        uint16 (and wider integers above 255) are scaled to uint8 by their bit depth.
 
     Raises
     ------
     InputError
-        For missing arrays or labels, an inputs shape of another rank, or unequal lengths.
+        For missing arrays or labels, an inputs shape of another rank, unequal lengths, empty,
+        corrupt, pickled, forged or oversized files, non-numeric or non-finite inputs, labels
+        that are not classes, or an unclear image layout.
     """
+    from transferscope.io import load_labels, load_npy, load_npz
+
     path = Path(path)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as d:
-            keys = list(d.keys())
+    name = path.name
+    if layout is not None and layout not in LAYOUTS:
+        raise InputError(f"Expected layout 'NCHW' or 'NHWC', got {layout!r}")
+    if path.suffix.lower() == ".npz":
+        with load_npz(path) as d:
+            keys = d.keys()
             xk = next((k for k in ("X", "x", "features", "inputs") if k in keys), None)
             yk = next((k for k in ("y", "labels", "targets") if k in keys), None)
-            if xk is None or yk is None:
+            if xk is None or (yk is None and labels_path is None):
                 raise InputError(
-                    f"Expected arrays 'X' and 'y' in {path.name}, got keys {keys}; save them as "
+                    f"Expected arrays 'X' and 'y' in {name}, got keys {keys}; save them as "
                     "np.savez(path, X=inputs, y=labels)"
                 )
-            x, y = d[xk], d[yk]
+            x = d[xk]
+            y = d[yk] if labels_path is None else None
     else:
         if labels_path is None:
             raise InputError(
-                f"Expected labels for {path.name}, got none; pass labels_path (--labels FILE.npy)"
+                f"Expected labels for {name}, got none; pass labels_path (--labels FILE.npy)"
             )
-        x, y = np.load(path, allow_pickle=False), np.load(labels_path, allow_pickle=False)
+        x = load_npy(path)
+    if labels_path is not None:
+        y = load_labels(labels_path, encoding=encoding)
+    if x.ndim == 0 or y.ndim == 0:
+        raise InputError(f"Expected one input per sample and one label per input in {name}, "
+                         f"got a scalar ({'inputs' if x.ndim == 0 else 'labels'})")
+    if len(x) == 0:
+        raise InputError(f"Expected samples in {name}, got 0 (inputs of shape {x.shape})")
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"Expected numeric inputs in {name}, got dtype {x.dtype}; save them as "
+                         "numbers (e.g. float32 or uint8)")
+    y = _label_values(y, name)
     if kind is None:
         kind = {2: "array", 3: "series", 4: "image"}.get(x.ndim)
         if kind is None:
             raise InputError(
                 f"Expected 2-D, 3-D (N, channels, length) or 4-D (N, H, W, C) inputs in "
-                f"{path.name}, got shape {x.shape}"
+                f"{name}, got shape {x.shape}"
             )
+    if layout is not None and not (kind == "image" and x.ndim == 4):
+        raise InputError(f"Expected layout only for 4-D image arrays, got {kind} inputs of "
+                         f"shape {x.shape} in {name}; drop --layout")
     if len(x) != len(y):
-        raise InputError(f"Expected one label per input in {path.name}, got {len(x)} vs {len(y)}")
+        raise InputError(f"Expected one label per input in {name}, got {len(x)} vs {len(y)}")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            raise InputError(
+                f"Expected finite inputs in {name}, got NaN/Inf in {int(bad.sum())} sample(s) "
+                f"(first: {int(np.argmax(bad))}); drop or impute them"
+            )
+    if kind == "image":
+        if x.ndim == 4:
+            x = _image_layout(x, name, layout)
+        x = _image_values(x, name)
     return Dataset(path.stem, kind, x, y)
+
+
+OPTIONS = ("text_column", "label_column", "labels_path", "kind", "layout", "skip_corrupt",
+           "encoding")
 
 
 def load_dataset(spec: str, **options) -> Dataset:
@@ -367,13 +791,25 @@ def load_dataset(spec: str, **options) -> Dataset:
     spec : str
         A path (folder, table, arrays, UCR file) or a built-in name (:data:`DATASETS`).
     **options
-        ``text_column``, ``label_column`` (tables), ``labels_path`` and ``kind`` (arrays),
-        ``skip_corrupt`` (image folders).
+        ``text_column``, ``label_column`` (tables), ``labels_path``, ``kind`` and ``layout``
+        (arrays), ``skip_corrupt`` (image folders), ``encoding`` (tables, text labels, UCR
+        files); ``None`` means the default.
 
     Returns
     -------
     Dataset
+
+    Raises
+    ------
+    InputError
+        For an unknown option, a path that does not exist or an unknown built-in name, an
+        option the source does not take (``layout``), and every unusable file (see the loaders).
     """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"Expected options among {', '.join(OPTIONS)}, got {unknown[0]!r}"
+                         f"{suggest(unknown[0], OPTIONS)}")
+    options = {k: v for k, v in options.items() if v is not None}
     if spec in DATASETS:
         loader = DATASETS.get(spec)
         return loader("") if loader.argument else loader()
@@ -386,17 +822,31 @@ def load_dataset(spec: str, **options) -> Dataset:
             f"Expected a dataset path or built-in name, got {spec!r}{suggest(spec, DATASETS)} "
             f"(built-ins: {', '.join(builtin_names())})"
         )
+    suffix = path.suffix.lower()
+    if "layout" in options and (path.is_dir() or suffix not in (".npz", ".npy")):
+        raise InputError(f"Expected layout only for 4-D image arrays (.npz/.npy), got "
+                         f"{path.name!r}; drop --layout")
+    try:
+        return _load_path(path, suffix, options)
+    except OSError as exc:
+        raise InputError(f"Expected a readable dataset, got {path}: {one_line(exc)}") from None
+
+
+def _load_path(path: Path, suffix: str, options: dict) -> Dataset:
+    encoding = options.get("encoding")
     if path.is_dir():
         return load_image_folder(path, skip_corrupt=options.get("skip_corrupt", False))
-    suffix = path.suffix.lower()
     if suffix in TABLE_SUFFIXES:
         return load_text_table(path, text_column=options.get("text_column", "text"),
-                               label_column=options.get("label_column", "label"))
+                               label_column=options.get("label_column", "label"),
+                               encoding=encoding)
     if suffix in (".npz", ".npy"):
         return load_arrays(path, labels_path=options.get("labels_path"),
-                           kind=options.get("kind"))
+                           kind=options.get("kind"), layout=options.get("layout"),
+                           encoding=encoding)
     if suffix in (".ts", ".arff"):
-        x, y = read_ts(path) if suffix == ".ts" else read_arff(path)
+        read = read_ts if suffix == ".ts" else read_arff
+        x, y = read(path, encoding=encoding)
         return Dataset(path.stem, "series", x, y)
     raise InputError(
         f"Expected a class-folder directory or a {', '.join(TABLE_SUFFIXES)}, .npz, .npy, .ts or "

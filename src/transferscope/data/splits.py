@@ -11,7 +11,11 @@ from transferscope.errors import InputError
 
 
 def _by_class(labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    if labels.ndim != 1 or len(labels) == 0:
+        raise InputError(f"Expected labels of shape (N,) with N >= 1, got shape {labels.shape}; "
+                         "pass a dataset with samples")
     _, codes = np.unique(labels, return_inverse=True)
+    codes = codes.reshape(-1)
     return [rng.permutation(np.flatnonzero(codes == c)) for c in range(codes.max() + 1)]
 
 
@@ -58,8 +62,9 @@ def stratified_split(labels, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> list[n
     Each class contributes at least one sample to every part when it has enough samples; the
     split is a pure function of (labels, fractions, seed).
     """
-    fractions = np.asarray(fractions, dtype=float)
-    if np.any(fractions <= 0) or abs(fractions.sum() - 1) > 1e-9:
+    fractions = np.asarray(fractions, dtype=float).reshape(-1)
+    if (not np.isfinite(fractions).all() or np.any(fractions <= 0)
+            or abs(fractions.sum() - 1) > 1e-9):
         raise InputError(
             f"Expected positive split fractions summing to 1, got {fractions.tolist()}"
         )

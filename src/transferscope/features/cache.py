@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 import warnings
 from pathlib import Path
@@ -93,16 +94,28 @@ class FeatureCache:
             no complete entry, or when it is corrupt (with a warning, so the caller recomputes).
         """
         npy, meta = self._paths(key)
-        if not meta.exists() or not npy.exists():
+        try:
+            if not meta.is_file() or not npy.is_file():
+                return None
+        except OSError:  # e.g. the cache folder is a file
             return None
         try:
             info = json.loads(meta.read_text())
+            if not isinstance(info, dict):
+                raise ValueError(f"its record is a JSON {type(info).__name__}, not an object")
+            if not isinstance(info.get("sha256"), str) or not isinstance(info.get("shape"), list):
+                raise ValueError("its record lacks the array's sha256 and shape")
             arr = np.load(npy, allow_pickle=False)
+            if not isinstance(arr, np.ndarray):
+                arr.close()
+                raise ValueError("the .npy holds no array")
             if _digest(arr) != info["sha256"] or list(arr.shape) != info["shape"]:
                 raise ValueError("checksum mismatch")
             return arr
-        except (ValueError, OSError, KeyError, EOFError) as exc:
-            warnings.warn(f"feature cache entry {npy.name} is corrupt ({exc}); recomputing",
+        except (ValueError, OSError, KeyError, EOFError, TypeError, MemoryError,
+                pickle.UnpicklingError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            warnings.warn(f"feature cache entry {npy.name} is corrupt ({first}); recomputing",
                           stacklevel=2)
             return None
 
@@ -119,16 +132,31 @@ class FeatureCache:
         info : dict, optional
             Extra JSON-serialisable fields for the record (model, layer, dataset names).
         """
+        try:
+            self._write(key, array, info)
+        except OSError as exc:
+            warnings.warn(f"feature cache {self.root} is not writable ({exc}); the features are "
+                          "not cached: pass another cache folder (--cache-dir)", stacklevel=2)
+
+    def _write(self, key: str, array: np.ndarray, info: dict | None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         npy, meta = self._paths(key)
         array = np.ascontiguousarray(array)
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, npy)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, array, allow_pickle=False)
+            os.replace(tmp, npy)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         record = {"sha256": _digest(array), "shape": list(array.shape),
                   "dtype": str(array.dtype), **(info or {})}
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".json.tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh)
-        os.replace(tmp, meta)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(record, fh)
+            os.replace(tmp, meta)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

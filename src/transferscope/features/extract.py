@@ -9,7 +9,40 @@ import numpy as np
 
 from transferscope.backends import Backend, create_backend
 from transferscope.data import Dataset
+from transferscope.errors import InputError
 from transferscope.features.cache import FeatureCache, cache_key
+
+
+def check_features(x, model: str, layer: str, n: int) -> None:
+    """Refuse features that are not an (n, D >= 1) array of finite numbers (one-line error).
+
+    Parameters
+    ----------
+    x : ndarray or None
+        What the backend returned for ``layer``.
+    model, layer : str
+        Named in the message.
+    n : int
+        The number of samples.
+
+    Raises
+    ------
+    InputError
+        For a missing layer, another shape, or NaN/inf values (e.g. NaN weights in a
+        checkpoint, or activations that overflow).
+    """
+    where = f"model {model!r} at layer {layer!r}"
+    if x is None or np.ndim(x) != 2 or x.shape[0] != n or x.shape[1] < 1:
+        got = "none" if x is None else f"shape {np.shape(x)}"
+        raise InputError(f"Expected features of shape ({n}, D) from {where}, got {got}; pick "
+                         "another layer (--layer)")
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"Expected finite features from {where}, got NaN or inf for {int(bad.sum())} of {n} "
+            "samples; check the model's weights (checkpoint) and that the inputs are on the "
+            "scale it expects"
+        )
 
 
 class ProgressBar:
@@ -81,6 +114,7 @@ def extract_features(model, data: Dataset, layers=None, *, cache: FeatureCache |
                                  progress=ProgressBar(f"{backend.name} on {data.name}",
                                                       progress))
         for layer in todo:
+            check_features(feats.get(layer), backend.name, layer, len(data))
             cache.put(keys[layer], feats[layer],
                       {"model": backend.name, "layer": layer, "dataset": data.name})
             out[layer] = feats[layer]

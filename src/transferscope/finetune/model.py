@@ -67,9 +67,31 @@ class TransferModel(nn.Module):
         ----------
         example : torch.Tensor of shape (B, ...)
             A prepared batch (B >= 1); the head is put on its device.
+
+        Raises
+        ------
+        InputError
+            When the batch does not fit the model (the first forward pass fails: the message
+            names the model, the batch shape, the error's first line and what to check).
         """
-        with torch.no_grad():
-            self.n_features = self.features(example[:2]).shape[1]
+        from transferscope.backends.torch_module import forward_error
+
+        batch = example[:2]
+        try:
+            with torch.no_grad():
+                feats = self.features(batch)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the first forward pass of the user's model
+            raise forward_error(self.backend.name, batch, exc,
+                                _kind(self.backend, batch),
+                                getattr(self.backend, "preprocessing", None)) from None
+        if not isinstance(feats, torch.Tensor) or feats.dim() != 2 or len(feats) != len(batch):
+            got = (f"shape {tuple(feats.shape)}" if isinstance(feats, torch.Tensor)
+                   else type(feats).__name__)
+            raise InputError(f"Expected (batch, features) from model {self.backend.name!r} at "
+                             f"layer {self.layer!r}, got {got}; pick another layer (--layer)")
+        self.n_features = feats.shape[1]
         self.head = make_head(self.n_features, self.head_width, self.n_outputs)
         self.head.to(example.device)
 
@@ -107,6 +129,14 @@ class TransferModel(nn.Module):
         """
         return sum(p.numel() for p in self.parameters()
                    if p.requires_grad or not trainable_only)
+
+
+def _kind(backend, x: torch.Tensor) -> str | None:
+    """The data kind a prepared batch most likely is (picks the hint of a forward error)."""
+    modalities = getattr(backend, "modalities", ())
+    if len(modalities) == 1:
+        return modalities[0]
+    return {2: "array", 3: "series"}.get(x.dim())
 
 
 def make_head(n_features: int, width: int, n_outputs: int) -> nn.Module:

@@ -109,6 +109,12 @@ def make_split(backend, data: Dataset, split_seed: int = 0,
     """The seeded stratified 60/20/20 split of ``data`` as ``backend``'s tensors; with
     ``train_fraction`` < 1 only that fraction of each class's training part (validation and
     test stay the same)."""
+    classes, counts = np.unique(data.labels, return_counts=True)
+    if counts.min() < len(split):
+        raise InputError(
+            f"Expected at least {len(split)} samples per class for a train/validation/test "
+            f"split, got {counts.min()} in class {classes[counts.argmin()]!r}; drop that class "
+            "or add samples")
     train_idx, val_idx, test_idx = stratified_split(data.labels, split, seed=split_seed)
     if train_fraction != 1.0:
         train_idx = train_idx[subsample_indices(data.labels[train_idx],
@@ -306,7 +312,7 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
             runs[arm].append(run_or_reuse(store, backend, split, rc, device=cfg.device, tags={
                 "arm": arm, "target": data.name, "source": backend.name}))
         m = [r.metrics for r in runs[arm]]
-        mean, lo, hi = mean_ci([x["test_acc"] for x in m])
+        mean, lo, hi = mean_ci([x["test_acc"] for x in m], bounds=(0.0, 1.0))
         rows.append({"arm": arm, "strategy": name, "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
                      "seeds": seeds, "n_train": len(split.idx[0]),
                      "params": m[-1]["params"], "trainable_params": m[-1]["trainable_params"],

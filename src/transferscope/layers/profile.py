@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from transferscope.backends import create_backend
+from transferscope.backends import FinetunableBackend, create_backend
 from transferscope.backends.simple import random_twin
 from transferscope.data import Dataset, training_part
-from transferscope.errors import ConstantFeaturesError
+from transferscope.errors import ConstantFeaturesError, InputError
 from transferscope.features import FeatureCache, extract_features
 from transferscope.layers.cka import linear_cka
 from transferscope.metrics import feature_metrics, get_metric, score
@@ -121,6 +121,10 @@ def layer_profile(data: Dataset, model, config: ProfileConfig | None = None,
     """
     cfg = config or ProfileConfig(**kw)
     backend = create_backend(model) if isinstance(model, str) else model
+    if not isinstance(backend, FinetunableBackend):
+        raise InputError(f"Expected a model with weights for a layer profile (its layers are "
+                         f"compared with its random-init twin's), got {backend.name!r}; "
+                         "profile an effnet-lite, hf:, torch:, timm: or torchvision: model")
     backend.check_input(data)
     layers = list(cfg.layers or backend.layers())
     backend.check_layers(layers)

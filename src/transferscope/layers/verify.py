@@ -111,7 +111,7 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SE
                              tags={"verify": c["name"], "target": data.name,
                                    "source": backend.name}) for rc in configs]
         correct[c["name"]] = np.stack([np.asarray(r.metrics["test_correct"]) for r in runs])
-        mean, lo, hi = mean_ci([r.metrics["test_acc"] for r in runs])
+        mean, lo, hi = mean_ci([r.metrics["test_acc"] for r in runs], bounds=(0.0, 1.0))
         rows.append({"config": c["name"], "layer": c["layer"], "cut": c["cut"],
                      "head_width": c["head_width"], "strategy": c["strategy"],
                      "test_acc": mean, "ci_lo": lo, "ci_hi": hi,

@@ -22,6 +22,9 @@ The contract:
   whose owner is alive is never taken over; one owned elsewhere is taken over only when its
   heartbeat is older than ``stale_after_s`` (a lease).
 - Finished runs are frozen: logging to, finishing or failing them again is an error.
+- Named locks (``with store.lock("study:<name>")``) keep work that only one process may do
+  (driving a study) to one process: the same owner rules as runs, with :meth:`refresh_lock`
+  as the heartbeat.
 - Every method is one transaction: a reader sees a run before or after a write, never half
   of it (``finish`` writes the metrics and flips the state together; ``set_artifacts``
   reads, merges and writes in one transaction).
@@ -125,6 +128,19 @@ def refuse_live(run_id: int, heartbeat_at: float, now: float, stale_after_s: flo
                      f"{now - heartbeat_at:.0f}s ago); {hint}")
 
 
+def refuse_held(name: str, owner: dict | None, heartbeat_at: float, now: float,
+                stale_after_s: float) -> None:
+    """Refuse to take a lock held by another live process (see :func:`refuse_live`)."""
+    if owner and owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid():
+        return  # this process holds it already
+    if is_stale(owner, heartbeat_at, now - stale_after_s):
+        return
+    where = f"process {owner['pid']} on {owner['host']}" if owner else "another process"
+    raise InputError(f"Expected {name} to be free, got it held by {where} (last seen "
+                     f"{now - heartbeat_at:.0f}s ago); only one may run it: wait for that one "
+                     "to finish")
+
+
 def refuse_frozen(run_id: int, state: str) -> None:
     """Refuse a write to a run that is not ``running``."""
     if state != "running":
@@ -209,6 +225,30 @@ class RunStore(ABC):
     @abstractmethod
     def epochs_of(self, run_id: int) -> list[dict]:
         """The run's per-epoch metrics in epoch order, each with its ``epoch``."""
+
+    # -- locks ---------------------------------------------------------------------------------
+    @abstractmethod
+    def acquire_lock(self, name: str) -> None:
+        """Take the lock ``name`` for this process, or raise a one-line :class:`InputError`
+        naming the live process that holds it. A lock whose owner is gone (or, owned on
+        another host, not refreshed for ``stale_after_s``) is taken over."""
+
+    @abstractmethod
+    def refresh_lock(self, name: str) -> None:
+        """Refresh this process's lock ``name`` (its heartbeat)."""
+
+    @abstractmethod
+    def release_lock(self, name: str) -> None:
+        """Release this process's lock ``name`` (no error if it is not held)."""
+
+    @contextmanager
+    def lock(self, name: str):
+        """``with store.lock(name):`` - held for the body, released after (also on errors)."""
+        self.acquire_lock(name)
+        try:
+            yield
+        finally:
+            self.release_lock(name)
 
     # -- the one way to run-or-reuse ----------------------------------------------------------
     @contextmanager

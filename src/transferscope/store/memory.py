@@ -15,6 +15,7 @@ from transferscope.store.base import (
     check_state,
     is_stale,
     refuse_frozen,
+    refuse_held,
     refuse_live,
     this_process,
 )
@@ -35,6 +36,7 @@ class MemoryRunStore(RunStore):
         self._runs: dict[str, dict] = {}  # key -> row
         self._epochs: dict[int, dict[int, dict]] = {}
         self._members: dict[tuple[str, int], dict] = {}  # (study, run id) -> tags
+        self._locks: dict[str, tuple[dict, float]] = {}  # name -> (owner, heartbeat)
 
     def _by_id(self, run_id: int) -> dict:
         return next(r for r in self._runs.values() if r["id"] == run_id)
@@ -134,6 +136,25 @@ class MemoryRunStore(RunStore):
                                "stopped")
                     n += 1
         return n
+
+    def acquire_lock(self, name):
+        """Take lock ``name``; see :meth:`RunStore.acquire_lock`."""
+        with self._lock:
+            if name in self._locks:
+                owner, beat = self._locks[name]
+                refuse_held(name, owner, beat, self.now(), self.stale_after_s)
+            self._locks[name] = (this_process(), self.now())
+
+    def refresh_lock(self, name):
+        """Refresh lock ``name``; see :meth:`RunStore.refresh_lock`."""
+        with self._lock:
+            if name in self._locks:
+                self._locks[name] = (self._locks[name][0], self.now())
+
+    def release_lock(self, name):
+        """Release lock ``name``; see :meth:`RunStore.release_lock`."""
+        with self._lock:
+            self._locks.pop(name, None)
 
     def find(self, config: RunConfig):
         """A copy of the run ``config``, or ``None``; see :meth:`RunStore.find`."""

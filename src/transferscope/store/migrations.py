@@ -14,7 +14,8 @@ History:
   existing runs from the fields of their old config records; ``study_runs`` (a run may
   belong to several studies, each with its own tags), filled from ``runs.study``.
 - 3: ``runs.owner`` (host, process id and start time of the process running it), so a run
-  whose process is gone restarts at once instead of waiting for its heartbeat to age.
+  whose process is gone restarts at once instead of waiting for its heartbeat to age;
+  ``locks`` (named locks with an owner and a heartbeat: one driver per study).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def _v1_to_v2(conn, sa) -> None:
 
 def _v2_to_v3(conn, sa) -> None:
     conn.execute(sa.text("ALTER TABLE runs ADD COLUMN owner TEXT"))
+    conn.execute(sa.text("CREATE TABLE locks (name VARCHAR(200) NOT NULL PRIMARY KEY, "
+                         "owner TEXT NOT NULL, heartbeat_at FLOAT NOT NULL)"))
 
 
 MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}  # from version -> function

@@ -13,6 +13,7 @@ SQLAlchemy URL: ``sqlite:///tscope.db`` (the default, a local file) or a server 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 from transferscope.config import RunConfig
 from transferscope.errors import InputError, require
@@ -23,6 +24,7 @@ from transferscope.store.base import (
     check_state,
     is_stale,
     refuse_frozen,
+    refuse_held,
     refuse_live,
     this_process,
 )
@@ -51,7 +53,8 @@ def connect(url: str):
             f"'{exc.name}', which is not installed; install it (e.g. pip install "
             "psycopg2-binary for postgresql://)") from None
     if engine.dialect.name == "sqlite":
-        db = engine.url.database
+        db = engine.url.database or ""
+        db = db[5:] if db.startswith("file:") else db  # a URI filename (?mode=ro&uri=true)
         if db and db != ":memory:" and not Path(db).resolve().parent.is_dir():
             raise InputError(f"Expected an existing folder for the run store {url}, got no "
                              f"folder {Path(db).parent}; create it first")
@@ -102,6 +105,12 @@ class SQLRunStore(RunStore):
             sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
             sa.Column("tags", sa.Text),
         )
+        self.locks = sa.Table(
+            "locks", meta,
+            sa.Column("name", sa.String(200), primary_key=True),
+            sa.Column("owner", sa.Text, nullable=False),
+            sa.Column("heartbeat_at", sa.Float, nullable=False),
+        )
         self.epochs = sa.Table(
             "epochs", meta,
             sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
@@ -115,6 +124,19 @@ class SQLRunStore(RunStore):
                 f"Expected a run store (a database) at {url}, got one it cannot open "
                 f"({str(exc.orig or exc).splitlines()[0][:100]}); move the file aside or "
                 "pass another --db") from None
+
+    @contextmanager
+    def _write(self):
+        """A write transaction; a database that refuses the write (read-only file, full disk,
+        locked) is a one-line error, and the transaction leaves nothing half-written."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except self.sa.exc.OperationalError as exc:
+            raise InputError(
+                f"Expected to write the run store at {self.url}, got "
+                f"{str(exc.orig or exc).splitlines()[0][:100]!r}; check that the file and its "
+                "folder are writable and the disk has space (finished runs are kept)") from None
 
     def _open(self, meta, url: str) -> None:
         sa = self.sa
@@ -143,7 +165,7 @@ class SQLRunStore(RunStore):
         from transferscope import __version__
 
         sa, now, key = self.sa, self.now(), config.key()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(sa.select(self.runs).where(self.runs.c.run_key == key)).first()
             if row is None:
                 res = conn.execute(self.runs.insert().values(
@@ -180,7 +202,7 @@ class SQLRunStore(RunStore):
 
     def link(self, config: RunConfig, study: str, tags: dict | None = None) -> bool:
         """Add the run to ``study`` with ``tags`` (one transaction); see :meth:`RunStore.link`."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             run_id = conn.execute(self.sa.select(self.runs.c.id).where(
                 self.runs.c.run_key == config.key())).scalar()
             if run_id is None:
@@ -195,7 +217,7 @@ class SQLRunStore(RunStore):
 
     def log_epoch(self, run: Run, epoch: int, metrics: dict) -> None:
         """Insert one epoch's metrics and refresh the heartbeat; see :meth:`RunStore.log_epoch`."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._check_running(conn, run)
             conn.execute(self.epochs.insert().values(run_id=run.id, epoch=epoch,
                                                      metrics=json.dumps(metrics)))
@@ -206,7 +228,7 @@ class SQLRunStore(RunStore):
                artifacts: dict | None = None) -> None:
         """Store the final results and mark the run finished; see :meth:`RunStore.finish`."""
         now = self.now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._check_running(conn, run)
             conn.execute(self.runs.update().where(self.runs.c.id == run.id).values(
                 state="finished", finished_at=now, heartbeat_at=now,
@@ -215,7 +237,7 @@ class SQLRunStore(RunStore):
 
     def set_artifacts(self, config: RunConfig, artifacts: dict) -> None:
         """Merge artifact paths into a finished run; see :meth:`RunStore.set_artifacts`."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(self.sa.select(self.runs.c.id, self.runs.c.state,
                                               self.runs.c.artifacts).where(
                 self.runs.c.run_key == config.key())).first()
@@ -228,7 +250,7 @@ class SQLRunStore(RunStore):
 
     def fail(self, run: Run, error: str) -> None:
         """Mark the run failed (error kept to 2,000 characters); see :meth:`RunStore.fail`."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._check_running(conn, run)
             conn.execute(self.runs.update().where(self.runs.c.id == run.id).values(
                 state="failed", error=error[:2000], heartbeat_at=self.now()))
@@ -240,7 +262,7 @@ class SQLRunStore(RunStore):
         where = self.runs.c.state == "running"
         if study is not None:
             where = where & (self.runs.c.study == study)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             rows = conn.execute(self.sa.select(self.runs.c.id, self.runs.c.owner,
                                                self.runs.c.heartbeat_at).where(where)).all()
             stale = [r.id for r in rows
@@ -249,6 +271,34 @@ class SQLRunStore(RunStore):
                 conn.execute(self.runs.update().where(self.runs.c.id.in_(stale)).values(
                     state="failed", error="its process is gone or its heartbeat stopped"))
             return len(stale)
+
+    # -- locks ---------------------------------------------------------------------------------
+    def acquire_lock(self, name: str) -> None:
+        """Take lock ``name`` in one transaction; see :meth:`RunStore.acquire_lock`."""
+        now, me = self.now(), json.dumps(this_process())
+        with self._write() as conn:
+            row = conn.execute(self.sa.select(self.locks).where(
+                self.locks.c.name == name)).first()
+            if row is None:
+                conn.execute(self.locks.insert().values(name=name, owner=me, heartbeat_at=now))
+                return
+            refuse_held(name, json.loads(row.owner), row.heartbeat_at, now, self.stale_after_s)
+            conn.execute(self.locks.update().where(self.locks.c.name == name).values(
+                owner=me, heartbeat_at=now))
+
+    def refresh_lock(self, name: str) -> None:
+        """Refresh lock ``name``'s heartbeat; see :meth:`RunStore.refresh_lock`."""
+        with self._write() as conn:
+            conn.execute(self.locks.update().where(self.locks.c.name == name).values(
+                heartbeat_at=self.now()))
+
+    def release_lock(self, name: str) -> None:
+        """Delete lock ``name`` if this process holds it; see :meth:`RunStore.release_lock`."""
+        with self._write() as conn:
+            row = conn.execute(self.sa.select(self.locks.c.owner).where(
+                self.locks.c.name == name)).first()
+            if row is not None and json.loads(row.owner).get("pid") == this_process()["pid"]:
+                conn.execute(self.locks.delete().where(self.locks.c.name == name))
 
     # -- reading ------------------------------------------------------------------------------
     def list(self, *, state: str | None = None, study: str | None = None) -> list[dict]:

@@ -220,6 +220,9 @@ def write_report(spec: StudySpec, out, store: RunStore | None = None) -> Path:
     InputError
         When the study has no finished (target, source) pair to report.
     """
+    if Path(out).is_dir():
+        raise InputError(f"Expected a file to write the report to, got the folder {out}; pass "
+                         "a file name, e.g. -o report.html")
     require("matplotlib", "plot", "study reports")
     plt = _Figures()
     store = store or open_store(spec.db)

@@ -193,6 +193,7 @@ def drive(store: RunStore, study: str, tasks: list[Task], ex, progress: Progress
     failed = []
     for j, result, error in ex.run(fn, [t.payload for t in todo]):
         t = todo[j]
+        store.refresh_lock(f"study {study!r}")
         handle = store.start(t.config, study=study, tags=t.tags)
         if handle is None:  # finished meanwhile by another driver
             bar.step(True)
@@ -237,7 +238,12 @@ def run_study(spec: StudySpec, *, executor: str = "local", jobs: int = 1,
         (label, error) pairs.
     """
     store = open_store(spec.db)
-    # one driver per study: whatever a killed driver left "running" is failed, to be redone
+    with store.lock(f"study {spec.name!r}"):  # one driver per study
+        return _run_locked(spec, store, executor, jobs, address, progress, cpus, gpus)
+
+
+def _run_locked(spec, store, executor, jobs, address, progress, cpus, gpus) -> dict:
+    # the only driver: whatever a killed driver left "running" is failed, to be redone
     store.mark_stale(older_than_s=0, study=spec.name)
     ex = make_executor(executor, jobs=jobs, address=address, cpus=cpus, gpus=gpus)
     summary = {}

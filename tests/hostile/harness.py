@@ -68,7 +68,7 @@ def run_case(c: Case, folder: Path) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
     try:
         argv = c.argv(folder)
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         return "setup", f"{type(exc).__name__}: {exc}"
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -76,15 +76,20 @@ def run_case(c: Case, folder: Path) -> tuple[str, str]:
                 code = main(argv)
             except SystemExit as exc:  # argparse usage errors
                 code = exc.code
-    except Exception:  # noqa: BLE001 - what escaped is the finding
+    except (Exception, SystemExit):  # noqa: BLE001 - what escaped is the finding
         return "traceback", traceback.format_exc(limit=3).strip().splitlines()[-1]
     text = err.getvalue()
     if "Traceback" in text:
         return "traceback", text.strip().splitlines()[-1]
     if code == 2 and text.count("\n") == 1 and text.startswith("tscope: error:"):
         return "error", text.strip()
-    if code == 0 and (c.check is None or c.check(out.getvalue(), folder)):
-        return "correct", ""
+    if code == 0:
+        try:
+            ok = c.check is None or bool(c.check(out.getvalue(), folder))
+        except Exception as exc:  # noqa: BLE001 - output the check cannot even read is wrong
+            ok, text = False, f"{text}\ncheck failed: {type(exc).__name__}: {exc}"
+        if ok:
+            return "correct", ""
     if code == 2 and "error" in text:
         return "multiline", text.strip().splitlines()[-1]
     return "wrong", f"exit {code}: {text.strip()[-200:]}"

@@ -277,3 +277,14 @@ def _huge(d):
     np.savez(d / "h.npz", features=rng.standard_normal((60, 5)) * 1e200,
              labels=np.arange(60) % 3)
     return str(d / "h.npz")
+
+
+def _no_driver(d):
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:  # then the URL is fine: use a bad one
+        return ["runs", "--db", "postgresql+nosuchdriver://user@localhost/db"]
+    return ["runs", "--db", "postgresql://user@localhost/db"]
+
+
+case("runs: postgresql without its driver", _no_driver, needle="install")

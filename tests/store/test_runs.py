@@ -355,3 +355,24 @@ def test_a_read_only_store_is_a_one_line_error_and_stays_consistent(tmp_path):
     with pytest.raises(InputError, match="Expected to write the run store .*readonly"):
         ro.start(cfg(1))
     assert [r["seed"] for r in SQLRunStore(f"sqlite:///{path}").list()] == [0]
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_half_run(tmp_path):
+    """SQLite's page limit gives the same error as a full disk (SQLITE_FULL)."""
+    from sqlalchemy import event
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = SQLRunStore(url)
+    store.finish(store.start(cfg(0)), {"acc": 1.0})
+    with store.engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+
+    @event.listens_for(store.engine, "connect")
+    def _limit(dbapi_conn, _record):
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    store.engine.dispose()  # new connections get the limit
+    big = cfg(1).replace(strategy_config={"padding": "x" * 200_000})
+    with pytest.raises(InputError, match="disk is full.*disk has space"):
+        store.start(big)
+    assert [r["seed"] for r in SQLRunStore(url).list()] == [0]  # nothing half-written

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferscope.errors import InputError, require
+from transferscope.errors import InputError, one_line, require
 
 FORMATS = (".npz", ".npy", ".csv", ".tsv", ".parquet")
 # what pandas reads as missing by default (kept for numeric columns only; labels stay strings)
@@ -38,22 +38,6 @@ def memory_limit() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         return None
-
-
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message on one line (whitespace collapsed), at most ``limit`` characters.
-
-    Parameters
-    ----------
-    exc : BaseException
-    limit : int
-
-    Returns
-    -------
-    str
-        The message, or the exception's type name when it has none.
-    """
-    return " ".join(str(exc).split())[:limit] or type(exc).__name__
 
 
 def _gb(n: int) -> str:

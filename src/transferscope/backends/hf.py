@@ -22,16 +22,7 @@ import torch
 
 from transferscope.backends.base import FinetunableBackend, register_backend, weights_digest
 from transferscope.backends.torch_module import forward_error, resolve_device
-from transferscope.errors import InputError, require
-
-
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    """The first line of an error's message; its first sentence when the line is long."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    line = lines[0] if lines else type(exc).__name__
-    if len(line) > 100 and ". " in line:
-        line = line.split(". ")[0]
-    return line[:limit]
+from transferscope.errors import InputError, first_line, require
 
 
 def _quiet_hub() -> None:
@@ -69,7 +60,7 @@ def _check_source(source: str) -> bool:
         cfg = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"Expected JSON in {config}, got a file that does not parse "
-                         f"({_first_line(exc)}); re-save the model with save_pretrained") from None
+                         f"({first_line(exc)}); re-save the model with save_pretrained") from None
     if not isinstance(cfg, dict):
         raise InputError(f"Expected a JSON object in {config}, got a JSON "
                          f"{type(cfg).__name__}; re-save the model with save_pretrained")
@@ -183,7 +174,7 @@ class HFBackend(FinetunableBackend):
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for bad folders
             raise InputError(
                 f"Expected a Hugging Face model that transformers {transformers.__version__} "
-                f"loads from {source!r}, got {type(exc).__name__}: {_first_line(exc)}; check "
+                f"loads from {source!r}, got {type(exc).__name__}: {first_line(exc)}; check "
                 "config.json (model_type) and that the weights beside it were written by "
                 "save_pretrained"
             ) from None

@@ -20,7 +20,7 @@ from transferscope.backends.base import (
     weights_digest,
 )
 from transferscope.backends.torch_module import TorchModuleBackend, reinitialise
-from transferscope.errors import InputError
+from transferscope.errors import InputError, first_line
 from transferscope.registry import suggest
 
 RAW_IMAGE_SIZE = 32
@@ -121,15 +121,6 @@ SAFETENSORS_HOW = ("save the weights where the model was made with "
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 
-def _first_line(exc: BaseException, limit: int = 160) -> str:
-    """The first line of an error's message; its first sentence when the line is long."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    line = lines[0] if lines else type(exc).__name__
-    if len(line) > 100 and ". " in line:
-        line = line.split(". ")[0]
-    return line[:limit]
-
-
 def _is_safetensors(path: Path) -> bool:
     """Whether the file starts like safetensors: an 8-byte header length, then ``{``."""
     with open(path, "rb") as fh:
@@ -182,7 +173,7 @@ def load_checkpoint(path: Path) -> dict:
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise InputError(
                 f"Expected a safetensors checkpoint in {path.name}, got a file that does not "
-                f"read as one ({_first_line(exc)}); the file may be truncated or not "
+                f"read as one ({first_line(exc)}); the file may be truncated or not "
                 f"safetensors: {SAFETENSORS_HOW}"
             ) from None
     else:
@@ -200,7 +191,7 @@ def load_checkpoint(path: Path) -> dict:
                     f"{path.name}, got a pickle that is not weights-only ({_refusal(exc)}); it "
                     f"was not loaded and none of its code ran: {SAFETENSORS_HOW}"
                 ) from None
-            why = (f"{type(exc).__name__}: {_first_line(exc)}" if framed
+            why = (f"{type(exc).__name__}: {first_line(exc)}" if framed
                    and "weights_only" not in str(exc) else
                    "neither torch's zip format nor a pickle" if not framed else
                    _refusal(exc))
@@ -254,7 +245,7 @@ def load_into(module: torch.nn.Module, state: dict, what: str, ckpt: Path) -> No
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(f"Expected checkpoint {ckpt.name} to fit {what}, got "
-                         f"{_first_line(exc)}") from None
+                         f"{first_line(exc)}") from None
 
 
 class UserModuleBackend(TorchModuleBackend):
@@ -296,7 +287,7 @@ def import_user_file(path: Path):
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"Expected a readable UTF-8 Python file, got {path.name} "
-                         f"({_first_line(exc)}); save it as UTF-8") from None
+                         f"({first_line(exc)}); save it as UTF-8") from None
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
     modname = f"tscope_user_{digest}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
     mod = types.ModuleType(modname)
@@ -317,7 +308,7 @@ def import_user_file(path: Path):
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever the user's file raises
         _restore(modname, previous)
         what = "sys.exit()" if isinstance(exc, SystemExit) else \
-            f"{type(exc).__name__}: {_first_line(exc)}"
+            f"{type(exc).__name__}: {first_line(exc)}"
         raise InputError(
             f"Expected {path.name} to import, got {what}{_user_frame_line(exc, path)}; fix the "
             "file (or install what it imports) so that `python " + path.name + "` runs"
@@ -366,7 +357,7 @@ def build_user_module(path: Path, factory: str):
     except Exception as exc:  # noqa: BLE001 - whatever the user's factory raises
         raise InputError(
             f"Expected {factory}() in {path.name} to build an nn.Module, got "
-            f"{type(exc).__name__}: {_first_line(exc)}{_user_frame_line(exc, path)}; fix the "
+            f"{type(exc).__name__}: {first_line(exc)}{_user_frame_line(exc, path)}; fix the "
             "factory (it is called without arguments)"
         ) from None
     if not isinstance(module, torch.nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 
 from transferscope.backends.base import FinetunableBackend, Preprocessing, weights_digest
 from transferscope.data import Dataset
-from transferscope.errors import InputError
+from transferscope.errors import InputError, first_line
 
 
 def resolve_device(device: str | None) -> str:
@@ -101,8 +101,7 @@ def forward_error(name: str, x, exc: BaseException, kind: str | None = None,
     InputError
         Naming the model, the batch shape, the error's first line and what to check.
     """
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    first = (lines[0] if lines else "")[:240]
+    first = first_line(exc, 240)
     shape = tuple(getattr(x, "shape", ()))
     where = _code_line(exc)
     if not isinstance(exc, (RuntimeError, ValueError, IndexError)):  # the code, not the shapes

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from transferscope.data.dataset import Dataset
-from transferscope.errors import InputError, require
-from transferscope.io import one_line
+from transferscope.errors import InputError, one_line, require
 from transferscope.registry import Registry, suggest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")

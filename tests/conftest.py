@@ -6,6 +6,11 @@ from hypothesis import settings
 
 from tests.s1_inputs import make_s1
 
+# The tests never reach the network: Hugging Face libraries load from local folders and caches
+# only (a hub id that is not cached is an error, which the hostile suite checks).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 # CI draws the same hypothesis examples every run (no flaky red builds); locally they vary
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):

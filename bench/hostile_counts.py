@@ -11,12 +11,15 @@ Prints a table of counts and the cases that are not as expected; writes JSON to 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as in the tests: never the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' hostile cases
 sys.path.insert(0, str(ROOT / "bench"))

@@ -13,7 +13,7 @@ from transferscope.errors import InputError
 from transferscope.features.cache import FeatureCache, cache_key
 
 
-def check_features(x, model: str, layer: str, n: int) -> None:
+def check_extracted(x, model: str, layer: str, n: int) -> None:
     """Refuse features that are not an (n, D >= 1) array of finite numbers (one-line error).
 
     Parameters
@@ -114,7 +114,7 @@ def extract_features(model, data: Dataset, layers=None, *, cache: FeatureCache |
                                  progress=ProgressBar(f"{backend.name} on {data.name}",
                                                       progress))
         for layer in todo:
-            check_features(feats.get(layer), backend.name, layer, len(data))
+            check_extracted(feats.get(layer), backend.name, layer, len(data))
             cache.put(keys[layer], feats[layer],
                       {"model": backend.name, "layer": layer, "dataset": data.name})
             out[layer] = feats[layer]

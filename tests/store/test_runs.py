@@ -376,3 +376,19 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_no_half_run(tmp_path):
     with pytest.raises(InputError, match="disk is full.*disk has space"):
         store.start(big)
     assert [r["seed"] for r in SQLRunStore(url).list()] == [0]  # nothing half-written
+
+
+def test_a_study_in_an_upgraded_store_ignores_runs_of_the_old_format(tmp_path):
+    from tests.study.conftest import write_study
+    from transferscope.study import evaluate, load_spec
+
+    spec = load_spec(write_study(tmp_path))
+    db = tmp_path / "study.db"
+    _v1_store(db)  # a finished run of study 'st' in the old record format
+    con = sqlite3.connect(db)
+    con.execute("UPDATE runs SET study = ?", (spec.name,))
+    con.commit()
+    con.close()
+    upgrade(spec.db)
+    assert len(SQLRunStore(spec.db).list(study=spec.name, state="finished")) == 1
+    assert evaluate(spec)["pairs"] == []  # read, not crashed on, not counted

@@ -19,10 +19,12 @@ and (target, source) pairs for precision and recall.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import numpy as np
 
+from transferscope.config import RunConfig
 from transferscope.store import RunStore, open_store
 from transferscope.study.spec import StudySpec
 from transferscope.verdict import negative_transfer_verdict, paired_gain
@@ -47,9 +49,11 @@ def _grid_runs(spec: StudySpec, store: RunStore) -> list[dict]:
     options = {s: resolved_options(s, spec.strategy_options.get(s, {}))
                for s in [*spec.strategies, spec.baseline]}
     scoring = {"metrics": list(spec.metrics), "subsamples": spec.budgets.subsamples}
-    cells = {}
+    cells, fields = {}, {f.name for f in dataclasses.fields(RunConfig)}
     for r in store.list(study=spec.name, state="finished"):
-        t, c = r["tags"] or {}, r["config"]
+        t, c = r["tags"] or {}, r["config"] or {}
+        if not fields <= set(c):  # written before RunConfig (an upgraded store): not this grid
+            continue
         if t.get("target") not in spec.targets or c["split_seed"] != 0:
             continue
         if spec.layer is not None and c["layer"] != spec.layer:

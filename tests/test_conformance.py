@@ -59,14 +59,10 @@ def _hf_text(tmp):
 
 
 def _hf_image(tmp):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16,
-                                 num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=32)
-    torch.manual_seed(0)
-    transformers.ViTModel(cfg).save_pretrained(tmp)
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp)
-    return f"hf:{tmp}", _images()
+    pytest.importorskip("transformers")
+    from tests.tiny_models import save_tiny_vit
+
+    return save_tiny_vit(tmp), _images()
 
 
 def _torch(tmp):

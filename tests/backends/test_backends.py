@@ -165,14 +165,10 @@ def test_optional_zoos_fail_clearly_when_missing(name):
 
 
 def test_hf_image_model_through_its_processor(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16,
-                                 num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=32)
-    torch.manual_seed(0)
-    transformers.ViTModel(cfg).save_pretrained(tmp_path)
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
-    b = create_backend(f"hf:{tmp_path}")
+    pytest.importorskip("transformers")
+    from tests.tiny_models import save_tiny_vit
+
+    b = create_backend(save_tiny_vit(tmp_path))
     assert b.modalities == ("image",) and b.layers() == ["hidden.0", "hidden.1", "hidden.2"]
     pixels = np.random.default_rng(0).integers(0, 255, (5, 12, 12), dtype=np.uint8)
     images = Dataset("i", "image", pixels, [0, 1, 0, 1, 0])

@@ -510,17 +510,9 @@ case("model: hf hub id offline (not cached)",
 
 
 def tiny_vit(d, processor=True):
-    import transformers
+    from tests.tiny_models import save_tiny_vit
 
-    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16,
-                                 num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=32)
-    torch.manual_seed(0)
-    transformers.ViTModel(cfg).save_pretrained(d / "vit")
-    if processor:
-        transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(
-            d / "vit")
-    return f"hf:{d / 'vit'}"
+    return save_tiny_vit(d / "vit", processor)
 
 
 case("model: hf folder without a tokenizer or image processor",

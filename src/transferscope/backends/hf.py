@@ -219,14 +219,15 @@ class HFBackend(FinetunableBackend):
     def identity(self):
         """Name, weights digest, structure digest (``repr`` of the module), tokenizer
         (vocabulary size, max length) or image-processor digest, and the pooling."""
-        if self._digest is None:
-            self._digest = weights_digest(self.module.state_dict())
+        if self._digest is None:  # hashed once (a twin resets it: new weights)
+            self._digest = (weights_digest(self.module.state_dict()),
+                            hashlib.sha256(repr(self.module).encode()).hexdigest()[:12])
+        weights, structure = self._digest
         if self.tokenizer is not None:
             pre = f"tok={len(self.tokenizer.get_vocab())}|max_len={self.max_length}"
         else:
             pre = "proc=" + hashlib.sha256(self.processor.to_json_string().encode()).hexdigest()[:8]
-        structure = hashlib.sha256(repr(self.module).encode()).hexdigest()[:12]
-        return f"{self.name}|w={self._digest}|s={structure}|{pre}|mean-pool"
+        return f"{self.name}|w={weights}|s={structure}|{pre}|mean-pool"
 
     def features(self, data, layers, *, batch_size=64, device=None, progress=None):
         """Pooled hidden states (see :meth:`Backend.features`).

@@ -285,10 +285,11 @@ class TorchModuleBackend(FinetunableBackend):
         """Name, module class, weights digest, structure digest (``repr`` of the module: its
         layers and their settings), the source digest of a user's code, and the preprocessing
         digest."""
-        if self._digest is None:
-            self._digest = weights_digest(self.module.state_dict())
-        structure = hashlib.sha256(repr(self.module).encode()).hexdigest()[:12]
-        parts = [self.name, type(self.module).__name__, f"w={self._digest}", f"s={structure}"]
+        if self._digest is None:  # hashed once (a twin resets it: new weights)
+            self._digest = (weights_digest(self.module.state_dict()),
+                            hashlib.sha256(repr(self.module).encode()).hexdigest()[:12])
+        weights, structure = self._digest
+        parts = [self.name, type(self.module).__name__, f"w={weights}", f"s={structure}"]
         if self.source is not None:
             parts.append("src=" + hashlib.sha256(self.source.encode()).hexdigest()[:12])
         pre = self.preprocessing.digest() if self.preprocessing is not None else "none"

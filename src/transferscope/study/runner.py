@@ -149,18 +149,19 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
                 f"scores {source} -> {target}"))
             for strategy in spec.strategies:
                 for fraction in spec.fractions:
-                    tasks += _train_tasks(spec, common[target], b, fp, "transfer", source,
-                                          model, strategy, fraction)
+                    tasks += _train_tasks(spec, common[target], b, arch, fp, "transfer",
+                                          source, model, strategy, fraction)
     for target in spec.targets:
         fp = target_data(target, per_class).fingerprint
         for model in archs[target].values():
             for fraction in spec.fractions:
-                tasks += _train_tasks(spec, common[target], backend(model), fp, spec.baseline,
-                                      None, model, spec.baseline, fraction)
+                b = backend(model)
+                tasks += _train_tasks(spec, common[target], b, b.architecture(), fp,
+                                      spec.baseline, None, model, spec.baseline, fraction)
     return tasks
 
 
-def _train_tasks(spec, common, b, fp, arm, source, model, strategy, fraction):
+def _train_tasks(spec, common, b, arch, fp, arm, source, model, strategy, fraction):
     options = spec.strategy_options.get(strategy, {})
     out = []
     for s in range(spec.seeds):
@@ -168,7 +169,7 @@ def _train_tasks(spec, common, b, fp, arm, source, model, strategy, fraction):
         config = training_run(b, fp, strategy, options, spec.train, seed=seed,
                               fraction=fraction, layer=spec.layer, split_seed=0)
         tags = {"kind": "train", "target": common["target"], "source": source, "arm": arm,
-                "strategy": strategy, "fraction": fraction, "arch": b.architecture()}
+                "strategy": strategy, "fraction": fraction, "arch": arch}
         payload = {"kind": "train", "target": common["target"],
                    "per_class": common["per_class"], "model": model, "run": config.to_dict()}
         out.append(Task(config, tags, payload,

@@ -63,7 +63,7 @@ def check_model_name(text: str, *, extra: tuple[str, ...] = ()) -> ModelName:
     return name
 
 
-def create_backend(name: str) -> Backend:
+def create_backend(name: str, *, preprocessing: dict | None = None) -> Backend:
     """Build the backend a model name describes (nothing is downloaded).
 
     Parameters
@@ -71,6 +71,10 @@ def create_backend(name: str) -> Backend:
     name : str
         A model name (see :mod:`transferscope.names`); ``random:<model>`` builds the model and
         its random-init twin.
+    preprocessing : dict, optional
+        Overrides of the model's declared :class:`Preprocessing` (``size``, ``mean``, ``std``,
+        ...; the CLI's ``--input-size``, ``--mean``, ``--std``); see
+        :meth:`FinetunableBackend.with_preprocessing`.
 
     Returns
     -------
@@ -80,7 +84,7 @@ def create_backend(name: str) -> Backend:
     if parsed.random:
         from transferscope.backends.simple import random_twin
 
-        inner = create_backend(parsed.inner.text)
+        inner = create_backend(parsed.inner.text, preprocessing=preprocessing)
         module = getattr(inner, "module", None)
         if module is not None and next(module.parameters(), None) is None:
             raise InputError(
@@ -89,7 +93,14 @@ def create_backend(name: str) -> Backend:
                 "'random:'"
             )
         return random_twin(inner)
-    return BACKENDS.get(parsed.backend)(parsed)
+    backend = BACKENDS.get(parsed.backend)(parsed)
+    if preprocessing:
+        if not isinstance(backend, FinetunableBackend):
+            raise InputError(f"Expected a model with declared preprocessing for "
+                             f"{', '.join(preprocessing)}, got {backend.name!r}, which has "
+                             "none; drop --input-size/--mean/--std for it")
+        backend = backend.with_preprocessing(**preprocessing)
+    return backend
 
 
 def require_finetunable(backend: Backend) -> FinetunableBackend:
@@ -184,6 +195,15 @@ class Backend(ABC):
     def identity(self) -> str:
         """Everything that determines the features: architecture, weights digest, preprocessing."""
 
+    def head_layer(self) -> str | None:
+        """The layer whose features are the source model's class logits (or probabilities),
+        or ``None`` for a model without a classifier head.
+
+        Source-probability metrics (LEEP, NCE) read it through
+        :func:`transferscope.features.extract_source_probs`.
+        """
+        return None
+
     @abstractmethod
     def features(self, data: Dataset, layers: list[str], *, batch_size: int = 64,
                  device: str | None = None, progress=None) -> dict[str, np.ndarray]:
@@ -232,6 +252,8 @@ class FinetunableBackend(Backend):
 
     module: object
     preprocessing: Preprocessing | None = None
+    #: whether :meth:`with_preprocessing` applies (False where a processor decides)
+    accepts_preprocessing: bool = True
 
     @abstractmethod
     def prepare(self, batch, data: Dataset):
@@ -250,6 +272,44 @@ class FinetunableBackend(Backend):
     @abstractmethod
     def truncate(self, module, layer: str):
         """Remove the blocks after ``layer`` from ``module`` (in place) and return it."""
+
+    def with_preprocessing(self, **changes) -> FinetunableBackend:
+        """A shallow copy whose :attr:`preprocessing` has ``changes`` applied (same weights).
+
+        Parameters
+        ----------
+        **changes
+            :class:`Preprocessing` fields (``size``, ``mean``, ``std``, ``interpolation``,
+            ``crop_pct``, ``layout``); a model without a declaration starts from the defaults.
+
+        Returns
+        -------
+        FinetunableBackend
+            The copy; its identity carries the new preprocessing digest.
+
+        Raises
+        ------
+        InputError
+            For a model whose inputs are prepared by its own processor or tokenizer (Hugging
+            Face), or an unknown field.
+        """
+        import copy
+        from dataclasses import fields, replace
+
+        known = {f.name for f in fields(Preprocessing)}
+        unknown = [k for k in changes if k not in known]
+        if unknown:
+            raise InputError(f"Expected preprocessing fields among {sorted(known)}, got "
+                             f"{unknown}")
+        if not self.accepts_preprocessing:
+            raise InputError(
+                f"Expected a model whose input size and normalisation can be declared, got "
+                f"{self.name!r}, which prepares inputs with its own processor or tokenizer; "
+                "drop --input-size/--mean/--std for it (edit its preprocessor_config.json)"
+            )
+        out = copy.copy(self)
+        out.preprocessing = replace(self.preprocessing or Preprocessing(), **changes)
+        return out
 
     def architecture(self) -> str:
         """The model without its weights: module class, parameter shapes, preprocessing.

@@ -119,3 +119,66 @@ def extract_features(model, data: Dataset, layers=None, *, cache: FeatureCache |
                       {"model": backend.name, "layer": layer, "dataset": data.name})
             out[layer] = feats[layer]
     return out
+
+
+def logits_to_probs(x: np.ndarray) -> np.ndarray:
+    """Class probabilities from a head's outputs: rows that already are probabilities
+    (non-negative, summing to 1 within 1e-4) are kept, anything else is taken as logits and
+    soft-maxed (in float64, max-shifted).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C)
+        Logits or probabilities of the source model's C classes.
+
+    Returns
+    -------
+    ndarray of shape (N, C), float64
+        Rows summing to 1.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.size and (x >= 0).all() and np.allclose(x.sum(axis=1), 1.0, atol=1e-4):
+        return x / x.sum(axis=1, keepdims=True)
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def extract_source_probs(model, data: Dataset, *, cache: FeatureCache | None = None,
+                         batch_size: int = 64, device: str | None = None,
+                         progress: bool | None = None) -> np.ndarray | None:
+    """The source model's class probabilities on ``data`` (what LEEP and NCE score), read from
+    its head layer (:meth:`~transferscope.backends.Backend.head_layer`) through the cache.
+
+    Parameters
+    ----------
+    model : str or Backend
+        A model name or a built backend.
+    data : Dataset
+        N samples of a kind the model takes.
+    cache, batch_size, device, progress
+        As for :func:`extract_features`.
+
+    Returns
+    -------
+    ndarray of shape (N, C_source) or None
+        Rows summing to 1 (:func:`logits_to_probs`); ``None`` for a model without a classifier
+        head.
+
+    Raises
+    ------
+    InputError
+        When the head gives fewer than 2 classes (not a classifier's output).
+    """
+    backend = model if isinstance(model, Backend) else create_backend(model)
+    head = backend.head_layer()
+    if head is None:
+        return None
+    x = extract_features(backend, data, [head], cache=cache, batch_size=batch_size,
+                         device=device, progress=progress)[head]
+    if x.shape[1] < 2:
+        raise InputError(
+            f"Expected class logits of shape ({len(data)}, C >= 2) from the head of model "
+            f"{backend.name!r} (layer {head!r}), got shape {x.shape}; source-probability "
+            "metrics (leep, nce) need a classifier's output: use feature metrics for it"
+        )
+    return logits_to_probs(x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from transferscope import __version__
@@ -783,6 +784,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"tscope: warning: {first}", file=file or sys.stderr)
 
 
+class _NoteHandler(logging.Handler):
+    """``transferscope`` log records at INFO and above as one ``tscope: note:`` line each."""
+
+    def emit(self, record):
+        print(f"tscope: note: {record.getMessage()}", file=sys.stderr)
+
+
 def _on_sigterm(signum, frame):
     raise _Terminated("SIGTERM")
 
@@ -808,6 +816,10 @@ def main(argv=None) -> int:
     import warnings
 
     args = build_parser().parse_args(argv)
+    log = logging.getLogger("transferscope")
+    handler = _NoteHandler(logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -827,6 +839,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 143 if term else 130
         finally:
+            log.removeHandler(handler)
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
 

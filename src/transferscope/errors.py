@@ -1,7 +1,18 @@
-"""Exception and warning types.
+"""Exception and warning types, and the one way to tell the user something (``note``).
 
 Every message says what was expected, what came, and how to fix it.
 """
+
+import logging
+
+LOG = logging.getLogger("transferscope")
+
+
+def note(message: str) -> None:
+    """Tell the user what was done on their behalf (e.g. a checkpoint's ``module.`` prefix
+    removed): logged at INFO on the ``transferscope`` logger, which the CLI prints as
+    ``tscope: note: ...`` on stderr."""
+    LOG.info(message)
 
 
 class InputError(ValueError):

@@ -77,8 +77,7 @@ def test_rank_config_errors(setting):
     data, tmp = setting
     with pytest.raises(InputError, match="did you mean 'logme'"):
         RankConfig(metrics=("logm",))
-    with pytest.raises(InputError, match="source-model probabilities"):
-        RankConfig(metrics=("leep",))
+    assert RankConfig(metrics=("leep", "logme")).primary == "leep"
     with pytest.raises(InputError, match="at least one model"):
         rank(data, [])
     text = Dataset("t", "text", ["a", "b", "c"], [0, 1, 0])
@@ -134,3 +133,60 @@ def test_cli_rank_on_series_and_image_folders(tmp_path, capsys):
     code = main(["rank", "--data", str(tmp_path / "s.npz"), "--model",
                  f"torch:{tmp_path / 'fcn.py'}:fcn", "--layer", "nope", "--subsamples", "0"])
     assert code == 2 and "has no layer 'nope'" in capsys.readouterr().err
+
+
+HEADLESS = '''
+import torch
+from torch import nn
+
+def body():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU())
+'''
+
+
+def test_rank_scores_source_heads(setting, capsys):
+    import torch
+
+    from transferscope.backends import create_backend
+    from transferscope.metrics import leep, nce
+
+    data, tmp = setting
+    (tmp / "headless.py").write_text(HEADLESS)
+    good, body = f"torch:{tmp / 'nets.py'}:good", f"torch:{tmp / 'headless.py'}:body"
+    res = rank(data, [good, body], metrics=("linear_probe", "leep", "nce"), subsamples=4,
+               cache_dir=str(tmp / "c"))
+    rows = {r["model"]: r for r in res.rows}
+    with torch.no_grad():
+        logits = create_backend(good).module(torch.as_tensor(data.inputs)).double()
+    probs = torch.softmax(logits, dim=1).numpy()
+    assert rows[good]["leep"] == pytest.approx(leep(probs, data.labels), abs=1e-6)
+    assert rows[good]["nce"] == pytest.approx(nce(probs, data.labels), abs=1e-6)
+    assert np.isfinite(rows[f"random:{good}"]["leep"])  # the twin's (random) head
+    for name in (body, f"random:{body}", "raw"):
+        assert np.isnan(rows[name]["leep"]) and np.isnan(rows[name]["nce"])
+        assert np.isfinite(rows[name]["linear_probe"])
+    assert len(res.notes) == 1 and "raw" in res.notes[0] and body in res.notes[0]
+    # a source-head primary metric: every candidate needs a head; raw cannot be scored, the
+    # random twin alone decides the risk
+    with pytest.raises(InputError, match="classifier head for the primary metric 'leep'"):
+        rank(data, [good, body], metrics=("leep", "linear_probe"), subsamples=4,
+             cache_dir=str(tmp / "c"))
+    with pytest.raises(InputError, match="Expected a model with a classifier head for leep"):
+        rank(data, [body], metrics=("leep", "linear_probe"), subsamples=0,
+             cache_dir=str(tmp / "c"))
+    only = rank(data, [good], metrics=("leep",), subsamples=8, cache_dir=str(tmp / "c"))
+    cand = only.rows[0]
+    assert "margin_vs_raw" not in cand and "margin_vs_random" in cand
+    assert cand["risk"] in ("LIKELY-POSITIVE", "LIKELY-NEGATIVE", "RISK")
+    code = main(["rank", "--data", str(_npz(data, tmp)), "--model", good, "--model", body,
+                 "--metric", "linear_probe,leep", "--subsamples", "0", "--cache-dir",
+                 str(tmp / "c")])
+    captured = capsys.readouterr()
+    assert code == 0 and "leep" in captured.out
+    assert "note: leep: not scored for" in captured.err
+
+
+def _npz(data, tmp):
+    np.savez(tmp / "toy.npz", X=data.inputs, y=data.labels)
+    return tmp / "toy.npz"

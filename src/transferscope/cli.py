@@ -113,6 +113,39 @@ def _floats(text: str, flag: str, example: str) -> list[float]:
                          f"{flag} {example}") from None
 
 
+def _preprocessing(args) -> dict | None:
+    """The --input-size/--mean/--std overrides as :class:`Preprocessing` fields (None: none)."""
+    out = {}
+    if getattr(args, "input_size", None) is not None:
+        if args.input_size < 1:
+            raise InputError(f"Expected --input-size >= 1 (pixels), got {args.input_size}; "
+                             "e.g. --input-size 224")
+        out["size"] = args.input_size
+    for flag in ("mean", "std"):
+        text = getattr(args, flag, None)
+        if text is None:
+            continue
+        values = _floats(text, f"--{flag}", "0.485,0.456,0.406")
+        if len(values) not in (1, 3):
+            raise InputError(f"Expected 1 or 3 comma-separated numbers for --{flag} (one per "
+                             f"channel), got {len(values)} ({text!r}); e.g. --{flag} "
+                             "0.485,0.456,0.406")
+        if flag == "std" and any(v <= 0 for v in values):
+            raise InputError(f"Expected positive numbers for --std, got {text!r}")
+        out[flag] = tuple(values * 3 if len(values) == 1 else values)
+    return out or None
+
+
+def _model(args, name: str):
+    """``name``, or its backend built with the --input-size/--mean/--std overrides."""
+    pre = _preprocessing(args)
+    if pre is None:
+        return name
+    from transferscope.backends import create_backend
+
+    return create_backend(name, preprocessing=pre)
+
+
 def _load_data(args):
     """The dataset the data options name, subsampled as asked."""
     from transferscope.data import load_dataset, subsample
@@ -171,8 +204,10 @@ def cmd_rank(args) -> int:
     cfg = RankConfig(metrics=_metric_names(args.metric), subsamples=args.subsamples,
                      seed=args.seed, baselines=not args.no_baselines, layer=args.layer,
                      batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir)
-    result = rank(_load_data(args), args.model, cfg)
+    result = rank(_load_data(args), [_model(args, m) for m in args.model], cfg)
     print(render(_rank_rows(result, args.format), args.format))
+    for line in result.notes:
+        print(f"note: {line}", file=sys.stderr)
     if args.format == "table":
         print(f"\n{result.rule}")
         if not cfg.subsamples:
@@ -283,7 +318,8 @@ def cmd_finetune(args) -> int:
         from transferscope.finetune import learning_curves
 
         fractions = _floats(args.fractions, "--fractions", "0.1,0.25,0.5,1")
-        curves = learning_curves(data, args.model, args.strategy, fractions=fractions, **kw)
+        curves = learning_curves(data, _model(args, args.model), args.strategy,
+                                 fractions=fractions, **kw)
         print(render(curves["points"], args.format))
         if args.format == "table":
             be = curves["break_even_fraction"]
@@ -293,7 +329,7 @@ def cmd_finetune(args) -> int:
                   "transfer at that fraction; time_saved_s: how many more seconds of training "
                   "(to its selected epoch) scratch needs for it (inf: not reached)")
         return 0
-    res = finetune(data, args.model, args.strategy, save_dir=args.save,
+    res = finetune(data, _model(args, args.model), args.strategy, save_dir=args.save,
                    target_acc=args.target_acc, **kw)
     rows = [dict(r) for r in res.arms]
     print(render(rows, args.format))
@@ -336,12 +372,13 @@ def cmd_layers(args) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"Expected a folder for the layer outputs, got the file {out}; pass "
                          "another --out")
-    analysis = analyse_layers(data, args.model, profile=pcfg, rules=RecommendConfig())
+    model = _model(args, args.model)
+    analysis = analyse_layers(data, model, profile=pcfg, rules=RecommendConfig())
     rec = analysis.recommendation
     out.mkdir(parents=True, exist_ok=True)
     result = analysis.to_dict()
     if args.verify:
-        result["verification"] = verify(data, args.model, rec, seeds=args.seeds,
+        result["verification"] = verify(data, model, rec, seeds=args.seeds,
                                         config=_train_config(args), lr=args.lr,
                                         backbone_lr=args.backbone_lr)
     (out / "layers.json").write_text(to_json(result, indent=2))
@@ -354,13 +391,20 @@ def cmd_layers(args) -> int:
               else render(analysis.profile.rows, args.format))
         return 0
     print(render(analysis.profile.rows, "table"))
+    head = analysis.profile.head
+    if head:
+        print("\nsource head: " + (head["note"] if "note" in head else ", ".join(
+            f"{m} {head[m]:.4g} (random twin's head {head['random_' + m]:.4g})"
+            for m in pcfg.head_metrics)))
     print(f"\nrecommendation ({rec.regime}): cut after {rec.cut}, freeze {rec.freeze} "
           f"block(s), head width {rec.head_width}, strategy {rec.strategy}")
     for decision, lines in rec.evidence.items():
         print(f"  {decision}:")
         for line in lines:
             print(f"    {line}")
-    print(f"  run it: {rec.command(args.data, args.model)}")
+    flags = "".join(f" --{f.replace('_', '-')} {getattr(args, f)}"
+                    for f in ("input_size", "mean", "std") if getattr(args, f) is not None)
+    print(f"  run it: {rec.command(args.data, args.model)}{flags}")
     if args.verify:
         print("\nverification (test accuracy over seeds; the recommendation minus each "
               "alternative, paired bootstrap 95% CI):")
@@ -612,6 +656,16 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--batch-size", type=int, default=train.batch_size,
                    help="samples per step (default %(default)s)")
 
+    p = out["preprocessing"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--input-size", type=int, metavar="PX",
+                   help="image size the model takes, overriding its declared preprocessing "
+                        "(torch:, timm:, torchvision:, effnet-lite models)")
+    p.add_argument("--mean", metavar="M[,M,M]",
+                   help="per-channel mean of pixels in [0, 1] it was trained with, e.g. "
+                        "0.485,0.456,0.406 (overrides its declaration)")
+    p.add_argument("--std", metavar="S[,S,S]",
+                   help="per-channel std of pixels in [0, 1], e.g. 0.229,0.224,0.225")
+
     p = out["cache"] = argparse.ArgumentParser(add_help=False)
     p.add_argument("--cache-dir", help="feature cache (default: $TSCOPE_CACHE or "
                                        "~/.cache/transferscope/features)")
@@ -660,13 +714,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "Rank candidate models on your data: transferability scores with "
                     "intervals, margins over each model's random-init twin and the raw input, "
                     "and a negative-transfer risk label.", cmd_rank,
-                    [par["data"], par["compute"], par["cache"], par["format"]])
+                    [par["data"], par["compute"], par["cache"], par["preprocessing"],
+                     par["format"]])
     p.add_argument("--model", action="append", required=True,
                    help="model name, repeatable: effnet-lite:0[@size], hf:<path>, "
                         "torch:<file.py>:<factory>[@<ckpt>], timm:<name>, torchvision:<name>, "
                         "raw, random:<model>")
     p.add_argument("--metric", default=",".join(rank_defaults.metrics),
-                   help="comma-separated feature metrics (default %(default)s)")
+                   help="comma-separated metrics (default %(default)s); leep and nce score "
+                        "the source model's class probabilities, for models with a "
+                        "classifier head")
     p.add_argument("--subsamples", "--bootstrap", dest="subsamples", type=int,
                    default=rank_defaults.subsamples, metavar="N",
                    help="seeded stratified subsamples behind each interval (default "
@@ -689,7 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "scratch, over seeds, on one stratified split; test accuracy of both arms, "
                     "the gain with a paired-bootstrap interval and a POSITIVE / NEGATIVE / "
                     "INCONCLUSIVE verdict, and the training time saved.", cmd_finetune,
-                    [par["data"], par["train"], par["compute"], par["db"], par["format"]])
+                    [par["data"], par["train"], par["compute"], par["db"], par["preprocessing"],
+                     par["format"]])
     p.add_argument("--model", required=True, help="the pretrained model (a model name)")
     p.add_argument("--strategy",
                    help="linear_probe, full, lp_ft, freeze, gradual_unfreeze, llrd, l2sp, bss, "
@@ -718,7 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Per-layer transferability of a model (and of its random-init twin) on "
                     "the training part of your data, and recommendations for the cut, freeze "
                     "depth, head width and strategy, each with its evidence.", cmd_layers,
-                    [par["data"], par["train"], par["compute"], par["cache"], par["format"]])
+                    [par["data"], par["train"], par["compute"], par["cache"], par["preprocessing"],
+                     par["format"]])
     p.add_argument("--model", required=True, help="the pretrained model (a model name)")
     p.add_argument("--metric", default=",".join(PROFILE_METRICS),
                    help="comma-separated feature metrics per layer (default %(default)s)")

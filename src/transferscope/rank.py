@@ -10,7 +10,8 @@ Every architecture's random-init twin (``random:<model>``)
 and the no-model ``raw`` baseline are scored the same way. The risk label compares the candidate
 with both baselines on the primary metric:
 
-- LIKELY-POSITIVE: the 95 % interval of (model - random twin) and of (model - raw) both lie > 0;
+- LIKELY-POSITIVE: the 95 % interval of (model - random twin) and of (model - raw) both lie > 0
+  (with a source-head primary metric such as LEEP, raw has no head: the twin alone decides);
 - LIKELY-NEGATIVE: either interval lies < 0 (a baseline does better);
 - RISK: anything else (the evidence does not separate them).
 """
@@ -24,7 +25,7 @@ import numpy as np
 
 from transferscope.data import Dataset, subsample
 from transferscope.errors import InputError
-from transferscope.metrics import feature_metrics, get_metric
+from transferscope.metrics import get_metric, model_metrics
 from transferscope.metrics.sampling import stratified_subsample
 from transferscope.names import parse_model_name
 from transferscope.scoring import DEFAULT_METRICS
@@ -52,7 +53,9 @@ class RankConfig:
     Attributes
     ----------
     metrics : tuple of str
-        Feature metrics to compute.
+        Metrics to compute: feature metrics on each model's layer, and source-head metrics
+        (``leep``, ``nce``) on the source model's class probabilities, for models with a
+        classifier head (the others get NaN and a note).
     primary : str, optional
         The metric for the risk label and P(first) (default: linear_probe, or the first).
     per_class, fraction : optional
@@ -88,7 +91,8 @@ class RankConfig:
     metric_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.metrics = feature_metrics(self.metrics, "rank")
+        self.metrics = tuple(self.metrics)
+        model_metrics(self.metrics, "rank")
         self.primary = primary_metric(self.metrics, self.primary)
         if self.subsamples < 0:
             raise InputError(f"Expected subsamples >= 0, got {self.subsamples}")
@@ -98,12 +102,14 @@ class RankConfig:
 
 @dataclass
 class RankResult:
-    """Rows (one per model, candidates first by the primary metric), the risk rule and the
-    config; :meth:`to_frame` gives a DataFrame."""
+    """Rows (one per model, candidates first by the primary metric), the risk rule, the
+    config, and notes (e.g. which models have no classifier head for LEEP/NCE);
+    :meth:`to_frame` gives a DataFrame."""
 
     rows: list[dict]
     rule: str
     config: RankConfig
+    notes: list[str] = field(default_factory=list)
 
     def to_frame(self):
         """The rows as a pandas DataFrame."""
@@ -121,14 +127,19 @@ def _interval(values: np.ndarray, ratio: float) -> tuple[float, float]:
     return float(values[0] + scale * lo), float(values[0] + scale * hi)
 
 
-def _score_all(features, labels, cfg: RankConfig, resamples) -> dict[str, np.ndarray]:
-    """{metric: array [full, resample_1, ..., resample_B]}."""
+def _score_all(features, probs, labels, cfg: RankConfig, resamples) -> dict[str, np.ndarray]:
+    """{metric: array [full, resample_1, ..., resample_B]}; source-head metrics are NaN for a
+    model without a head (``probs`` None)."""
     out = {}
     for m in cfg.metrics:
-        opts = {k: v for k, v in cfg.metric_options.items() if k in get_metric(m).options}
-        fn = get_metric(m).func
-        vals = [fn(features, labels, **opts)]
-        vals += [fn(features[idx], labels[idx], **opts) for idx in resamples]
+        spec = get_metric(m)
+        x = features if spec.inputs == "features" else probs
+        if x is None:
+            out[m] = np.full(1 + len(resamples), np.nan)
+            continue
+        opts = {k: v for k, v in cfg.metric_options.items() if k in spec.options}
+        vals = [spec.func(x, labels, **opts)]
+        vals += [spec.func(x[idx], labels[idx], **opts) for idx in resamples]
         out[m] = np.asarray(vals)
     return out
 
@@ -140,8 +151,9 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
     ----------
     data : Dataset
         The target (N labelled samples).
-    models : list of str
-        Model names (see :mod:`transferscope.names`).
+    models : list of str or Backend
+        Model names (see :mod:`transferscope.names`), or backends already built (e.g. with
+        overridden preprocessing: ``create_backend(name, preprocessing=...)``).
     config : RankConfig, optional
         Options; or pass them as keywords.
     **kw
@@ -156,15 +168,17 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
     """
     from transferscope.backends import FinetunableBackend, create_backend
     from transferscope.backends.simple import random_twin
-    from transferscope.features import FeatureCache, extract_features
+    from transferscope.features import FeatureCache, extract_features, extract_source_probs
 
     if config is not None and kw:
         raise InputError(f"Pass either config=RankConfig(...) or keyword options, got both "
                          f"(keywords: {', '.join(kw)})")
     cfg = config or RankConfig(**kw)
-    models = list(dict.fromkeys(models))
+    built = {b.name: b for b in models if not isinstance(b, str)}
+    models = list(dict.fromkeys(m if isinstance(m, str) else m.name for m in models))
     if not models:
         raise InputError("Expected at least one model, got none; e.g. --model effnet-lite:0")
+    _, source_metrics = model_metrics(cfg.metrics, "rank")
     data = subsample(data, per_class=cfg.per_class, fraction=cfg.fraction, seed=cfg.seed)
     labels = np.asarray(data.labels)
     _, codes = np.unique(labels, return_inverse=True)
@@ -174,7 +188,7 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
     cache = FeatureCache(cfg.cache_dir)
 
     names = {m: parse_model_name(m) for m in models}
-    backends = {m: create_backend(m) for m in models}
+    backends = {m: built.get(m) or create_backend(m) for m in models}
     for b in backends.values():
         b.check_input(data)
     order = list(models)
@@ -191,20 +205,26 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
             names["raw"] = parse_model_name("raw")
             order.append("raw")
 
-    scores, seconds = {}, {}
+    scores, seconds, headless = {}, {}, []
     for name in order:
         start = time.perf_counter()
         backend = backends[name]
         layer = cfg.layer if (cfg.layer and name != "raw") else backend.default_layer()
-        feats = extract_features(backend, data, [layer], cache=cache,
-                                 batch_size=cfg.batch_size, device=cfg.device)
+        opts = {"cache": cache, "batch_size": cfg.batch_size, "device": cfg.device}
+        feats = extract_features(backend, data, [layer], **opts)
         x = next(iter(feats.values()))
-        scores[name] = _score_all(x, labels, cfg, resamples)
+        probs = extract_source_probs(backend, data, **opts) if source_metrics else None
+        if source_metrics and probs is None:
+            headless.append(name)
+        scores[name] = _score_all(x, probs, labels, cfg, resamples)
         seconds[name] = time.perf_counter() - start
 
     p = cfg.primary
     candidates = [m for m in models if not names[m].is_baseline] or models
+    notes = _head_notes(source_metrics, headless, candidates, p)
     boot = np.stack([scores[m][p][1:] for m in candidates]) if cfg.subsamples else None
+    if boot is not None:  # a model without a score (no head) is never the best
+        boot = np.where(np.isnan(boot), -np.inf, boot)
     rows = []
     for name in order:
         row = {"model": name, "role": names[name].role}
@@ -217,7 +237,8 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
         twin = names[name].twin()
         margins = {}
         for label, base in (("random", twin), ("raw", "raw")):
-            if row["role"] == "candidate" and base in scores:
+            if (row["role"] == "candidate" and base in scores
+                    and not np.isnan(scores[base][p][0])):  # raw has no head for leep/nce
                 diff = scores[name][p] - scores[base][p]
                 lo, hi = _interval(diff, cfg.subsample_ratio)
                 margins[label] = (lo, hi)
@@ -227,8 +248,33 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
             row["risk"] = _risk(margins)
         row["seconds"] = round(seconds[name], 3)
         rows.append(row)
-    rows.sort(key=lambda r: (r["role"] != "candidate", -r[p]))
-    return RankResult(rows=rows, rule=RULE.format(primary=p), config=cfg)
+    rows.sort(key=lambda r: (r["role"] != "candidate", np.isnan(r[p]), -np.nan_to_num(r[p])))
+    return RankResult(rows=rows, rule=RULE.format(primary=p), config=cfg, notes=notes)
+
+
+def _head_notes(source_metrics, headless, candidates, primary) -> list[str]:
+    """What the source-head metrics could not score; a one-line error when no candidate has a
+    head, or when the primary metric needs one that a candidate lacks."""
+    if not source_metrics or not headless:
+        return []
+    names = ", ".join(source_metrics)
+    lacking = [m for m in candidates if m in headless]
+    if lacking and len(lacking) == len(candidates):
+        raise InputError(
+            f"Expected a model with a classifier head for {names} (they score the source "
+            f"model's class probabilities), got none among {', '.join(candidates)}; use "
+            "feature metrics (logme, linear_probe, ...) or models with a head (effnet-lite, "
+            "hf: *ForImageClassification / *ForSequenceClassification folders, torch: modules "
+            "ending in a classifier)"
+        )
+    if lacking and primary in source_metrics:
+        raise InputError(
+            f"Expected every candidate to have a classifier head for the primary metric "
+            f"{primary!r}, got none for {', '.join(lacking)}; pick a feature metric as "
+            "--primary, or rank those models separately"
+        )
+    return [f"{names}: not scored for {', '.join(headless)} (no classifier head, so no "
+            "source probabilities); NaN in their rows"]
 
 
 def _risk(margins: dict) -> str:
@@ -239,6 +285,7 @@ def _risk(margins: dict) -> str:
             for lo, hi in margins.values()]
     if "below" in read:
         return "LIKELY-NEGATIVE"
-    if read == ["above", "above"]:
+    if all(r == "above" for r in read):  # both baselines, or the twin alone where raw
+        # cannot be scored (a source-head primary metric: raw has no head)
         return "LIKELY-POSITIVE"
     return "RISK"

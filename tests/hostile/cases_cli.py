@@ -68,8 +68,8 @@ case("rank: no --data", lambda d: ["rank", "--model", "raw"], needle="--data")
 case("rank: no --model", lambda d: ["rank", "--data", series(d)[0]], needle="--model")
 case("rank: misspelt metric", lambda d: rank(d, "--metric", "logmee"),
      needle="did you mean 'logme'")
-case("rank: metric needing source probabilities", lambda d: rank(d, "--metric", "leep"),
-     needle="source-model probabilities")
+case("rank: leep for a model without a classifier head",
+     lambda d: rank(d, "--metric", "leep"), needle="classifier head")
 case("rank: empty metric list", lambda d: rank(d, "--metric", ","), needle="at least one metric")
 case("rank: negative subsamples", lambda d: rank(d, "--subsamples", "-1"),
      needle="subsamples >= 0")
@@ -170,8 +170,8 @@ def _file(d):
 
 
 # -- layers ------------------------------------------------------------------------------------
-case("layers: metric needing source probabilities", lambda d: layers(d, "--metric", "nce"),
-     needle="source-model probabilities")
+case("layers: only source-head metrics", lambda d: layers(d, "--metric", "nce"),
+     needle="only source-head metrics")
 case("layers: --verify with zero seeds", lambda d: layers(d, "--verify", "--seeds", "0"),
      needle="seeds >= 1")
 case("layers: --out onto a file", lambda d: layers(d, "--out", str(_file(d))),

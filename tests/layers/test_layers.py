@@ -78,8 +78,9 @@ def test_profile_scores_every_layer_on_the_training_split(tmp_path):
     assert max(r["score"] for r in prof.rows) == 1.0
     again = layer_profile(d, tiny_backend(), cfg)  # cached features, seeded metrics
     assert [r["score"] for r in again.rows] == [r["score"] for r in prof.rows]
-    with pytest.raises(InputError, match="source-model probabilities"):
+    with pytest.raises(InputError, match="only source-head metrics"):
         ProfileConfig(metrics=("leep",))
+    assert ProfileConfig(metrics=("logme", "nce")).head_metrics == ("nce",)
 
 
 # -- recommendations ----------------------------------------------------------------------------

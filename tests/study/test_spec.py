@@ -24,7 +24,7 @@ def test_spec_loads_with_defaults(study_dir):
     (("fractions = [0.5, 1.0]", "fractions = [0.5, 1.5]"), r"fractions in \(0, 1\]"),
     (("epochs = 2\n", "epochs = 2\nepoch = 3\n"), r"\[train\].*'epoch'.*did you mean 'epochs'"),
     (("[train]", "[train"), "valid TOML"),
-    (('metrics = ["logme", "hscore_reg"]', 'metrics = ["leep"]'), "source-model probabilities"),
+    (('metrics = ["logme", "hscore_reg"]', 'metrics = []'), "non-empty list for 'metrics'"),
 ])
 def test_spec_errors_are_one_clear_line(tmp_path, change, message):
     path = write_study(tmp_path, SPEC.replace(*change))

@@ -138,6 +138,12 @@ class EffNetLiteBackend(ImageModuleBackend):
                                                      mean=MEAN, std=STD))
 
 
+    def head_layer(self):
+        """``"output"``: the ImageNet classifier's 1000 logits (source probabilities for LEEP
+        and NCE)."""
+        return "output"
+
+
 @register_backend("effnet-lite")
 def _effnet(name):
     bad_size = name.size is not None and name.size < 32

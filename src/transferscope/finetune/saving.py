@@ -5,6 +5,7 @@ package version) and ``README.md``, a model card with the verdict."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from transferscope.backends import create_backend
@@ -45,7 +46,11 @@ def save_model(model: TransferModel, directory, *, classes, model_name: str,
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
+    pre = getattr(model.backend, "preprocessing", None)
     config = {"transferscope_version": __version__, "model": model_name, "layer": model.layer,
+              # the backbone's input preparation as trained (declared, or overridden by
+              # --input-size/--mean/--std): the rebuilt model prepares inputs the same way
+              "preprocessing": asdict(pre) if pre is not None else None,
               "head_width": model.head_width, "n_outputs": model.n_outputs,
               "cut": model.cut,
               "classes": [str(c) for c in classes],
@@ -88,7 +93,10 @@ def load_model(directory) -> tuple[TransferModel, dict]:
         raise InputError(f"Expected config.json and model.safetensors in {d}, got "
                          f"{sorted(p.name for p in d.iterdir()) if d.exists() else 'no folder'}")
     config = json.loads((d / "config.json").read_text())
-    model = TransferModel(create_backend(config["model"]), config["n_outputs"],
+    backend = create_backend(config["model"])
+    if config.get("preprocessing") and getattr(backend, "accepts_preprocessing", False):
+        backend = backend.with_preprocessing(**config["preprocessing"])
+    model = TransferModel(backend, config["n_outputs"],
                           layer=config["layer"], head_width=config["head_width"],
                           cut=config.get("cut", False))
     state = load_file(str(d / "model.safetensors"))

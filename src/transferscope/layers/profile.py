@@ -17,9 +17,9 @@ from transferscope.backends import FinetunableBackend, create_backend
 from transferscope.backends.simple import random_twin
 from transferscope.data import Dataset, training_part
 from transferscope.errors import ConstantFeaturesError, InputError
-from transferscope.features import FeatureCache, extract_features
+from transferscope.features import FeatureCache, extract_features, extract_source_probs
 from transferscope.layers.cka import linear_cka
-from transferscope.metrics import feature_metrics, get_metric, score
+from transferscope.metrics import feature_metrics, get_metric, model_metrics, score
 from transferscope.rank import primary_metric
 from transferscope.scoring import PROFILE_METRICS
 
@@ -31,7 +31,8 @@ class ProfileConfig:
     Attributes
     ----------
     metrics : tuple of str
-        Feature metrics computed at every layer.
+        Feature metrics computed at every layer; source-head metrics (``leep``, ``nce``) are
+        computed once, on the model's classifier head and its twin's (``LayerProfile.head``).
     primary : str, optional
         Also scored on the random twin (the pretrained margin) and used for the cut
         (default: linear_probe when among ``metrics``, else the first).
@@ -52,8 +53,16 @@ class ProfileConfig:
     device: str | None = None
     cache_dir: str | None = None
 
+    head_metrics: tuple = ()
+
     def __post_init__(self):
-        self.metrics = feature_metrics(self.metrics, "the layer profile")
+        features, source = model_metrics(self.metrics, "the layer profile")
+        if not features:
+            raise InputError("Expected at least one feature metric for the layer profile (it "
+                             "scores every layer's features), got only source-head metrics "
+                             f"{source}; add one, e.g. --metric linear_probe,leep")
+        self.metrics = feature_metrics(features, "the layer profile")
+        self.head_metrics = tuple(dict.fromkeys((*self.head_metrics, *source)))
         self.primary = primary_metric(self.metrics, self.primary)
 
 
@@ -68,6 +77,9 @@ class LayerProfile:
     metrics: tuple
     primary: str
     rows: list[dict] = field(default_factory=list)  # one per layer, input to output
+    #: source-head metrics of the model and its random twin (``random_<metric>``), or
+    #: ``{"note": ...}`` when the model has no classifier head; empty when none was asked for
+    head: dict = field(default_factory=dict)
 
     def column(self, name: str) -> np.ndarray:
         """One value per layer, shape (n_layers,)."""
@@ -149,4 +161,22 @@ def layer_profile(data: Dataset, model, config: ProfileConfig | None = None,
     _consensus(rows, cfg.metrics)
     return LayerProfile(model=backend.name, data=data.name, n_samples=len(part),
                         n_classes=len(np.unique(labels)), metrics=cfg.metrics,
-                        primary=cfg.primary, rows=rows)
+                        primary=cfg.primary, rows=rows,
+                        head=_head_scores(backend, part, cfg, opts))
+
+
+def _head_scores(backend, part: Dataset, cfg: ProfileConfig, opts: dict) -> dict:
+    """Source-head metrics (LEEP, NCE) of the model and of its random twin's head, on the
+    training part; a note instead for a model without a classifier head."""
+    if not cfg.head_metrics:
+        return {}
+    probs = extract_source_probs(backend, part, **opts)
+    if probs is None:
+        return {"note": f"{', '.join(cfg.head_metrics)}: {backend.name!r} has no classifier "
+                        "head (no source probabilities); not scored"}
+    twin = extract_source_probs(random_twin(backend), part, **opts)
+    out = {}
+    for m in cfg.head_metrics:
+        out[m] = float(score(m, source_probs=probs, labels=part.labels))
+        out[f"random_{m}"] = float(score(m, source_probs=twin, labels=part.labels))
+    return out

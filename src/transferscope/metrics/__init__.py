@@ -13,6 +13,7 @@ from transferscope.metrics._registry import (
     feature_metrics,
     get_metric,
     list_metrics,
+    model_metrics,
     score,
 )
 from transferscope.metrics.gbc import gbc
@@ -38,6 +39,7 @@ __all__ = [
     "knn",
     "leep",
     "linear_probe",
+    "model_metrics",
     "list_metrics",
     "logme",
     "nce",

@@ -167,6 +167,39 @@ def feature_metrics(names, where: str) -> tuple[str, ...]:
     return names
 
 
+def model_metrics(names, where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split metric names into feature metrics and source-head metrics (LEEP, NCE).
+
+    The one place for "what a model's scores need": feature metrics read a layer's features,
+    source-head metrics the source model's class probabilities (its head).
+
+    Parameters
+    ----------
+    names : iterable of str
+        Metric names; unknown names fail with a did-you-mean.
+    where : str
+        What needs them, for the message (e.g. ``"rank"``).
+
+    Returns
+    -------
+    features : tuple of str
+        The feature metrics, in the given order.
+    source : tuple of str
+        The metrics that need source probabilities, in the given order.
+
+    Raises
+    ------
+    InputError
+        If ``names`` is empty.
+    """
+    names = tuple(names)
+    if not names:
+        raise InputError(f"Expected at least one metric for {where}, got none; e.g. "
+                         "--metric logme")
+    source = tuple(m for m in names if get_metric(m).inputs != "features")
+    return tuple(m for m in names if m not in source), source
+
+
 def score(name: str, features=None, labels=None, *, source_probs=None, **options) -> float:
     """Compute metric ``name``: the single entry point over the registry.
 

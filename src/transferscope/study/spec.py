@@ -29,7 +29,7 @@ from pathlib import Path
 from transferscope.config import DEFAULT_SEEDS, TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.strategies import make_strategy
-from transferscope.metrics import feature_metrics
+from transferscope.metrics import model_metrics
 from transferscope.registry import check_options, check_types
 from transferscope.scoring import DEFAULT_METRICS
 
@@ -179,7 +179,7 @@ def validate(spec: StudySpec) -> None:
     bad = [f for f in spec.fractions if not 0 < f <= 1]
     if bad:
         raise InputError(f"Expected fractions in (0, 1], got {bad}")
-    feature_metrics(spec.metrics, "a study")
+    model_metrics(spec.metrics, "a study")  # leep / nce too: NaN for sources without a head
     pre = {p.name: p for p in spec.pretrain}
     if len(pre) != len(spec.pretrain):
         raise InputError("Expected distinct [[pretrain]] names, got duplicates")

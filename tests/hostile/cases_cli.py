@@ -97,6 +97,16 @@ case("rank: json output is strict JSON", lambda d: rank(d, "--format", "json"),
          r["logme_lo"] is None for r in json.loads(out, parse_constant=lambda c: 1 / 0)))
 case("rank: without baselines", lambda d: rank(d, "--no-baselines", "--format", "json"),
      expect="correct", check=lambda out, d: [r["role"] for r in json.loads(out)] == ["candidate"])
+case("rank: --input-size 0", lambda d: rank(d, "--input-size", "0"),
+     needle="--input-size >= 1")
+case("rank: --mean with two channels", lambda d: rank(d, "--mean", "0.5,0.5"),
+     needle="1 or 3 comma-separated numbers for --mean")
+case("rank: --std not a number", lambda d: rank(d, "--std", "wide"),
+     needle="comma-separated numbers for --std")
+case("rank: --std zero", lambda d: rank(d, "--std", "0"), needle="positive numbers for --std")
+case("rank: --input-size for the raw baseline",
+     lambda d: ["rank", "--data", series(d)[0], "--model", "raw", "--input-size", "32"],
+     needle="has none; drop --input-size")
 case("rank: per-class above a class size is stated", lambda d: rank(d, "--per-class", "50"),
      expect="correct", check=lambda out, d: "logme" in out)
 

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass
 
 from transferscope.config import RunConfig, TrainConfig, training_run
-from transferscope.errors import InputError
+from transferscope.errors import InputError, note
 from transferscope.finetune.strategies import resolved_options
+from transferscope.metrics import model_metrics
 from transferscope.names import parse_model_name
 from transferscope.store import RunStore, open_store
 from transferscope.study.executors import make_executor
@@ -127,10 +128,14 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
               for t in spec.targets}
     archs = {t: {} for t in spec.targets}  # target -> architecture -> a model of it
     tasks = []
+    _, head_metrics = model_metrics(spec.metrics, "a study")
+    headless = []
     for source, model in sources.items():
         parsed = parse_model_name(source)
         p = pre.get(parsed.arg) if parsed.is_pretrained_entry else None
         b = backend(model)
+        if head_metrics and b.head_layer() is None:
+            headless.append(source)
         arch = b.architecture()
         for target in spec.targets:
             if spec.exclude_self and p is not None and p.data == target:
@@ -151,6 +156,10 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
                 for fraction in spec.fractions:
                     tasks += _train_tasks(spec, common[target], b, arch, fp, "transfer",
                                           source, model, strategy, fraction)
+    if headless:
+        note(f"{', '.join(head_metrics)}: not scored for {', '.join(headless)} (no classifier "
+             "head, so no source probabilities; [[pretrain]] sources keep their backbone "
+             "only); NaN in their scores")
     for target in spec.targets:
         fp = target_data(target, per_class).fingerprint
         for model in archs[target].values():

@@ -140,12 +140,14 @@ def test_hf_minilm_mean_pooling_matches_sentence_transformers():
     b = create_backend(f"hf:{path}")
     texts = ["a cat sat on the mat", "dogs bark", "x"]
     data = Dataset("t", "text", texts, [0, 1, 0])
-    feats = b.features(data, ["hidden.0", b.default_layer()], batch_size=2)
+    assert b.default_layer() == "embedding"  # a sentence-transformers folder: encode()'s output
+    feats = b.features(data, ["hidden.0", "hidden.6", b.default_layer()], batch_size=2)
     assert feats["hidden.6"].shape == (3, 384)
     st = pytest.importorskip("sentence_transformers")
     ref = st.SentenceTransformer(path, device="cpu").encode(texts)  # mean pool + L2 normalise
     ours = feats["hidden.6"] / np.linalg.norm(feats["hidden.6"], axis=1, keepdims=True)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
+    np.testing.assert_allclose(feats["embedding"], ref, atol=1e-5)
     with pytest.raises(InputError, match="takes text inputs"):
         b.features(Dataset("i", "image", np.zeros((2, 8, 8), np.uint8), [0, 1]), ["hidden.6"])
     with pytest.raises(InputError, match="hub id"):

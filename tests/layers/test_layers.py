@@ -202,6 +202,6 @@ def test_hooks_reach_every_block_of_the_shipped_backends():
 
     hf = HFBackend(str(g.get_model_path()), max_length=16)
     feats = hf.features(Dataset("t", "text", ["a b", "c d e"], np.array([0, 1])), hf.layers())
-    assert len(feats) == 7 and all(f.shape == (2, 384) for f in feats.values())
+    assert len(feats) == 8 and all(f.shape == (2, 384) for f in feats.values())
     assert not np.allclose(feats["hidden.0"], feats["hidden.6"])
     torch.manual_seed(0)

@@ -170,8 +170,8 @@ def test_rank_scores_source_heads(setting, capsys):
     # a source-head primary metric: every candidate needs a head; raw cannot be scored, the
     # random twin alone decides the risk
     with pytest.raises(InputError, match="classifier head for the primary metric 'leep'"):
-        rank(data, [good, body], metrics=("leep", "linear_probe"), subsamples=4,
-             cache_dir=str(tmp / "c"))
+        rank(data, [good, body], metrics=("leep", "linear_probe"), primary="leep",
+             subsamples=4, cache_dir=str(tmp / "c"))
     with pytest.raises(InputError, match="Expected a model with a classifier head for leep"):
         rank(data, [body], metrics=("leep", "linear_probe"), subsamples=0,
              cache_dir=str(tmp / "c"))

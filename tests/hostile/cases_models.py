@@ -570,3 +570,135 @@ case("model: finetune of a torch factory that raises",
 case("model: finetune of a tiny FCN",
      lambda d: finetune(d, fcn(d)), expect="correct",
      check=lambda out, d: "transfer" in out)
+
+
+# -- torch: declared preprocessing, undeclared images, token layers (issue: own nn.Module) ------
+CNN = """
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3)){declaration}
+"""
+
+
+def cnn(d, declaration=""):
+    """A small CNN on images; ``declaration`` follows its ``return module`` (e.g.
+    ``, {'size': 16}``)."""
+    return net(d, CNN.format(declaration=declaration))
+
+
+case("model: torch factory returning a tuple of three",
+     lambda d: rank(d, cnn(d, ", {'size': 16}, 3"), data=images(d)),
+     needle="got a tuple of 3 items (Sequential, dict, int)")
+case("model: torch declared preprocessing with an unknown field",
+     lambda d: rank(d, cnn(d, ", {'sise': 16}"), data=images(d)),
+     needle="got 'sise'; did you mean 'size'")
+case("model: torch declared preprocessing with a mean of 2 values",
+     lambda d: rank(d, cnn(d, ", {'size': 16, 'mean': [0.5, 0.5]}"), data=images(d)),
+     needle="Expected mean to be 3 finite numbers")
+case("model: torch declared preprocessing with a mean that is a string",
+     lambda d: rank(d, cnn(d, ", {'size': 16, 'mean': 'imagenet'}"), data=images(d)),
+     needle="Expected mean to be 3 numbers")
+case("model: torch declared preprocessing with size 0",
+     lambda d: rank(d, cnn(d, ", {'size': 0}"), data=images(d)),
+     needle="Expected an input size that is a whole number >= 1")
+case("model: torch declared preprocessing with a float size",
+     lambda d: rank(d, cnn(d, ", {'size': 16.5}"), data=images(d)),
+     needle="got 16.5; declare e.g. 'size': 224")
+case("model: torch declared preprocessing with std 0",
+     lambda d: rank(d, cnn(d, ", {'size': 16, 'std': [0.2, 0, 0.2]}"), data=images(d)),
+     needle="Expected std > 0")
+case("model: torch declared preprocessing with an unknown interpolation",
+     lambda d: rank(d, cnn(d, ", {'size': 16, 'interpolation': 'cubic'}"), data=images(d)),
+     needle="did you mean 'bicubic'")
+case("model: torch declared preprocessing with crop_pct above 1",
+     lambda d: rank(d, cnn(d, ", {'size': 16, 'crop_pct': 2}"), data=images(d)),
+     needle="0 < crop_pct <= 1")
+case("model: torch declared preprocessing of another type",
+     lambda d: rank(d, cnn(d, ", 'imagenet'"), data=images(d)),
+     needle="got a str; return (module, {'size': 224")
+case("model: torch module.preprocessing of another type",
+     lambda d: rank(d, net(d, "def build():\n    m = nn.Sequential(nn.Flatten())\n"
+                              "    m.preprocessing = [224]\n    return m\n"), data=images(d)),
+     needle="in module.preprocessing of build() in net.py, got a list")
+case("model: torch declared series layout for images",
+     lambda d: rank(d, cnn(d, ", {'size': 16, 'layout': 'NCL'}"), data=images(d)),
+     needle="Expected an image layout (NCHW, NHWC, ND)")
+case("model: torch declared preprocessing ranks images",
+     lambda d: rank(d, cnn(d, ", {'size': 16, 'mean': [0.5] * 3, 'std': [0.5] * 3}"),
+                    data=images(d)),
+     expect="correct", check=ranked("net.py:build"))
+case("model: torch CNN on images without declared preprocessing",
+     lambda d: rank(d, cnn(d), data=images(d)),
+     needle="to declare how images reach it (size, mean, std), got no preprocessing")
+case("model: torch conv reading image rows as channels (would run on garbage)",
+     lambda d: rank(d, net(d, seq("nn.Conv2d(8, 4, 3)", "nn.AdaptiveAvgPool2d(1)",
+                                  "nn.Flatten()")), data=images(d)),
+     needle="its first convolution '0' (Conv2d, 8 input channel(s)) would read the images "
+            "unchanged")
+case("model: torch CNN on grey images without declared preprocessing",
+     lambda d: rank(d, net(d, seq("nn.Conv2d(1, 4, 3)", "nn.AdaptiveAvgPool2d(1)",
+                                  "nn.Flatten()")), data=images(d, channels=1)),
+     needle="to declare how images reach it")
+case("model: torch CNN on images declared by --input-size/--mean/--std",
+     lambda d: rank(d, cnn(d), "--input-size", "16", "--mean", "0.5", "--std", "0.5",
+                    data=images(d)),
+     expect="correct", check=ranked("net.py:build"))
+case("model: torch flatten + Linear on raw images ranks",
+     lambda d: rank(d, net(d, seq("nn.Flatten()", "nn.Linear(8 * 8 * 3, 8)", "nn.ReLU()",
+                                  "nn.Linear(8, 3)")), data=images(d)),
+     expect="correct", check=ranked("net.py:build"))
+case("model: torch module that permutes raw images itself ranks",
+     lambda d: rank(d, net(d, module("self.conv(x.permute(0, 3, 1, 2) / 255).mean(dim=(2, 3))",
+                                     init="self.conv = nn.Conv2d(3, 4, 3)")), data=images(d)),
+     expect="correct", check=ranked("net.py:build"))
+case("model: torch token_layers naming no layer",
+     lambda d: rank(d, net(d, "def build():\n    m = nn.Sequential(nn.Conv1d(1, 4, 3), "
+                              "nn.Flatten())\n    m.token_layers = ['O']\n    return m\n")),
+     needle="Expected module.token_layers of build() in net.py to name layers of the module, "
+            "got 'O'")
+case("model: torch token_layers that is a string",
+     lambda d: rank(d, net(d, "def build():\n    m = nn.Sequential(nn.Conv1d(1, 4, 3), "
+                              "nn.Flatten())\n    m.token_layers = '0'\n    return m\n")),
+     needle="to be a list of layer names, got '0'")
+case("model: torch transformer layer on series (tokens pooled)",
+     lambda d: rank(d, net(d, """
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(16, 8)
+        self.encoder = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+
+    def forward(self, x):
+        return self.encoder(self.embed(x))
+
+
+def build():
+    torch.manual_seed(0)
+    return Net()
+"""), "--layer", "encoder"),
+     expect="correct", check=ranked("net.py:build"))
+
+
+# -- checkpoints as training scripts save them -------------------------------------------------
+def wrapped(d, wrap, file="w.pt"):
+    torch.save(wrap(fcn_state(d)), d / file)
+    return d / file
+
+
+case("model: DistributedDataParallel checkpoint ('module.' keys) ranks",
+     with_ckpt(lambda d: wrapped(d, lambda s: {f"module.{k}": v for k, v in s.items()})),
+     expect="correct", check=ranked("net.py:fcn"))
+case("model: torch.compile checkpoint under 'model' ranks",
+     with_ckpt(lambda d: wrapped(d, lambda s: {"model": {f"_orig_mod.{k}": v
+                                                         for k, v in s.items()}, "epoch": 3})),
+     expect="correct", check=ranked("net.py:fcn"))
+case("model: checkpoint with some 'module.' keys of another model",
+     with_ckpt(lambda d: wrapped(d, lambda s: {**{f"module.{k}": v for k, v in s.items()},
+                                               "head.weight": torch.zeros(2)})),
+     needle="got missing keys ['0.weight', '0.bias']")
+case("model: checkpoint nested under 'state_dict' that pickles code",
+     with_ckpt(lambda d: (d / "evil.pt").write_bytes(pickle.dumps({"state_dict": {},
+                                                                   "x": Evil()}))
+               and d / "evil.pt"),
+     needle="not weights-only")

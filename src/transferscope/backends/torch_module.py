@@ -29,8 +29,18 @@ def describe_output(output) -> str:
     return "None" if output is None else f"a {type(output).__name__}"
 
 
-def pool(output, *, where: str = "the model", batch: int | None = None) -> torch.Tensor:
-    """(B, ...) activations -> (B, D): global average over spatial/temporal axes.
+#: Output layouts a backend can declare for a layer (:class:`TorchModuleBackend` ``layouts``);
+#: a layer without one is channels-first: (B, C, H, W) maps and (B, C, L) conv1d outputs.
+LAYOUTS = {
+    "NLC": "tokens: a 3-d output is (batch, tokens, channels), averaged over the tokens",
+    "NHWC": "channels last: (batch, height, width, channels) maps and (batch, tokens, "
+            "channels), averaged over all but the last axis",
+}
+
+
+def pool(output, *, where: str = "the model", batch: int | None = None,
+         layout: str | None = None) -> torch.Tensor:
+    """(B, ...) activations -> (B, D): global average over spatial/temporal/token axes.
 
     Parameters
     ----------
@@ -42,6 +52,10 @@ def pool(output, *, where: str = "the model", batch: int | None = None) -> torch
         What gave ``output`` (for error messages), e.g. ``"model 'x' at layer 'output'"``.
     batch : int, optional
         The batch size the output must keep as its first axis.
+    layout : str, optional
+        A key of :data:`LAYOUTS`: ``"NLC"`` pools a 3-d output as (B, T, C) tokens (mean over
+        T; a transformer block's output), ``"NHWC"`` pools 3-d and 4-d outputs over every axis
+        but the last (channels-last maps); ``None`` is channels-first (the default above).
 
     Returns
     -------
@@ -67,7 +81,11 @@ def pool(output, *, where: str = "the model", batch: int | None = None) -> torch
             f"Expected {where} to keep the batch axis first (batch {batch}), got "
             f"{describe_output(output)}; do not reshape across samples in forward()"
         )
-    if output.dim() == 4:  # (B, C, H, W)
+    if output.dim() == 3 and layout in ("NLC", "NHWC"):  # (B, T, C) tokens
+        pooled = output.mean(dim=1)
+    elif output.dim() == 4 and layout == "NHWC":  # (B, H, W, C)
+        pooled = output.mean(dim=(1, 2))
+    elif output.dim() == 4:  # (B, C, H, W)
         pooled = output.mean(dim=(2, 3))
     elif output.dim() == 3:  # (B, C, L) from conv1d
         pooled = output.mean(dim=2)
@@ -113,10 +131,16 @@ def forward_error(name: str, x, exc: BaseException, kind: str | None = None,
         hint = f"check that its first layer takes {shape[1]} input features"
     elif kind == "image" and preprocessing is not None and preprocessing.size is not None:
         hint = (f"check the input size it takes (images are resized to "
-                f"{preprocessing.size} px: declare another size, e.g. effnet-lite:0@224)")
+                f"{preprocessing.size} px: declare another size, e.g. --input-size 224 or "
+                "effnet-lite:0@224)")
+    elif kind == "image" and preprocessing is not None:
+        hint = ("check the input size it takes (images reach it at their own size: declare "
+                "one, e.g. --input-size 224)")
     elif kind == "image":
         hint = ("check the input layout and size it takes (images reach a torch: model "
-                "unchanged, as (batch, height, width[, channels]) floats in 0-255)")
+                "without declared preprocessing unchanged, as (batch, height, width[, "
+                "channels]) floats in 0-255: return (module, {'size': ..., 'mean': ..., "
+                "'std': ...}) from the factory or pass --input-size/--mean/--std)")
     else:
         hint = ("check that its input channels and length or width fit the data, or declare "
                 "the input size it takes")
@@ -165,7 +189,8 @@ class TorchModuleBackend(FinetunableBackend):
     """A module plus a ``prepare(batch_inputs) -> tensor`` preprocessing step.
 
     Layers are the named submodules listed by ``block_names`` (in forward order); the special
-    layer ``"output"`` is the module's own output.
+    layer ``"output"`` is the module's own output, and a layer named in ``inputs_of`` is the
+    input of a submodule (e.g. ``"pre_logits"``: what the classifier reads).
 
     Parameters
     ----------
@@ -174,7 +199,8 @@ class TorchModuleBackend(FinetunableBackend):
     module : torch.nn.Module
         The network (put in eval mode).
     block_names : list of str
-        Named submodules features can be read from, in forward order.
+        Layers features can be read from, in forward order: named submodules, or names of
+        ``inputs_of``.
     default : str
         The default layer (what a new head sits on).
     preprocessing : Preprocessing, optional
@@ -182,51 +208,86 @@ class TorchModuleBackend(FinetunableBackend):
     source : str, optional
         The code that builds and runs the module (a user's file): its digest is part of the
         identity, so editing the forward pass never serves cached features of the old code.
+    head : str, optional
+        The layer whose features are the source model's class logits (see
+        :meth:`~transferscope.backends.base.Backend.head_layer`); ``None`` for a model without a
+        classifier.
+    layouts : dict of str to str, optional
+        ``{layer: layout}`` for layers whose outputs are not channels-first: ``"NLC"`` for
+        (B, T, C) tokens (a transformer block), ``"NHWC"`` for channels-last maps; see
+        :func:`pool`.
+    inputs_of : dict of str to str, optional
+        ``{layer: submodule}``: the layer is the (first) input of that submodule, read by a
+        forward pre-hook (the classifier's input: pre-logits features).
     """
 
     modalities = ("image", "array", "series")
 
     def __init__(self, name: str, module: nn.Module, *, block_names: list[str],
                  default: str, preprocessing: Preprocessing | None = None,
-                 source: str | None = None):
+                 source: str | None = None, head: str | None = None,
+                 layouts: dict[str, str] | None = None, inputs_of: dict[str, str] | None = None):
         self.name = name
         self.module = module.eval()
         self.block_names = block_names
         self.default = default
         self.preprocessing = preprocessing
         self.source = source
+        self.head = head
+        self.layouts = dict(layouts or {})
+        self.inputs_of = dict(inputs_of or {})
+        bad = {k: v for k, v in self.layouts.items() if v not in LAYOUTS}
+        if bad:
+            raise ValueError(f"layouts must be among {sorted(LAYOUTS)}, got {bad}")
         self._digest = None
 
     def layers(self) -> list[str]:
         """The named blocks, then ``"output"``."""
         return [*self.block_names, "output"]
 
+    def head_layer(self) -> str | None:
+        """The layer given as ``head`` (``None``: no classifier head)."""
+        return self.head
+
+    def _pool(self, output, layer: str, batch: int | None) -> torch.Tensor:
+        return pool(output, where=f"model {self.name!r} at layer {layer!r}", batch=batch,
+                    layout=self.layouts.get(layer))
+
+    def _attach(self, module: nn.Module, layer: str, fn):
+        """Hook ``fn(value, batch)`` to the output of ``layer`` in ``module`` (to the input of
+        its submodule for a layer of :attr:`inputs_of`); returns the hook handle."""
+        target = self.inputs_of.get(layer)
+        if target is not None:
+            return module.get_submodule(target).register_forward_pre_hook(
+                lambda _m, inp: fn(inp[0] if inp else None, _batch_of(inp)))
+        return module.get_submodule(layer).register_forward_hook(
+            lambda _m, inp, out: fn(out, _batch_of(inp)))
+
     # -- fine-tuning interface: what TransferModel needs from a backend whose weights train --
     def feature_fn(self, module: nn.Module, layer: str, *, cut: bool = False):
         """``x -> (B, D)`` pooled features of ``module`` (a copy of ``self.module``) at
         ``layer``, differentiable (a forward hook captures the layer's output). With ``cut``
         the forward pass stops at the layer: nothing after it is computed."""
-        where = f"model {self.name!r} at layer {layer!r}"
         if layer == "output":
-            return lambda x: pool(module(x), where=where, batch=len(x))
+            return lambda x: self._pool(module(x), layer, len(x))
         box: dict = {}
 
-        def hook(_m, _i, out):
+        def hook(value, _batch):
             if cut:
-                raise _CutReached(out)
-            box["out"] = out
+                raise _CutReached(value)
+            box["out"] = value
 
-        dict(module.named_modules())[layer].register_forward_hook(hook)
+        self._attach(module, layer, hook)
 
         def run(x):
             box.clear()
             try:
                 module(x)
             except _CutReached as reached:
-                return pool(reached.output, where=where, batch=len(x))
+                return self._pool(reached.output, layer, len(x))
             if "out" not in box:
                 raise self._not_run(layer)
-            return pool(box.pop("out"), where=where, batch=len(x))
+            return self._pool(box.pop("out"), layer, len(x))
 
         return run
 
@@ -255,6 +316,18 @@ class TorchModuleBackend(FinetunableBackend):
                   if layer == n or layer.startswith(n + ".") or n.startswith(layer + ".")]
         return inside[-1] if inside else len(blocks) - 1
 
+    def _cut(self, blocks, layer: str) -> int:
+        """Index of the last block that shapes ``layer``: for the input of a submodule (a layer
+        of :attr:`inputs_of`), the block before that submodule, or the block holding it."""
+        target = self.inputs_of.get(layer)
+        if target is None:
+            return self._cut_index(blocks, layer)
+        at = [i for i, (n, _) in enumerate(blocks)
+              if n == target or n.startswith(target + ".") or target.startswith(n + ".")]
+        if not at:
+            return len(blocks) - 1
+        return at[0] if target.startswith(blocks[at[0]][0] + ".") else at[0] - 1
+
     def blocks(self, module: nn.Module, layer: str) -> list[tuple[str, nn.Module]]:
         """Blocks in forward order up to ``layer`` (what freezing and learning-rate decay act
         on): the module's children, with Sequential/ModuleList children (stages) expanded one
@@ -262,19 +335,25 @@ class TorchModuleBackend(FinetunableBackend):
         parameters are left out."""
         blocks = self._expanded(module)
         if layer != "output":
-            blocks = blocks[: self._cut_index(blocks, layer) + 1]
+            blocks = blocks[: self._cut(blocks, layer) + 1]
         return [(n, b) for n, b in blocks if next(b.parameters(), None) is not None]
 
     def truncate(self, module: nn.Module, layer: str) -> nn.Module:
         """Remove the blocks after ``layer`` from ``module`` (in place; replaced by
-        ``nn.Identity``, so they hold no parameters). Pair with ``feature_fn(cut=True)``,
-        which stops the forward pass at the layer, so the removed blocks are never called."""
+        ``nn.Identity``, so they hold no parameters), and for the input of a submodule (e.g.
+        ``"pre_logits"``) that submodule too. Pair with ``feature_fn(cut=True)``, which stops
+        the forward pass at the layer, so the removed blocks are never called."""
         if layer == "output":
             return module
         blocks = self._expanded(module)
-        for name, _ in blocks[self._cut_index(blocks, layer) + 1 :]:
-            parent, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(parent) if parent else module, attr, nn.Identity())
+        for name, _ in blocks[self._cut(blocks, layer) + 1 :]:
+            _replace(module, name)
+        target = self.inputs_of.get(layer)
+        if target is not None:
+            try:
+                _replace(module, target)
+            except AttributeError:  # inside a block already removed
+                pass
         return module
 
     def default_layer(self) -> str:
@@ -283,8 +362,8 @@ class TorchModuleBackend(FinetunableBackend):
 
     def identity(self) -> str:
         """Name, module class, weights digest, structure digest (``repr`` of the module: its
-        layers and their settings), the source digest of a user's code, and the preprocessing
-        digest."""
+        layers and their settings), the source digest of a user's code, how layers are read
+        and pooled (when any is not a channels-first output), and the preprocessing digest."""
         if self._digest is None:  # hashed once (a twin resets it: new weights)
             self._digest = (weights_digest(self.module.state_dict()),
                             hashlib.sha256(repr(self.module).encode()).hexdigest()[:12])
@@ -292,6 +371,9 @@ class TorchModuleBackend(FinetunableBackend):
         parts = [self.name, type(self.module).__name__, f"w={weights}", f"s={structure}"]
         if self.source is not None:
             parts.append("src=" + hashlib.sha256(self.source.encode()).hexdigest()[:12])
+        if self.layouts or self.inputs_of:
+            how = repr((sorted(self.layouts.items()), sorted(self.inputs_of.items())))
+            parts.append("pool=" + hashlib.sha256(how.encode()).hexdigest()[:8])
         pre = self.preprocessing.digest() if self.preprocessing is not None else "none"
         return "|".join([*parts, f"p={pre}"])
 
@@ -312,19 +394,15 @@ class TorchModuleBackend(FinetunableBackend):
         self.check_layers(layers)
         device = resolve_device(device)
         module = self.module.to(device)
-        named = dict(module.named_modules())
         captured: dict[str, torch.Tensor] = {}
 
-        def keep(layer, out, batch):  # pooled at once: no full activation map is kept
-            captured[layer] = pool(out, where=f"model {self.name!r} at layer {layer!r}",
-                                   batch=batch)
+        def keep(layer):  # pooled at once: no full activation map is kept
+            def fn(value, batch):
+                captured[layer] = self._pool(value, layer, batch)
+            return fn
 
-        hooks = [
-            named[layer].register_forward_hook(
-                lambda _m, inp, out, layer=layer: keep(layer, out, len(inp[0]) if inp else None)
-            )
-            for layer in layers if layer != "output"
-        ]
+        hooks = [self._attach(module, layer, keep(layer)) for layer in layers
+                 if layer != "output"]
         chunks = {layer: [] for layer in layers}
         n = len(data)
         try:
@@ -344,8 +422,7 @@ class TorchModuleBackend(FinetunableBackend):
                         if layer != "output" and layer not in captured:
                             raise self._not_run(layer)
                         value = (captured[layer] if layer != "output" else
-                                 pool(out, where=f"model {self.name!r} at layer 'output'",
-                                      batch=len(x)))
+                                 self._pool(out, "output", len(x)))
                         chunks[layer].append(value.float().cpu().numpy())
                     if progress is not None:
                         progress(min(n, start + batch_size), n)
@@ -353,3 +430,15 @@ class TorchModuleBackend(FinetunableBackend):
             for h in hooks:
                 h.remove()
         return {layer: np.concatenate(parts) for layer, parts in chunks.items()}
+
+
+def _batch_of(inputs) -> int | None:
+    """The batch size of a hooked module's positional inputs (``None`` when unknown)."""
+    first = inputs[0] if inputs else None
+    return len(first) if isinstance(first, torch.Tensor) and first.dim() else None
+
+
+def _replace(module: nn.Module, name: str) -> None:
+    """Replace the submodule ``name`` of ``module`` by ``nn.Identity`` (in place)."""
+    parent, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, attr, nn.Identity())

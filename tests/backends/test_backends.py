@@ -164,15 +164,26 @@ def test_hf_minilm_mean_pooling_matches_sentence_transformers():
 
 
 @pytest.mark.parametrize("name", ["timm:resnet18", "torchvision:resnet18"])
-def test_optional_zoos_fail_clearly_when_missing(name):
+def test_optional_zoos_load_or_say_exactly_why_not(name):
+    """Where the package does not import: a one-line error naming it and what to install.
+    Where it imports but the weights are not cached (offline): one line that says only cached
+    weights load. Where they are cached: the model, with its pre-logits layer and head."""
     from transferscope import OptionalDependencyError
 
+    package = name.partition(":")[0]
     try:
-        create_backend(name)
+        b = create_backend(name)
     except OptionalDependencyError as exc:
-        assert "install" in str(exc) and "\n" not in str(exc)
-    except InputError as exc:  # importable, but offline without cached weights
-        assert "offline" in str(exc) or "Expected" in str(exc)
+        text = str(exc)
+        assert f"'{package}" in text and "pip install" in text and "\n" not in text
+        return
+    except InputError as exc:
+        text = str(exc)
+        assert "offline, only weights already in the cache load" in text
+        assert "resnet18" in text and "\n" not in text
+        return
+    assert b.default_layer() == "pre_logits" and b.head_layer() == "output"
+    assert b.preprocessing.size == 224
 
 
 def test_hf_image_model_through_its_processor(tmp_path):

@@ -11,6 +11,11 @@ both exactly as in google-research/stable_transfer, whose formula this reproduce
 Vectorised over all class pairs: class means and variances come from two sparse products
 (exact two-pass variances), and the C x C x D pairwise terms are evaluated in blocks of classes
 so memory stays bounded.
+
+D > N (raw inputs, small targets): nothing to reduce. The cost is O(N D + C^2 D), linear in D
+(reading the input is already O(N D)), with no D^2 or D^3 term; and the diagonal covariance is
+tied to the feature basis, so a rotation onto the rows' span (what the covariance metrics use)
+would change the value.
 """
 
 from __future__ import annotations

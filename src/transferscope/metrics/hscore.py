@@ -19,6 +19,15 @@ relative cut-off.
 
 With D >= N the covariance is singular: the plain H-score then saturates (a warning says so);
 the shrinkage form stays well defined.
+
+D > N (raw inputs, small targets): both scores are computed on the exact rotation of the rows
+onto their N-dimensional span (:func:`~transferscope.metrics._stats.row_space`, a thin QR,
+O(N^2 D)) instead of the D x D covariance (O(N D^2 + D^3)). The H-score is invariant to it:
+``tr(cov^+ B)`` with both matrices living in that span. The shrinkage H-score is too, given the
+original D: its Ledoit-Wolf target ``tr(S) / D I`` fills the D - N dimensions where the class
+means have no component, and its shrinkage depends on the data only through rotation invariants
+(traces, Frobenius norms, |x - mu|^4) and on D, which is passed through. Measured equal to the
+direct computation to 1e-15 relative (``tests/metrics/test_wide.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import scipy.linalg
 from scipy.linalg import lapack
 
 from transferscope.metrics._registry import metric
-from transferscope.metrics._stats import ClassStats, class_stats, symmetric_eigh
+from transferscope.metrics._stats import ClassStats, class_stats, row_space, symmetric_eigh
 from transferscope.validation import warn_if_wide
 
 PINV_RCOND = 1e-15
@@ -79,13 +88,27 @@ def hscore_from_stats(stats: ClassStats) -> float:
                                device=stats.device)
 
 
-def ledoit_wolf_shrinkage(stats: ClassStats) -> float:
+def ledoit_wolf_shrinkage(stats: ClassStats, n_features: int | None = None) -> float:
     """The Ledoit-Wolf shrinkage of the empirical covariance, from accumulated statistics.
 
     Same estimator as ``sklearn.covariance.ledoit_wolf_shrinkage``, computed from the centred
     scatter matrix and the centred fourth moment sum_k ||x_k - mu||^4 instead of a second pass.
+
+    Parameters
+    ----------
+    stats : ClassStats
+        Accumulated with ``moments=True``.
+    n_features : int, optional
+        The features' dimension D when ``stats`` holds rotated coordinates of fewer
+        dimensions (:func:`~transferscope.metrics._stats.row_space`); default
+        ``stats.n_features``.
+
+    Returns
+    -------
+    float
+        The shrinkage in [0, 1].
     """
-    n, p = stats.n, stats.n_features
+    n, p = stats.n, n_features or stats.n_features
     scatter = stats.scatter()
     emp_trace = float(np.trace(scatter)) / n
     mu = emp_trace / p
@@ -97,7 +120,7 @@ def ledoit_wolf_shrinkage(stats: ClassStats) -> float:
     return 0.0 if beta == 0 else beta / delta
 
 
-def hscore_reg_from_stats(stats: ClassStats) -> float:
+def hscore_reg_from_stats(stats: ClassStats, n_features: int | None = None) -> float:
     """Shrinkage H-score (Ibrahim et al., ECML-PKDD 2022) from accumulated statistics:
     ``(1 - alpha) tr(cov_alpha(f)^-1 cov(E[f|y]))`` with the Ledoit-Wolf covariance
     ``cov_alpha`` and shrinkage ``alpha`` (:func:`ledoit_wolf_shrinkage`).
@@ -107,16 +130,20 @@ def hscore_reg_from_stats(stats: ClassStats) -> float:
     stats : ClassStats
         Statistics of features of shape (n_samples, n_features), n_samples >= 2, accumulated
         with ``moments=True`` (the shrinkage needs the fourth moments).
+    n_features : int, optional
+        The original dimension D when ``stats`` holds the rows' coordinates in their span
+        (D > N); the shrinkage target ``tr(S) / D`` and the shrinkage use it.
 
     Returns
     -------
     float
     """
-    n, p = stats.n, stats.n_features
+    n, q = stats.n, stats.n_features
+    p = n_features or q
     emp_cov = stats.scatter() / n
-    alpha = ledoit_wolf_shrinkage(stats)
+    alpha = ledoit_wolf_shrinkage(stats, p)
     shrunk = (1.0 - alpha) * emp_cov
-    shrunk.flat[:: p + 1] += alpha * float(np.trace(emp_cov)) / p
+    shrunk.flat[:: q + 1] += alpha * float(np.trace(emp_cov)) / p
     diff, counts = _class_mean_offsets(stats)
     return (1.0 - alpha) * _trace_pinv_product(shrunk, diff, counts / (n - 1),
                                                device=stats.device)
@@ -134,7 +161,9 @@ def hscore(features, labels, *, gram_dtype="float64", device=None):
     ----------
     features : array-like of shape (n_samples, n_features)
         Target features from the source model; with n_features >= n_samples the covariance
-        is singular and the score saturates (a warning says so; prefer ``hscore_reg``).
+        is singular and the score saturates (a warning says so; prefer ``hscore_reg``). With
+        n_features > n_samples it is computed on the rows' N-dimensional coordinates (an
+        exact rotation; the value is unchanged).
     labels : array-like of shape (n_samples,)
         Class labels (any sortable values).
     gram_dtype : {"float64", "float32"}
@@ -148,6 +177,8 @@ def hscore(features, labels, *, gram_dtype="float64", device=None):
     """
     n, d = features.shape
     warn_if_wide("hscore", n, d, "use 'hscore_reg' or reduce the features with PCA")
+    if d > n:
+        features, _ = row_space(features)
     stats = class_stats(features, labels.codes, labels.n_classes,
                         gram_dtype=gram_dtype, device=device)
     return hscore_from_stats(stats)
@@ -165,7 +196,9 @@ def hscore_reg(features, labels, *, gram_dtype="float64", device=None):
     Parameters
     ----------
     features : array-like of shape (n_samples, n_features)
-        Target features from the source model.
+        Target features from the source model. With n_features > n_samples the score is
+        computed on the rows' N-dimensional coordinates (an exact rotation, with the
+        shrinkage target of the original dimension; the value is unchanged).
     labels : array-like of shape (n_samples,)
         Class labels (any sortable values).
     gram_dtype : {"float64", "float32"}
@@ -177,6 +210,9 @@ def hscore_reg(features, labels, *, gram_dtype="float64", device=None):
     -------
     float
     """
+    n, d = features.shape
+    if d > n:
+        features, _ = row_space(features)
     stats = class_stats(features, labels.codes, labels.n_classes,
                         gram_dtype=gram_dtype, device=device, moments=True)
-    return hscore_reg_from_stats(stats)
+    return hscore_reg_from_stats(stats, d)

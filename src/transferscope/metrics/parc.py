@@ -15,6 +15,12 @@ memory is O(max_samples^2) (under 1 GiB at the default 5000), and the label matr
 formed: its two values (same class / different class) make the Spearman correlation a
 rank-biserial formula over the ranks of the feature dissimilarities. With N <= max_samples
 (the reference input has N = 2000) nothing is subsampled and the value is the reference's.
+
+D > N (raw inputs, small targets): nothing to reduce. The randomized PCA costs O(N D k) with
+k = n_dims + 10 (linear in D; no D x D matrix is formed) and the pairwise part O(N^2 k). The PCA
+is not rotation invariant (its random test matrix and its sign convention live in the feature
+basis, and PARC's row-wise correlations see the signs), so a rotation onto the rows' span would
+change the value.
 """
 
 from __future__ import annotations

@@ -18,6 +18,17 @@ Differences, on purpose:
 - the reference projects onto all D generalised eigenvectors V of (S_b, S_w) and forms
   ``mu V V^T``; since ``V^T S_w V = I`` that product is ``mu S_w^-1``, which is computed here
   with one Cholesky solve (D^3 / 3 flops) instead of a generalised eigenproblem.
+
+D > N (raw inputs, small targets): the features are rotated onto their N-dimensional span
+(:func:`~transferscope.metrics._stats.row_space`, a thin QR, O(N^2 D)) and everything runs on the
+N x N coordinates, O(N^3) instead of O(N D^2 + D^3). That is exact: the class means, the ConfMix
+features and the range of S_w all lie in the span, so with the shrunk matrix
+``(1 - s) S_w + s tr(S_w) / D I`` (the original D) ``mu S^-1 x^T`` only sees its block on the span;
+and the power iteration, which the reference starts from the all-ones vector of R^D (not a
+rotation invariant), is started from that vector's coordinates in the span, which reproduces
+every iterate. Measured equal to the direct D x D computation to 1e-14 relative on digits
+projected to 1024 dimensions (``tests/metrics/test_wide.py``; the shrunk matrix's condition
+number, up to 1e10 at the 1e-10 shrinkage floor, bounds the agreement in general).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import numpy as np
 import scipy.linalg
 
 from transferscope.metrics._registry import metric
-from transferscope.metrics._stats import class_sums, matmul
+from transferscope.metrics._stats import class_sums, matmul, row_space
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -36,9 +47,11 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _largest_eigenvalue_estimate(a: np.ndarray, iterations: int = 3) -> float:
-    """The SFDA authors' power iteration, started from the row sums (kept for exactness)."""
-    x = a.sum(axis=1)
+def _largest_eigenvalue_estimate(a: np.ndarray, iterations: int = 3, start=None) -> float:
+    """The SFDA authors' power iteration, started from the row sums (kept for exactness), or
+    from ``a @ start`` (the row sums in rotated coordinates: ``start`` = the coordinates of
+    the all-ones vector)."""
+    x = a.sum(axis=1) if start is None else a @ start
     y = x
     for _ in range(iterations):
         y = a @ x
@@ -48,16 +61,17 @@ def _largest_eigenvalue_estimate(a: np.ndarray, iterations: int = 3) -> float:
     return float(x @ a @ y)
 
 
-def _discriminant_probs(x, codes, n_classes, priors, shrinkage, device=None):
+def _discriminant_probs(x, codes, n_classes, priors, shrinkage, device=None, n_features=None,
+                        start=None):
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
     means = class_sums(x, codes, n_classes) / counts[:, None]
     resid = x - means[codes]
     s_w = matmul(resid.T, resid, device=device) / len(x)
     if shrinkage is None:
-        shrinkage = max(np.exp(-5.0 * _largest_eigenvalue_estimate(s_w)), 1e-10)
+        shrinkage = max(np.exp(-5.0 * _largest_eigenvalue_estimate(s_w, start=start)), 1e-10)
     d = s_w.shape[0]
     shrunk = (1.0 - shrinkage) * s_w
-    shrunk.flat[:: d + 1] += shrinkage * np.trace(s_w) / d
+    shrunk.flat[:: d + 1] += shrinkage * np.trace(s_w) / (n_features or d)
     coef = scipy.linalg.cho_solve(scipy.linalg.cho_factor(shrunk), means.T).T  # mu S^-1
     intercept = -0.5 * np.einsum("ij,ij->i", means, coef) + np.log(priors)
     return _softmax(matmul(x, coef.T, device=device) + intercept), means, shrinkage
@@ -76,7 +90,9 @@ def sfda(features, labels, *, device=None):
     Parameters
     ----------
     features : array-like of shape (n_samples, n_features)
-        Target features from the source model (not modified).
+        Target features from the source model (not modified). With n_features > n_samples
+        the score is computed on the rows' N-dimensional coordinates (an exact rotation; same
+        value).
     labels : array-like of shape (n_samples,)
         Class labels, at least 2 samples per class.
     device : str, optional
@@ -87,13 +103,24 @@ def sfda(features, labels, *, device=None):
     float
         In [0, 1].
     """
-    x = np.array(features, dtype=np.float64)  # a private copy: ConfMix rewrites it
+    n, d = features.shape
+    if d > n:
+        coords, basis = row_space(features)
+        return _sfda(coords, labels, device, n_features=d, start=basis.sum(axis=0))
+    return _sfda(np.array(features, dtype=np.float64), labels, device)
+
+
+def _sfda(x, labels, device, n_features=None, start=None) -> float:
+    """SFDA of ``x`` (N, D'), a private float64 array (ConfMix rewrites it); ``n_features``
+    and ``start``: the original D and the all-ones vector's coordinates when ``x`` holds
+    rotated coordinates."""
     codes, n_classes = labels.codes, labels.n_classes
     priors = labels.counts / len(codes)
-    prob, means, shrinkage = _discriminant_probs(x, codes, n_classes, priors, None, device)
+    prob, means, shrinkage = _discriminant_probs(x, codes, n_classes, priors, None, device,
+                                                 n_features, start)
     prob = _softmax(prob)  # softened once more, as in the paper's code
     outer = (means.sum(axis=0)[None, :] - means) / (n_classes - 1)  # mean of the other classes
     p_true = prob[np.arange(len(codes)), codes][:, None]
     x = p_true * x + (1.0 - p_true) * outer[codes]
-    prob, _, _ = _discriminant_probs(x, codes, n_classes, priors, shrinkage, device)
+    prob, _, _ = _discriminant_probs(x, codes, n_classes, priors, shrinkage, device, n_features)
     return float(prob[np.arange(len(codes)), codes].mean())

@@ -20,6 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as in the tests: never the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TSCOPE_PROGRESS", "0")  # as in the tests: stderr holds what a case says
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' hostile cases
 sys.path.insert(0, str(ROOT / "bench"))

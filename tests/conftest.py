@@ -10,6 +10,9 @@ from tests.s1_inputs import make_s1
 # only (a hub id that is not cached is an error, which the hostile suite checks).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Progress bars and lines are off in the tests (their CLI tests read stderr line by line, also
+# of `tscope` subprocesses); tests/test_progress.py turns them on where it checks them.
+os.environ.setdefault("TSCOPE_PROGRESS", "0")
 
 # CI draws the same hypothesis examples every run (no flaky red builds); locally they vary
 settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -148,11 +148,18 @@ def _model(args, name: str):
 
 def _load_data(args):
     """The dataset the data options name, subsampled as asked."""
+    from pathlib import Path
+
     from transferscope.data import load_dataset, subsample
 
+    if Path(args.data).is_dir() and args.layout is None:  # decoded lazily, batch by batch
+        from transferscope.data.stream import open_image_folder
+
+        data = open_image_folder(args.data, skip_corrupt=args.skip_corrupt)
+        return subsample(data, per_class=args.per_class, fraction=args.fraction, seed=args.seed)
     data = load_dataset(args.data, text_column=args.text_column, label_column=args.label_column,
                         labels_path=args.labels, skip_corrupt=args.skip_corrupt,
-                        layout=args.layout, encoding=args.encoding)
+                        layout=args.layout, encoding=args.encoding, unequal=args.unequal)
     return subsample(data, per_class=args.per_class, fraction=args.fraction, seed=args.seed)
 
 
@@ -203,7 +210,8 @@ def cmd_rank(args) -> int:
 
     cfg = RankConfig(metrics=_metric_names(args.metric), subsamples=args.subsamples,
                      seed=args.seed, baselines=not args.no_baselines, layer=args.layer,
-                     batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir)
+                     batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
+                     num_workers=args.num_workers, precision=args.precision)
     result = rank(_load_data(args), [_model(args, m) for m in args.model], cfg)
     print(render(_rank_rows(result, args.format), args.format))
     for line in result.notes:
@@ -287,7 +295,8 @@ def _train_config(args):
     from transferscope.config import TrainConfig
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
-                       seed=args.seed, device=args.device)
+                       seed=args.seed, device=args.device, precision=args.precision,
+                       num_workers=args.num_workers)
 
 
 def cmd_finetune(args) -> int:
@@ -367,7 +376,8 @@ def cmd_layers(args) -> int:
     data = _load_data(args)
     pcfg = ProfileConfig(metrics=_metric_names(args.metric), seed=args.seed,
                          batch_size=args.batch_size, device=args.device,
-                         cache_dir=args.cache_dir)
+                         cache_dir=args.cache_dir, num_workers=args.num_workers,
+                         precision=args.precision)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"Expected a folder for the layer outputs, got the file {out}; pass "
@@ -484,12 +494,14 @@ def cmd_report(args) -> int:
 
 def cmd_runs(args) -> int:
     """``tscope runs``: list the runs of the run store (optionally after marking stale ones
-    failed), with their state, seed, config, metrics and error.
+    failed), with their state, seed, config, metrics and error; ``tscope runs export --mlflow
+    URI``: export them to MLflow (:func:`transferscope.store.to_mlflow`).
 
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line (``db``, ``state``, ``study``, ``mark_stale``, ``format``).
+        The parsed command line (``action``, ``db``, ``state``, ``study``, ``mark_stale``,
+        ``format``, ``mlflow``, ``experiment``).
 
     Returns
     -------
@@ -498,9 +510,25 @@ def cmd_runs(args) -> int:
     """
     from transferscope.store import open_store
 
+    if (args.action == "export") != (args.mlflow is not None):
+        raise InputError("Expected --mlflow URI with 'tscope runs export' (and only there), got "
+                         f"{'no --mlflow' if args.mlflow is None else 'tscope runs --mlflow'}; "
+                         "e.g. tscope runs export --mlflow file:./mlruns")
+    if args.action != "export" and args.experiment is not None:
+        raise InputError("Expected --experiment only with 'tscope runs export', got it with "
+                         "'tscope runs'; e.g. tscope runs export --mlflow URI --experiment NAME")
     store = open_store(_db_url(args))
     if args.mark_stale:
         print(f"marked {store.mark_stale()} stale run(s) failed", file=sys.stderr)
+    if args.action == "export":
+        from transferscope.store import to_mlflow
+
+        done = to_mlflow(store, args.mlflow, experiment=args.experiment, study=args.study,
+                         state=args.state)
+        print(render(done.rows, args.format))
+        if args.format == "table":
+            print(f"\n{done.summary()}")
+        return 0
     rows = []
     for r in store.list(state=args.state, study=args.study):
         row = {"id": r["id"], "state": r["state"], "study": r["study"] or "", "seed": r["seed"],
@@ -584,7 +612,8 @@ EXAMPLES = {
               "--verify",
     "study": "tscope study run examples/ucr-transfer.toml --jobs 2",
     "report": "tscope report examples/ucr-transfer.toml -o ucr-transfer.html",
-    "runs": "tscope runs --state finished --format csv",
+    "runs": "tscope runs --state finished --format csv\n  "
+            "tscope runs export --mlflow file:./mlruns --study ucr-transfer",
     "db": "tscope db upgrade --db sqlite:///tscope.db",
     "example": "tscope example --metric logme,knn",
 }
@@ -610,6 +639,8 @@ def _subcommand(sub, name: str, help_text: str, description: str, func, parents=
 def _parents() -> dict[str, argparse.ArgumentParser]:
     """Options shared by several subcommands (each defined once; defaults from the API)."""
     from transferscope.config import DEFAULT_SEEDS, TrainConfig
+    from transferscope.precision import PRECISIONS
+    from transferscope.progress import ProgressSettings
     from transferscope.store import DEFAULT_URL
 
     train = TrainConfig()
@@ -639,11 +670,21 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                    "arrays (default: the axis of size 1, 3 or 4; asked for when unclear)")
     p.add_argument("--encoding", help="text encoding of a table, text labels file or .ts/.arff "
                    "file (default utf-8), e.g. latin-1")
+    p.add_argument("--unequal", choices=("error", "pad", "resample"),
+                   help="UCR series of unequal lengths: refuse them (default), pad them with "
+                   "zeros or linearly resample them to the longest")
 
     p = out["compute"] = argparse.ArgumentParser(add_help=False)
     p.add_argument("--seed", type=int, default=0, help="seed of subsampling, splits and "
                    "training (default %(default)s)")
     p.add_argument("--device", help="torch device, e.g. cuda (default: cuda if available)")
+    p.add_argument("--precision", choices=PRECISIONS, default=train.precision,
+                   help="forward passes in fp32, bf16 or fp16 autocast (fp16: CUDA only, with a "
+                        "gradient scaler); auto: bf16 on a GPU with bf16, fp16 on an older "
+                        "GPU, fp32 on the CPU (default %(default)s)")
+    p.add_argument("--num-workers", type=int, default=train.num_workers, metavar="N",
+                   help="DataLoader processes that decode and prepare batches during "
+                        "extraction and training (default %(default)s: this process)")
 
     p = out["train"] = argparse.ArgumentParser(add_help=False)
     p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
@@ -672,6 +713,16 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
 
     p = out["db"] = argparse.ArgumentParser(add_help=False)
     p.add_argument("--db", help=f"run store, a SQLAlchemy URL (default {DEFAULT_URL})")
+
+    shown = ProgressSettings()
+    p = out["progress"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--log-every", type=float, default=shown.log_every, metavar="SECONDS",
+                   help="when stderr is not a terminal (nohup, CI, a notebook's log): a "
+                        "progress line at most every SECONDS (0: every update), plus one when "
+                        "each step starts and ends (default %(default)s)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bars, progress lines or per-epoch lines (errors, notes "
+                        "and results are still printed)")
     return out
 
 
@@ -696,7 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subcommand(sub, "score", "score a features file (npz/npy/csv/tsv/parquet)",
                     "Score features you already have with any metrics.", cmd_score,
-                    [par["format"]])
+                    [par["format"], par["progress"]])
     p.add_argument("features", help="features file (.npz, .npy, .csv, .tsv, .parquet)")
     p.add_argument("--labels", help="labels file (.npy or whitespace-separated text)")
     p.add_argument("--encoding", help="text encoding of a CSV/TSV features file or a text "
@@ -715,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "intervals, margins over each model's random-init twin and the raw input, "
                     "and a negative-transfer risk label.", cmd_rank,
                     [par["data"], par["compute"], par["cache"], par["preprocessing"],
-                     par["format"]])
+                     par["format"], par["progress"]])
     p.add_argument("--model", action="append", required=True,
                    help="model name, repeatable: effnet-lite:0[@size], hf:<path>, "
                         "torch:<file.py>:<factory>[@<ckpt>], timm:<name>, torchvision:<name>, "
@@ -736,7 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per forward pass (default %(default)s)")
 
     p = _subcommand(sub, "demo", "rank shipped models on built-in data (offline, minutes)",
-                    "The main job on built-in data and shipped models, offline.", cmd_demo)
+                    "The main job on built-in data and shipped models, offline.", cmd_demo,
+                    [par["progress"]])
     p.add_argument("--subsamples", "--bootstrap", dest="subsamples", type=int, default=10,
                    metavar="N", help="subsamples behind each interval (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
@@ -747,7 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the gain with a paired-bootstrap interval and a POSITIVE / NEGATIVE / "
                     "INCONCLUSIVE verdict, and the training time saved.", cmd_finetune,
                     [par["data"], par["train"], par["compute"], par["db"], par["preprocessing"],
-                     par["format"]])
+                     par["format"], par["progress"]])
     p.add_argument("--model", required=True, help="the pretrained model (a model name)")
     p.add_argument("--strategy",
                    help="linear_probe, full, lp_ft, freeze, gradual_unfreeze, llrd, l2sp, bss, "
@@ -777,7 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the training part of your data, and recommendations for the cut, freeze "
                     "depth, head width and strategy, each with its evidence.", cmd_layers,
                     [par["data"], par["train"], par["compute"], par["cache"], par["preprocessing"],
-                     par["format"]])
+                     par["format"], par["progress"]])
     p.add_argument("--model", required=True, help="the pretrained model (a model name)")
     p.add_argument("--metric", default=",".join(PROFILE_METRICS),
                    help="comma-separated feature metrics per layer (default %(default)s)")
@@ -791,7 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subcommand(sub, "study", "systematic transfer experiments from a spec file",
                     "run: the grid of a study spec (resumable); status: what is done; "
                     "evaluate: how well the scores predicted the fine-tuning outcome (read "
-                    "from the run store, no model loaded).", cmd_study, [par["format"]])
+                    "from the run store, no model loaded).", cmd_study,
+                    [par["format"], par["progress"]])
     p.add_argument("action", choices=("run", "status", "evaluate"), help="what to do")
     p.add_argument("spec", help="study spec (TOML)")
     p.add_argument("--executor", default="local", help="local (process pool) or ray")
@@ -809,9 +862,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="report.html",
                    help="the HTML file (default %(default)s)")
 
-    p = _subcommand(sub, "runs", "list runs in the run store",
-                    "Every recorded run with its state, seed, config and results.", cmd_runs,
+    p = _subcommand(sub, "runs", "list runs in the run store, or export them to MLflow",
+                    "Every recorded run with its state, seed, config and results; 'export "
+                    "--mlflow URI' writes each as an MLflow run (params, per-epoch metrics, "
+                    "results, tags, saved model), skipping runs exported before.", cmd_runs,
                     [par["db"], par["format"]])
+    p.add_argument("action", nargs="?", choices=("list", "export"), default="list",
+                   help="list the runs (default) or export them (with --mlflow)")
+    p.add_argument("--mlflow", metavar="URI", help="export: MLflow tracking URI, e.g. "
+                   "file:./mlruns or http://localhost:5000 (needs transferscope[mlflow])")
+    p.add_argument("--experiment", help="export: MLflow experiment (default: the --study, "
+                   "else transferscope)")
     p.add_argument("--state", choices=("running", "finished", "failed"),
                    help="only runs in this state")
     p.add_argument("--study", help="only the runs of this study")
@@ -827,7 +888,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subcommand(sub, "example", "score three built-in feature sets (offline, seconds)",
                     "Scikit-learn digits through three feature sets of falling quality.",
-                    cmd_example, [par["format"]])
+                    cmd_example, [par["format"], par["progress"]])
     p.add_argument("--metric", default="all", help="comma-separated metrics, or all")
     p.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
     return parser
@@ -839,15 +900,26 @@ class _Terminated(KeyboardInterrupt):
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     """Warnings as one line on stderr, without the source location."""
+    from transferscope.progress import echo
+
     first = str(message).splitlines()[0] if str(message) else category.__name__
-    print(f"tscope: warning: {first}", file=file or sys.stderr)
+    if file is None or file is sys.stderr:
+        echo(f"tscope: warning: {first}")  # above any progress bars
+    else:
+        print(f"tscope: warning: {first}", file=file)
 
 
 class _NoteHandler(logging.Handler):
-    """``transferscope`` log records at INFO and above as one ``tscope: note:`` line each."""
+    """``transferscope`` log records at INFO and above as one line each on stderr:
+    ``tscope: <line>`` for progress (:mod:`transferscope.progress`), ``tscope: note: <note>``
+    for the rest; written above any progress bars."""
 
     def emit(self, record):
-        print(f"tscope: note: {record.getMessage()}", file=sys.stderr)
+        from transferscope.progress import LOG as PROGRESS_LOG
+        from transferscope.progress import echo
+
+        kind = "" if record.name.startswith(PROGRESS_LOG.name) else "note: "
+        echo(f"tscope: {kind}{record.getMessage()}")
 
 
 def _on_sigterm(signum, frame):
@@ -870,9 +942,12 @@ def main(argv=None) -> int:
         Ctrl-C and 143 after SIGTERM, with one line saying that the run in progress is marked
         failed (finished runs are kept) and the next call resumes.
     """
+    import contextlib
     import signal
     import threading
     import warnings
+
+    from transferscope import progress
 
     args = build_parser().parse_args(argv)
     log = logging.getLogger("transferscope")
@@ -887,7 +962,12 @@ def main(argv=None) -> int:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.showwarning = _one_line_warning
         try:
-            return args.func(args)
+            with contextlib.ExitStack() as stack:
+                if hasattr(args, "log_every"):  # --quiet and --log-every for this command
+                    stack.enter_context(progress.settings(
+                        enabled=False if args.quiet else None,
+                        log_every=progress.check_log_every(args.log_every)))
+                return args.func(args)
         except (InputError, OptionalDependencyError) as exc:
             print(f"tscope: error: {exc}", file=sys.stderr)
             return 2

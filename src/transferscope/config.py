@@ -52,7 +52,16 @@ class TrainConfig:
     device : str or None
         Torch device (default: CUDA when available); not part of a run's identity.
     amp : bool
-        Mixed precision (CUDA only).
+        Mixed precision allowed (``False``: fp32 whatever ``precision`` says; kept for configs
+        written before ``precision``).
+    precision : str
+        ``"auto"`` (bf16 on a CUDA device with bf16, fp16 on an older GPU, fp32 on the CPU),
+        ``"fp32"``, ``"bf16"`` (CUDA or CPU autocast) or ``"fp16"`` (CUDA autocast with a
+        gradient scaler); see :mod:`transferscope.precision`. Part of a run's identity unless
+        ``"auto"`` (so the keys of runs recorded before it existed stay the same).
+    num_workers : int
+        ``DataLoader`` processes that read and prepare batches when the split is streamed (0:
+        this process); not part of a run's identity (it does not change the result).
     """
 
     epochs: int = 20
@@ -64,16 +73,29 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     amp: bool = True
+    precision: str = "auto"
+    num_workers: int = 0
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise InputError(f"Expected epochs, batch_size, patience >= 1, got {self}")
+        from transferscope.precision import check_precision
+
+        check_precision(self.precision)
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) \
+                or self.num_workers < 0:
+            raise InputError(f"Expected num_workers >= 0 (loader processes; 0 reads in this "
+                             f"process), got {self.num_workers!r}; e.g. --num-workers 2")
 
     def identity(self) -> dict:
-        """The fields that shape the result (all but ``device`` and ``seed``)."""
+        """The fields that shape the result (all but ``device``, ``seed`` and
+        ``num_workers``; ``precision`` only when it is not ``"auto"``)."""
         d = dataclasses.asdict(self)
         d.pop("device")
         d.pop("seed")
+        d.pop("num_workers")
+        if d["precision"] == "auto":
+            d.pop("precision")
         return d
 
 

@@ -28,6 +28,7 @@ from transferscope.errors import InputError
 from transferscope.metrics import get_metric, model_metrics
 from transferscope.metrics.sampling import stratified_subsample
 from transferscope.names import parse_model_name
+from transferscope.progress import unit
 from transferscope.scoring import DEFAULT_METRICS
 from transferscope.verdict import interval_label
 
@@ -44,6 +45,15 @@ def primary_metric(metrics, primary: str | None = None) -> str:
     if primary not in metrics:
         raise InputError(f"Expected primary among {tuple(metrics)}, got {primary!r}")
     return primary
+
+
+def _check_loading(num_workers, precision) -> None:
+    """Refuse an unknown precision or a negative number of loader workers (one line)."""
+    from transferscope.data.stream import check_workers
+    from transferscope.precision import check_precision
+
+    check_precision(precision)
+    check_workers(num_workers)
 
 
 @dataclass
@@ -72,6 +82,12 @@ class RankConfig:
         Layer of every model (default: each one's penultimate layer; raw: its input).
     batch_size, device, cache_dir
         Feature extraction settings.
+    num_workers : int
+        ``DataLoader`` processes that read and prepare batches during extraction (0: this
+        process).
+    precision : str
+        ``"auto"`` (fp32 on the CPU, bf16 or fp16 on CUDA), ``"fp32"``, ``"bf16"`` or
+        ``"fp16"`` (CUDA only) for extraction; see :mod:`transferscope.precision`.
     metric_options : dict
         Options passed to the metrics that accept them.
     """
@@ -88,11 +104,14 @@ class RankConfig:
     batch_size: int = 64
     device: str | None = None
     cache_dir: str | None = None
+    num_workers: int = 0
+    precision: str = "auto"
     metric_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.metrics = tuple(self.metrics)
         model_metrics(self.metrics, "rank")
+        _check_loading(self.num_workers, self.precision)
         self.primary = primary_metric(self.metrics, self.primary)
         if self.subsamples < 0:
             raise InputError(f"Expected subsamples >= 0, got {self.subsamples}")
@@ -112,10 +131,11 @@ class RankResult:
     notes: list[str] = field(default_factory=list)
 
     def to_frame(self):
-        """The rows as a pandas DataFrame."""
-        import pandas as pd
+        """The rows as a pandas DataFrame, one row per model (pandas missing: one line naming
+        the ``tables`` extra)."""
+        from transferscope.frames import frame
 
-        return pd.DataFrame(self.rows)
+        return frame(self.rows)
 
 
 def _interval(values: np.ndarray, ratio: float) -> tuple[float, float]:
@@ -127,20 +147,24 @@ def _interval(values: np.ndarray, ratio: float) -> tuple[float, float]:
     return float(values[0] + scale * lo), float(values[0] + scale * hi)
 
 
-def _score_all(features, probs, labels, cfg: RankConfig, resamples) -> dict[str, np.ndarray]:
+def _score_all(features, probs, labels, cfg: RankConfig, resamples,
+               label: str = "metrics") -> dict[str, np.ndarray]:
     """{metric: array [full, resample_1, ..., resample_B]}; source-head metrics are NaN for a
-    model without a head (``probs`` None)."""
+    model without a head (``probs`` None). Progress: one update per metric (full data and its
+    subsamples), in a transient unit named ``label``."""
     out = {}
-    for m in cfg.metrics:
-        spec = get_metric(m)
-        x = features if spec.inputs == "features" else probs
-        if x is None:
-            out[m] = np.full(1 + len(resamples), np.nan)
-            continue
-        opts = {k: v for k, v in cfg.metric_options.items() if k in spec.options}
-        vals = [spec.func(x, labels, **opts)]
-        vals += [spec.func(x[idx], labels[idx], **opts) for idx in resamples]
-        out[m] = np.asarray(vals)
+    with unit(label, len(cfg.metrics), "metric", transient=True) as bar:
+        for m in cfg.metrics:
+            spec = get_metric(m)
+            x = features if spec.inputs == "features" else probs
+            if x is None:
+                out[m] = np.full(1 + len(resamples), np.nan)
+            else:
+                opts = {k: v for k, v in cfg.metric_options.items() if k in spec.options}
+                vals = [spec.func(x, labels, **opts)]
+                vals += [spec.func(x[idx], labels[idx], **opts) for idx in resamples]
+                out[m] = np.asarray(vals)
+            bar.update(metric=m)
     return out
 
 
@@ -206,18 +230,21 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
             order.append("raw")
 
     scores, seconds, headless = {}, {}, []
-    for name in order:
-        start = time.perf_counter()
-        backend = backends[name]
-        layer = cfg.layer if (cfg.layer and name != "raw") else backend.default_layer()
-        opts = {"cache": cache, "batch_size": cfg.batch_size, "device": cfg.device}
-        feats = extract_features(backend, data, [layer], **opts)
-        x = next(iter(feats.values()))
-        probs = extract_source_probs(backend, data, **opts) if source_metrics else None
-        if source_metrics and probs is None:
-            headless.append(name)
-        scores[name] = _score_all(x, probs, labels, cfg, resamples)
-        seconds[name] = time.perf_counter() - start
+    with unit(f"rank on {data.name}", len(order), "model") as bar:
+        for name in order:
+            start = time.perf_counter()
+            backend = backends[name]
+            layer = cfg.layer if (cfg.layer and name != "raw") else backend.default_layer()
+            opts = {"cache": cache, "batch_size": cfg.batch_size, "device": cfg.device,
+                    "num_workers": cfg.num_workers, "precision": cfg.precision}
+            feats = extract_features(backend, data, [layer], **opts)
+            x = next(iter(feats.values()))
+            probs = extract_source_probs(backend, data, **opts) if source_metrics else None
+            if source_metrics and probs is None:
+                headless.append(name)
+            scores[name] = _score_all(x, probs, labels, cfg, resamples, f"metrics of {name}")
+            seconds[name] = time.perf_counter() - start
+            bar.update(model=name)
 
     p = cfg.primary
     candidates = [m for m in models if not names[m].is_baseline] or models

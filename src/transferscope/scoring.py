@@ -8,6 +8,7 @@ import numpy as np
 
 from transferscope.errors import InputError
 from transferscope.metrics import get_metric, list_metrics
+from transferscope.progress import unit
 
 DEFAULT_METRICS = ("logme", "hscore_reg", "knn", "linear_probe")
 PROFILE_METRICS = ("logme", "hscore_reg", "linear_probe", "knn")  # per layer (tscope layers)
@@ -59,20 +60,23 @@ def score_many(metrics, features=None, labels=None, *, source_probs=None, option
         get_metric(m)  # unknown names fail before any work
     per_metric = split_options(metrics, options or {})
     rows = []
-    for m in metrics:
-        spec = get_metric(m)
-        x = features if spec.inputs == "features" else source_probs
-        if x is None:
-            need = "features" if spec.inputs == "features" else "source probabilities"
-            if on_error == "raise":
-                raise InputError(f"metric {m!r} needs {spec.needs}; this input has no {need}")
-            rows.append({"metric": m, "value": float("nan"), "seconds": 0.0,
-                         "note": f"needs {need}"})
-            continue
-        start = time.perf_counter()
-        value = spec.func(x, labels, **per_metric[m])
-        rows.append({"metric": m, "value": value,
-                     "seconds": round(time.perf_counter() - start, 4), "note": ""})
+    with unit("metrics", len(metrics), "metric", transient=True) as bar:
+        for m in metrics:
+            spec = get_metric(m)
+            x = features if spec.inputs == "features" else source_probs
+            if x is None:
+                need = "features" if spec.inputs == "features" else "source probabilities"
+                if on_error == "raise":
+                    raise InputError(f"metric {m!r} needs {spec.needs}; this input has no "
+                                     f"{need}")
+                rows.append({"metric": m, "value": float("nan"), "seconds": 0.0,
+                             "note": f"needs {need}"})
+            else:
+                start = time.perf_counter()
+                value = spec.func(x, labels, **per_metric[m])
+                rows.append({"metric": m, "value": value,
+                             "seconds": round(time.perf_counter() - start, 4), "note": ""})
+            bar.update(metric=m)
     return rows
 
 

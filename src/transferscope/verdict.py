@@ -158,7 +158,28 @@ def time_to_target(curves, target: float) -> float:
     return float(np.median(times))
 
 
-def summarise_curves(points: list[dict]) -> dict:
+class LearningCurves(dict):
+    """What :func:`summarise_curves` returns: a dict with ``points`` (one per training fraction)
+    and ``break_even_fraction``; :meth:`to_frame` gives the points as a DataFrame."""
+
+    def to_frame(self):
+        """The learning curves, one row per training fraction.
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_fractions, n_columns)
+            The fields of ``self["points"]`` in fraction order: ``fraction``, ``n_train``,
+            ``transfer_acc``, ``scratch_acc``, ``gain``, ``gain_lo``, ``gain_hi``,
+            ``verdict``, ``transfer_best_s``, ``scratch_best_s``, ``data_saved_x``,
+            ``time_saved_s`` (those the points have); ``attrs["break_even_fraction"]``.
+        """
+        from transferscope.frames import frame
+
+        return frame(self["points"], ["fraction"],
+                     break_even_fraction=self["break_even_fraction"])
+
+
+def summarise_curves(points: list[dict]) -> LearningCurves:
     """Break-even fraction, data saved and training time saved from per-fraction points.
 
     - break-even fraction: the first fraction at which scratch's mean test accuracy reaches
@@ -177,9 +198,10 @@ def summarise_curves(points: list[dict]) -> dict:
 
     Returns
     -------
-    dict
-        ``points`` (sorted by fraction, each with ``data_saved_x`` and ``time_saved_s``
-        added) and ``break_even_fraction`` (``None`` if scratch never catches up).
+    LearningCurves
+        A dict: ``points`` (sorted by fraction, each with ``data_saved_x`` and
+        ``time_saved_s`` added) and ``break_even_fraction`` (``None`` if scratch never catches
+        up); ``.to_frame()`` gives one row per fraction.
     """
     points = sorted(points, key=lambda p: p["fraction"])
     fractions = [p["fraction"] for p in points]
@@ -199,7 +221,7 @@ def summarise_curves(points: list[dict]) -> dict:
         p["data_saved_x"] = need / p["fraction"] if need is not None else float("inf")
         need_s = _inverse(times, time_best, p["transfer_acc"])
         p["time_saved_s"] = (need_s - p["transfer_best_s"]) if need_s is not None else float("inf")
-    return {"points": points, "break_even_fraction": break_even}
+    return LearningCurves(points=points, break_even_fraction=break_even)
 
 
 def _inverse(xs, ys, target):

@@ -232,6 +232,14 @@ case("runs: unknown dialect", lambda d: ["runs", "--db", "nosuchdialect://x"],
      needle="SQLAlchemy URL")
 case("runs: empty store", lambda d: ["runs", "--db", f"sqlite:///{d / 'new.db'}"],
      expect="correct", check=lambda out, d: "no runs" in out)
+case("runs export: no --mlflow", lambda d: ["runs", "export", "--db", f"sqlite:///{d / 'r.db'}"],
+     needle="Expected --mlflow URI")
+case("runs export: empty store", lambda d: ["runs", "export", "--db", f"sqlite:///{d / 'r.db'}",
+                                            "--mlflow", (d / "mlruns").as_uri()],
+     needle="Expected runs to export")
+case("runs export: unknown MLflow scheme", lambda d: ["runs", "export", "--db", _one_run(d),
+                                                      "--mlflow", "nosuch://x"],
+     needle="MLflow")  # "transferscope[mlflow]" where mlflow is not installed
 case("db: upgrade of a garbage file", lambda d: ["db", "upgrade", "--db",
                                                  f"sqlite:///{_garbage(d)}"],
      needle="cannot open")
@@ -242,6 +250,16 @@ case("db: unknown action", lambda d: ["db", "downgrade"], needle="invalid choice
 case("db: upgrade of a new store creates it", lambda d: ["db", "upgrade", "--db",
                                                          f"sqlite:///{d / 'n.db'}"],
      expect="correct", check=lambda out, d: "created" in out and (d / "n.db").exists())
+
+
+def _one_run(d):
+    from transferscope.config import RunConfig
+    from transferscope.store import SQLRunStore
+
+    store = SQLRunStore(f"sqlite:///{d / 'one.db'}")
+    cfg = RunConfig(kind="train", data="d" * 16, model="m", strategy="full", layer="4")
+    store.finish(store.start(cfg), {"test_acc": 0.5})
+    return store.url
 
 
 def _garbage(d):
@@ -298,3 +316,8 @@ def _no_driver(d):
 
 
 case("runs: postgresql without its driver", _no_driver, needle="install")
+case("finetune: negative --log-every", lambda d: finetune(d, "--log-every", "-1"),
+     needle="Expected --log-every")
+case("study run: --log-every not a number",
+     lambda d: study(d, None, "study", "run", "--log-every", "often"), expect="error",
+     needle="--log-every")

@@ -945,6 +945,32 @@ case("data: ts missing value NaN",
 case("data: ts unequal lengths",
      lambda d: rank(d, ts(d, rows=["1,2,3:a", "4,5:b", "7,8,9:a"])),
      needle="unequal lengths [2, 3]")
+
+
+def _unequal_ts(d, how):
+    rows = [f"{i},{i + 2},{i * 2}:{'ab'[i % 2]}" if i % 3 else f"{i},{i + 4}:{'ab'[i % 2]}"
+            for i in range(12)]
+    grid = np.linspace(0, 1, 3)
+    x = [[[i, i + 2, i * 2]] if i % 3 else
+         [[i, i + 4, 0]] if how == "pad" else [np.interp(grid, [0, 1], [i, i + 4]).tolist()]
+         for i in range(12)]
+    truth(d, np.array(x, np.float32), ["ab"[i % 2] for i in range(12)])
+    return rank(d, ts(d, rows=rows), "--unequal", how)
+
+
+case("data: ts unequal lengths with --unequal pad", lambda d: _unequal_ts(d, "pad"), "correct",
+     check=loads_as("t.ts", atol=1e-6, unequal="pad"))
+case("data: ts unequal lengths with --unequal resample", lambda d: _unequal_ts(d, "resample"),
+     "correct", check=loads_as("t.ts", atol=1e-6, unequal="resample"))
+case("data: --unequal on a file that is not a UCR series",
+     lambda d: np.savez(d / "a.npz", X=np.zeros((6, 4)), y=np.arange(6) % 2)
+     or rank(d, d / "a.npz", "--unequal", "pad"), needle="drop --unequal")
+case("data: ts @classLabel False (capitalised) is unlabelled",
+     lambda d: rank(d, ts(d, "@classLabel False\n", [f"{i},{i + 1}" for i in range(12)])),
+     needle="@classLabel false")
+case("data: ts @timeStamps True (capitalised)",
+     lambda d: rank(d, ts(d, "@timeStamps True\n@classLabel true a b\n",
+                          ["(2020-01-01 00:00:00,1.0):a"])), needle="@timestamps true")
 case("data: ts label the header does not declare",
      lambda d: rank(d, ts(d, rows=["1,2,3:a", "4,5,6:c"])), needle="got 'c' on line 5")
 case("data: ts without @data",

@@ -227,6 +227,37 @@ class Backend(ABC):
         dict of str to ndarray of shape (N, D_layer)
         """
 
+    def iter_features(self, data: Dataset, layers: list[str], *, batch_size: int = 64,
+                      device: str | None = None, num_workers: int = 0,
+                      precision: str = "fp32"):
+        """Pooled features batch by batch, as they are computed (what the feature cache writes
+        as it goes). This default computes :meth:`features` and gives it as one chunk;
+        backends that run a network yield each batch.
+
+        Parameters
+        ----------
+        data : Dataset
+            N samples of a kind in :attr:`modalities`.
+        layers : list of str
+            Names from :meth:`layers`.
+        batch_size : int
+            Samples per forward pass.
+        device : str, optional
+            Torch device (default: CUDA when available).
+        num_workers : int
+            Loader processes that read and prepare batches (0: this process).
+        precision : str
+            ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"``
+            (:func:`transferscope.precision.resolve_precision`).
+
+        Yields
+        ------
+        tuple of (slice or ndarray of int, dict of str to ndarray of shape (B, D_layer))
+            The rows of the dataset a chunk holds, and each layer's float32 features of them.
+        """
+        yield slice(0, len(data)), self.features(data, layers, batch_size=batch_size,
+                                                 device=device)
+
     def check_layers(self, layers: list[str]) -> None:
         """Refuse layer names the model does not have (did-you-mean)."""
         known = self.layers()
@@ -236,6 +267,29 @@ class Backend(ABC):
                     f"Model {self.name!r} has no layer {layer!r}{suggest(layer, known)} "
                     f"(layers: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''})"
                 )
+
+
+def collect_features(chunks, n: int) -> dict[str, np.ndarray]:
+    """The (N, D) arrays of :meth:`Backend.iter_features` chunks, rows in the dataset's order.
+
+    Parameters
+    ----------
+    chunks : iterable of (rows, dict of str to ndarray of shape (B, D_layer))
+        What ``iter_features`` yields.
+    n : int
+        The number of samples.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (N, D_layer)
+    """
+    out: dict[str, np.ndarray] = {}
+    for rows, values in chunks:
+        for layer, v in values.items():
+            if layer not in out:
+                out[layer] = np.empty((n, *v.shape[1:]), v.dtype)
+            out[layer][rows] = v
+    return out
 
 
 class FinetunableBackend(Backend):

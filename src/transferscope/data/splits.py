@@ -49,7 +49,12 @@ def subsample_indices(labels, *, per_class: int | None = None,
 
 def subsample(data: Dataset, *, per_class: int | None = None, fraction: float | None = None,
               seed: int = 0) -> Dataset:
-    """Keep ``per_class`` samples of every class, or ``fraction`` of each class (at least 1)."""
+    """Keep ``per_class`` samples of every class, or ``fraction`` of each class (at least 1).
+
+    A regression dataset (``data.task == "regression"``) is refused, with or without
+    subsampling: this is the first step of every classification command (rank, layers).
+    """
+    data.require_classes("per-class subsampling (rank, layers, finetune)")
     if per_class is None and fraction is None:
         return data
     return data.subset(subsample_indices(data.labels, per_class=per_class, fraction=fraction,
@@ -89,4 +94,5 @@ def stratified_split(labels, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> list[n
 def training_part(data: Dataset, seed: int = 0) -> Dataset:
     """The training part of the seeded 60/20/20 split that fine-tuning uses: what scores,
     profiles and head searches may look at without touching validation or test data."""
+    data.require_classes("a stratified train/validation/test split")
     return data.subset(stratified_split(data.labels, seed=seed)[0])

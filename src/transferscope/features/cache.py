@@ -5,6 +5,11 @@ fingerprint, cache format version). Each entry is ``<key>.npy`` plus ``<key>.jso
 array's SHA-256, shape and dtype; both are written to temporary files and renamed into place
 (atomic on POSIX), the JSON last, so a reader sees either a complete entry or none. A read
 re-hashes the array; a corrupt or truncated entry is reported with a warning and recomputed.
+
+Features can also be written as they are produced (:meth:`FeatureCache.writer`): rows go into
+a ``.npy.tmp`` file opened with ``numpy.lib.format.open_memmap``, and only a finished,
+hashed file is renamed to ``<key>.npy`` (its record last); an interrupted extraction leaves at
+most a ``.npy.tmp`` file, which no read takes for an entry.
 """
 
 from __future__ import annotations
@@ -60,7 +65,16 @@ def cache_key(model_identity: str, layer: str, data_fingerprint: str) -> str:
 
 
 def _digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+    """SHA-256 of the array's C-order bytes, read about 64 MiB at a time (a memmap is never
+    copied whole)."""
+    h = hashlib.sha256()
+    if a.ndim == 0 or len(a) == 0:
+        h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+    rows = max(1, (64 << 20) // max(1, a[:1].nbytes))
+    for i in range(0, len(a), rows):
+        h.update(np.ascontiguousarray(a[i : i + rows]).tobytes())
+    return h.hexdigest()
 
 
 class FeatureCache:
@@ -79,13 +93,16 @@ class FeatureCache:
     def _paths(self, key: str):
         return self.root / f"{key}.npy", self.root / f"{key}.json"
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: str, *, mmap: bool = False) -> np.ndarray | None:
         """The array stored under ``key``, verified against its recorded SHA-256 and shape.
 
         Parameters
         ----------
         key : str
             From :func:`cache_key`.
+        mmap : bool
+            Return a read-only memory map of the file instead of reading it into memory
+            (verified by reading it once in chunks).
 
         Returns
         -------
@@ -105,7 +122,7 @@ class FeatureCache:
                 raise ValueError(f"its record is a JSON {type(info).__name__}, not an object")
             if not isinstance(info.get("sha256"), str) or not isinstance(info.get("shape"), list):
                 raise ValueError("its record lacks the array's sha256 and shape")
-            arr = np.load(npy, allow_pickle=False)
+            arr = np.load(npy, allow_pickle=False, mmap_mode="r" if mmap else None)
             if not isinstance(arr, np.ndarray):
                 arr.close()
                 raise ValueError("the .npy holds no array")
@@ -135,8 +152,30 @@ class FeatureCache:
         try:
             self._write(key, array, info)
         except OSError as exc:
-            warnings.warn(f"feature cache {self.root} is not writable ({exc}); the features are "
-                          "not cached: pass another cache folder (--cache-dir)", stacklevel=2)
+            self._unwritable(exc)
+
+    def _unwritable(self, exc: OSError) -> None:
+        warnings.warn(f"feature cache {self.root} is not writable ({exc}); the features are "
+                      "not cached: pass another cache folder (--cache-dir)", stacklevel=3)
+
+    def writer(self, key: str, n_rows: int, info: dict | None = None) -> FeatureWriter:
+        """A :class:`FeatureWriter` that stores an (n_rows, D) array under ``key`` batch by
+        batch (see the module docstring); use it as a context manager.
+
+        Parameters
+        ----------
+        key : str
+            From :func:`cache_key`.
+        n_rows : int
+            The number of rows (samples) the entry will have.
+        info : dict, optional
+            Extra JSON-serialisable fields for the record.
+
+        Returns
+        -------
+        FeatureWriter
+        """
+        return FeatureWriter(self, key, n_rows, info)
 
     def _write(self, key: str, array: np.ndarray, info: dict | None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -150,8 +189,13 @@ class FeatureCache:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        record = {"sha256": _digest(array), "shape": list(array.shape),
-                  "dtype": str(array.dtype), **(info or {})}
+        self._record(key, array.shape, array.dtype, _digest(array), info)
+
+    def _record(self, key: str, shape, dtype, sha256: str, info: dict | None) -> None:
+        """Write ``<key>.json`` (atomically) for the ``.npy`` already in place."""
+        _, meta = self._paths(key)
+        record = {"sha256": sha256, "shape": list(shape), "dtype": str(np.dtype(dtype)),
+                  **(info or {})}
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".json.tmp")
         try:
             with os.fdopen(fd, "w") as fh:
@@ -160,3 +204,92 @@ class FeatureCache:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+class FeatureWriter:
+    """Rows of one cache entry, written as they come (from :meth:`FeatureCache.writer`).
+
+    The first :meth:`write` opens ``<key>.XXXX.npy.tmp`` as an (n_rows, D) memmap of the
+    batch's dtype; :meth:`finish` hashes it in chunks, renames it to ``<key>.npy`` and writes
+    the record. Leaving the ``with`` block by an exception (or :meth:`abort`) deletes the
+    temporary file: an unfinished entry is never read. When the cache folder cannot be
+    written, the rows are kept in memory instead, with the warning :meth:`FeatureCache.put`
+    gives.
+
+    Parameters
+    ----------
+    cache : FeatureCache
+    key : str
+    n_rows : int
+    info : dict, optional
+    """
+
+    def __init__(self, cache: FeatureCache, key: str, n_rows: int, info: dict | None = None):
+        self.cache, self.key, self.n_rows, self.info = cache, key, int(n_rows), info
+        self.array: np.ndarray | None = None
+        self.tmp: str | None = None
+
+    def _open(self, width: int, dtype) -> None:
+        shape = (self.n_rows, width)
+        try:
+            self.cache.root.mkdir(parents=True, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(dir=self.cache.root, prefix=f"{self.key}.",
+                                            suffix=".npy.tmp")
+            os.close(fd)
+            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype,
+                                                   shape=shape)
+        except OSError as exc:
+            self.abort()
+            self.cache._unwritable(exc)
+            self.array = np.empty(shape, dtype)
+
+    def write(self, rows, values: np.ndarray) -> None:
+        """Put ``values`` (B, D) at ``rows`` (a slice or B row indices)."""
+        if self.array is None:
+            self._open(values.shape[1], values.dtype)
+        self.array[rows] = values
+
+    def finish(self, *, mmap: bool = False) -> np.ndarray:
+        """Complete the entry and return the array.
+
+        Parameters
+        ----------
+        mmap : bool
+            Return a read-only memory map of the stored file (else the array in memory).
+
+        Returns
+        -------
+        ndarray of shape (n_rows, D)
+        """
+        if self.array is None:
+            raise ValueError("no rows were written")
+        if self.tmp is None:  # the folder was not writable: kept in memory
+            return self.array
+        npy, _ = self.cache._paths(self.key)
+        self.array.flush()
+        sha, shape, dtype = _digest(self.array), self.array.shape, self.array.dtype
+        self.array = None  # the memmap is closed before the rename
+        try:
+            os.replace(self.tmp, npy)
+            self.tmp = None
+            self.cache._record(self.key, shape, dtype, sha, self.info)
+        except OSError as exc:
+            kept = np.load(self.tmp if self.tmp is not None else npy, allow_pickle=False)
+            self.abort()
+            self.cache._unwritable(exc)
+            return kept
+        return np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+    def abort(self) -> None:
+        """Delete the temporary file (nothing is stored)."""
+        self.array = None
+        if self.tmp is not None and os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+        self.tmp = None
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-import time
-
 import numpy as np
 
 from transferscope.backends import Backend, create_backend
 from transferscope.data import Dataset
 from transferscope.errors import InputError
 from transferscope.features.cache import FeatureCache, cache_key
+from transferscope.progress import override, unit
 
 
-def check_extracted(x, model: str, layer: str, n: int) -> None:
+def check_extracted(x, model: str, layer: str, n: int, *, n_bad: int | None = None) -> None:
     """Refuse features that are not an (n, D >= 1) array of finite numbers (one-line error).
 
     Parameters
@@ -24,6 +22,9 @@ def check_extracted(x, model: str, layer: str, n: int) -> None:
         Named in the message.
     n : int
         The number of samples.
+    n_bad : int, optional
+        The number of samples with NaN or inf features, when counted already (batch by
+        batch); ``x`` is not scanned then.
 
     Raises
     ------
@@ -36,50 +37,48 @@ def check_extracted(x, model: str, layer: str, n: int) -> None:
         got = "none" if x is None else f"shape {np.shape(x)}"
         raise InputError(f"Expected features of shape ({n}, D) from {where}, got {got}; pick "
                          "another layer (--layer)")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
+    if n_bad is None:
+        n_bad = int((~np.isfinite(x).all(axis=1)).sum())
+    if n_bad:
         raise InputError(
-            f"Expected finite features from {where}, got NaN or inf for {int(bad.sum())} of {n} "
+            f"Expected finite features from {where}, got NaN or inf for {n_bad} of {n} "
             "samples; check the model's weights (checkpoint) and that the inputs are on the "
             "scale it expects"
         )
 
 
-class ProgressBar:
-    """A minimal stderr progress line (items, rate, ETA); silent when not a terminal."""
+def _check_chunk(x, model: str, layer: str, rows: int, n: int, width: int | None) -> None:
+    """Refuse a batch of features that is not a (rows, D >= 1) array, D the same in every
+    batch (the shape message of :func:`check_extracted`)."""
+    if (x is None or np.ndim(x) != 2 or x.shape[0] != rows or x.shape[1] < 1
+            or (width is not None and x.shape[1] != width)):
+        got = "none" if x is None else f"shape {np.shape(x)} for a batch of {rows}"
+        raise InputError(f"Expected features of shape ({n}, D) from model {model!r} at layer "
+                         f"{layer!r}, got {got}; pick another layer (--layer)")
 
-    def __init__(self, label: str, enabled: bool | None = None):
-        self.label = label
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.start = time.perf_counter()
 
-    def __call__(self, done: int, total: int) -> None:
-        """Redraw the line after ``done`` of ``total`` items (ending it when all are done)."""
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        end = "\n" if done >= total else ""
-        sys.stderr.write(f"\r{self.label}: {done}/{total} ({rate:.0f}/s, ETA {eta:.0f}s)"
-                         + end)
-        sys.stderr.flush()
+def _rows(rows) -> int:
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
 
 
 def extract_features(model, data: Dataset, layers=None, *, cache: FeatureCache | None = None,
                      batch_size: int = 64, device: str | None = None,
-                     progress: bool | None = None) -> dict[str, np.ndarray]:
+                     progress: bool | None = None, num_workers: int = 0,
+                     precision: str = "auto", mmap: bool = False) -> dict[str, np.ndarray]:
     """Features of ``data`` from ``layers`` (default: the model's penultimate layer).
 
     Layers already in the cache are read (and verified) without a forward pass; the rest are
-    computed in one pass and stored.
+    computed in one pass, batch by batch, each batch written into the cache entry as it comes
+    (:meth:`FeatureCache.writer`: a memory-mapped ``.npy.tmp`` renamed into place when
+    complete), so extraction holds a few batches, not the dataset or its features.
 
     Parameters
     ----------
     model : str or Backend
         A model name or a built backend.
     data : Dataset
-        N samples of a kind the model takes.
+        N samples of a kind the model takes (arrays, memmaps, lists, or lazily decoded images:
+        :func:`transferscope.data.stream.open_image_folder`).
     layers : list of str, optional
         Layer names (default: ``[backend.default_layer()]``).
     cache : FeatureCache, optional
@@ -89,35 +88,104 @@ def extract_features(model, data: Dataset, layers=None, *, cache: FeatureCache |
     device : str, optional
         Torch device (default: CUDA when available).
     progress : bool, optional
-        Show a progress line on stderr (default: when stderr is a terminal).
+        Progress of the samples extracted, batch by batch (:mod:`transferscope.progress`: a
+        bar on a terminal, log lines elsewhere); ``None`` follows
+        :func:`transferscope.progress.configure`, ``False`` / ``True`` turn it off / on for
+        this call.
+    num_workers : int
+        ``DataLoader`` processes that read and prepare batches (0: this process).
+    precision : str
+        ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`transferscope.precision`;
+        auto is fp32 on the CPU). Features of a precision other than fp32 are cached under
+        their own key.
+    mmap : bool
+        Return read-only memory maps of the cache files instead of arrays in memory (for
+        features larger than memory; metrics such as
+        :func:`transferscope.metrics.streaming_score` read them in chunks).
 
     Returns
     -------
     dict of str to ndarray of shape (N, D_layer)
         The features of every requested layer, rows in the dataset's order.
+
+    Raises
+    ------
+    InputError
+        For an unknown layer, a model that does not take the data, precision fp16 off CUDA,
+        features of another shape, or NaN/inf features (:func:`check_extracted`).
     """
+    from transferscope.backends.base import FinetunableBackend
+    from transferscope.backends.torch_module import resolve_device
+    from transferscope.data.stream import check_workers
+    from transferscope.precision import cache_tag, resolve_precision
+
     backend = model if isinstance(model, Backend) else create_backend(model)
     backend.check_input(data)
     layers = list(layers or [backend.default_layer()])
     backend.check_layers(layers)
+    check_workers(num_workers)
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     cache = cache if cache is not None else FeatureCache()
     identity, fingerprint = backend.identity(), data.fingerprint
+    if isinstance(backend, FinetunableBackend):  # a network runs: its precision shapes them
+        identity += cache_tag(precision)
     keys = {layer: cache_key(identity, layer, fingerprint) for layer in layers}
     out = {}
     for layer in layers:
-        hit = cache.get(keys[layer])
+        hit = cache.get(keys[layer], mmap=mmap)
         if hit is not None:
             out[layer] = hit
     todo = [layer for layer in layers if layer not in out]
-    if todo:
-        feats = backend.features(data, todo, batch_size=batch_size, device=device,
-                                 progress=ProgressBar(f"{backend.name} on {data.name}",
-                                                      progress))
+    if not todo:
+        return out
+    n = len(data)
+    with override(progress), unit(f"features {backend.name} on {data.name}", n,
+                                  "sample") as bar:
+        return _extract(backend, data, todo, keys, cache, out, bar, batch_size=batch_size,
+                        device=device, num_workers=num_workers, precision=precision,
+                        mmap=mmap)
+
+
+def _extract(backend, data, todo, keys, cache, out, bar, *, batch_size, device, num_workers,
+             precision, mmap) -> dict[str, np.ndarray]:
+    """Compute the layers ``todo`` batch by batch into cache writers; ``bar`` counts the
+    samples (and batches) done."""
+    n = len(data)
+    writers = {layer: cache.writer(keys[layer], n, {"model": backend.name, "layer": layer,
+                                                    "dataset": data.name})
+               for layer in todo}
+    bad = dict.fromkeys(todo, 0)
+    done = batches = 0
+    try:
+        for rows, values in backend.iter_features(data, todo, batch_size=batch_size,
+                                                  device=device, num_workers=num_workers,
+                                                  precision=precision):
+            count = _rows(rows)
+            for layer in todo:
+                x, w = values.get(layer), writers[layer].array
+                _check_chunk(x, backend.name, layer, count, n,
+                             None if w is None else w.shape[1])
+                bad[layer] += int((~np.isfinite(x).all(axis=1)).sum())
+                writers[layer].write(rows, x)
+            done += count
+            batches += 1
+            bar.update(count, batches=batches)
         for layer in todo:
-            check_extracted(feats.get(layer), backend.name, layer, len(data))
-            cache.put(keys[layer], feats[layer],
-                      {"model": backend.name, "layer": layer, "dataset": data.name})
-            out[layer] = feats[layer]
+            if writers[layer].array is None or done != n:
+                got = "none" if writers[layer].array is None else f"{done} rows"
+                raise InputError(f"Expected features of shape ({n}, D) from model "
+                                 f"{backend.name!r} at layer {layer!r}, got {got}; pick "
+                                 "another layer (--layer)")
+            if bad[layer]:
+                check_extracted(np.full((n, 1), np.nan), backend.name, layer, n,
+                                n_bad=bad[layer])
+        for layer in todo:
+            out[layer] = writers[layer].finish(mmap=mmap)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
     return out
 
 
@@ -145,7 +213,8 @@ def logits_to_probs(x: np.ndarray) -> np.ndarray:
 
 def extract_source_probs(model, data: Dataset, *, cache: FeatureCache | None = None,
                          batch_size: int = 64, device: str | None = None,
-                         progress: bool | None = None) -> np.ndarray | None:
+                         progress: bool | None = None, num_workers: int = 0,
+                         precision: str = "auto") -> np.ndarray | None:
     """The source model's class probabilities on ``data`` (what LEEP and NCE score), read from
     its head layer (:meth:`~transferscope.backends.Backend.head_layer`) through the cache.
 
@@ -155,7 +224,7 @@ def extract_source_probs(model, data: Dataset, *, cache: FeatureCache | None = N
         A model name or a built backend.
     data : Dataset
         N samples of a kind the model takes.
-    cache, batch_size, device, progress
+    cache, batch_size, device, progress, num_workers, precision
         As for :func:`extract_features`.
 
     Returns
@@ -174,7 +243,8 @@ def extract_source_probs(model, data: Dataset, *, cache: FeatureCache | None = N
     if head is None:
         return None
     x = extract_features(backend, data, [head], cache=cache, batch_size=batch_size,
-                         device=device, progress=progress)[head]
+                         device=device, progress=progress, num_workers=num_workers,
+                         precision=precision)[head]
     if x.shape[1] < 2:
         raise InputError(
             f"Expected class logits of shape ({len(data)}, C >= 2) from the head of model "

@@ -10,6 +10,7 @@ import torch
 
 from transferscope.backends import FinetunableBackend, create_backend
 from transferscope.backends.base import require_finetunable
+from transferscope.backends.torch_module import resolve_device
 from transferscope.config import (
     DEFAULT_SEEDS,
     DEFAULT_SPLIT,
@@ -24,6 +25,8 @@ from transferscope.finetune.model import TransferModel
 from transferscope.finetune.saving import save_model
 from transferscope.finetune.strategies import make_strategy, resolve_strategy
 from transferscope.finetune.trainer import fit, predict
+from transferscope.precision import resolve_precision
+from transferscope.progress import unit
 from transferscope.store import RunStore, open_store
 from transferscope.verdict import (
     VERDICT_RULE,
@@ -68,6 +71,39 @@ class FinetuneResult:
     target_acc: float = float("nan")
     time_saved_s: float = float("nan")
 
+    def to_frame(self, level: str = "arm"):
+        """The result as a DataFrame.
+
+        Parameters
+        ----------
+        level : {"arm", "epoch"}
+            ``"arm"``: one row per arm (transfer first), the :attr:`arms` fields plus the
+            comparison's ``gain``, ``gain_lo``, ``gain_hi``, ``verdict``, ``target_acc`` and
+            ``time_saved_s`` (the same on every row). ``"epoch"``: one row per (arm, seed,
+            epoch) of the runs trained by this call (:attr:`histories`; runs reused from the
+            store have no history here: read them with ``store.to_frame(epochs=True)``),
+            with ``arm``, ``seed`` (the seed index) and the :meth:`History.to_frame` columns.
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_arms, n_columns) or (n_epochs, n_columns)
+        """
+        from transferscope.frames import frame
+
+        if level == "arm":
+            g, lo, hi = self.gain
+            return frame([dict(a, gain=g, gain_lo=lo, gain_hi=hi, verdict=self.verdict,
+                               target_acc=self.target_acc, time_saved_s=self.time_saved_s)
+                          for a in self.arms], ["arm", "strategy", "test_acc"],
+                         rule=self.rule)
+        if level == "epoch":
+            rows = [{"arm": arm, "seed": seed, **row}
+                    for (arm, seed), hist in self.histories.items()
+                    for row in hist.to_frame().to_dict("records")]
+            return frame(rows, ["arm", "seed", "epoch"])
+        raise InputError(f"Expected level 'arm' or 'epoch', got {level!r}; e.g. "
+                         "result.to_frame('epoch') for the learning curves")
+
 
 def _tensors(backend, data: Dataset, idx) -> tuple:
     sub = data.subset(idx)
@@ -83,14 +119,21 @@ def finetunable_backend(model, data: Dataset) -> FinetunableBackend:
     return backend
 
 
+#: Prepared splits up to this size (bytes, estimated from one prepared sample) are held in
+#: memory as tensors (prepared once, reused every epoch and run); larger ones are streamed.
+IN_MEMORY_LIMIT = 1 << 30
+
+
 @dataclass
 class Split:
-    """Model-ready (x, y) tensors of the stratified 60/20/20 train/validation/test split.
+    """The stratified 60/20/20 train/validation/test split, model-ready.
 
     Attributes
     ----------
-    train, val, test : tuple of (Tensor (n, ...), Tensor (n,))
-        Inputs prepared by the backend, and class codes.
+    train, val, test : tuple of (Tensor (n, ...), Tensor (n,)), or Examples
+        Inputs prepared by the backend and class codes, held in memory; or, when streamed,
+        :class:`~transferscope.data.stream.Examples` that prepare each batch as it is read
+        (through a ``DataLoader``; the trainer reads both alike).
     classes : ndarray
         The sorted label values (class code ``i`` is ``classes[i]``).
     idx : tuple of ndarray
@@ -105,10 +148,38 @@ class Split:
 
 
 def make_split(backend, data: Dataset, split_seed: int = 0,
-               train_fraction: float = 1.0, split=DEFAULT_SPLIT) -> Split:
-    """The seeded stratified 60/20/20 split of ``data`` as ``backend``'s tensors; with
+               train_fraction: float = 1.0, split=DEFAULT_SPLIT, *, stream: bool | None = None,
+               num_workers: int = 0) -> Split:
+    """The seeded stratified 60/20/20 split of ``data`` for ``backend``; with
     ``train_fraction`` < 1 only that fraction of each class's training part (validation and
-    test stay the same)."""
+    test stay the same).
+
+    Parameters
+    ----------
+    backend : FinetunableBackend
+        Whose ``prepare`` makes the inputs model-ready.
+    data : Dataset
+        N labelled samples (in memory, memmapped or lazily decoded).
+    split_seed : int
+        Seed of the split.
+    train_fraction : float
+        Fraction of each class's training part kept.
+    split : tuple of float
+        Train / validation / test fractions.
+    stream : bool, optional
+        ``True``: the parts are :class:`~transferscope.data.stream.Examples`, prepared batch
+        by batch whenever they are read (memory bounded by the batch size and workers);
+        ``False``: every sample is prepared once into in-memory tensors. Default: in memory
+        when the prepared split takes at most :data:`IN_MEMORY_LIMIT` bytes (estimated from
+        one prepared sample), else streamed. Both train the same model.
+    num_workers : int
+        ``DataLoader`` processes of a streamed split.
+
+    Returns
+    -------
+    Split
+    """
+    data.require_classes("fine-tuning (a stratified train/validation/test split)")
     classes, counts = np.unique(data.labels, return_counts=True)
     if counts.min() < len(split):
         raise InputError(
@@ -119,8 +190,20 @@ def make_split(backend, data: Dataset, split_seed: int = 0,
     if train_fraction != 1.0:
         train_idx = train_idx[subsample_indices(data.labels[train_idx],
                                                 fraction=train_fraction, seed=split_seed)]
-    tr, va, te = (_tensors(backend, data, i) for i in (train_idx, val_idx, test_idx))
-    return Split(tr, va, te, np.unique(data.labels), (train_idx, val_idx, test_idx))
+    parts = (train_idx, val_idx, test_idx)
+    n_used = sum(len(i) for i in parts)
+    if stream is None:
+        one = backend.prepare([data.inputs[int(train_idx[0])]], data)
+        stream = one.element_size() * one.numel() * n_used > IN_MEMORY_LIMIT
+    if stream:
+        from transferscope.data.stream import Examples
+
+        _, codes = np.unique(data.labels, return_inverse=True)
+        codes = codes.reshape(-1)
+        tr, va, te = (Examples(data, i, codes[i], backend.prepare, num_workers) for i in parts)
+    else:
+        tr, va, te = (_tensors(backend, data, i) for i in parts)
+    return Split(tr, va, te, np.unique(data.labels), parts)
 
 
 def train_on_split(backend, split: Split, strategy: str, options: dict, config: TrainConfig, *,
@@ -140,20 +223,51 @@ def train_on_split(backend, split: Split, strategy: str, options: dict, config: 
     return net, hist
 
 
+def epoch_line(row: dict, epochs: int, strategy: str | None = None) -> str:
+    """One epoch of a run as a line: ``epoch 3/10 train_loss=0.4120 train_acc=0.8333
+    val_loss=0.5012 val_acc=0.7500 seconds=1.9`` (epochs counted from 1; ``row`` numbers them
+    from 0, as :class:`~transferscope.finetune.trainer.History` does; ``seconds`` since the
+    run started), with ``stage=...`` when the stage is not the ``strategy`` itself (LP-FT's
+    linear_probe and full stages)."""
+    text = (f"epoch {row['epoch'] + 1}/{epochs} train_loss={row['train_loss']:.4f} "
+            f"train_acc={row['train_acc']:.4f} val_loss={row['val_loss']:.4f} "
+            f"val_acc={row['val_acc']:.4f} seconds={row['seconds']:.1f}")
+    stage = row.get("stage")
+    return text + (f" stage={stage}" if stage not in (None, strategy) else "")
+
+
+def run_label(config: RunConfig, arm: str | None = None) -> str:
+    """How progress names a run: ``transfer lp_ft seed 0``, ``scratch seed 1``."""
+    arm = arm or config.strategy
+    return " ".join(dict.fromkeys([arm, config.strategy])) + f" seed {config.seed}"
+
+
 def train_run(backend, split: Split, config: RunConfig, *, device: str | None = None,
-              on_epoch=None):
+              on_epoch=None, label: str | None = None):
     """Train the run ``config`` describes (strategy, its resolved options, training settings,
     seed, layer, cut, head width) on ``split``: what every arm, study worker and pretraining
     task calls.
+
+    Its progress (:mod:`transferscope.progress`) is one unit of epochs named ``label``
+    (default :func:`run_label`) with one line per epoch (:func:`epoch_line`: train and
+    validation loss and accuracy, seconds since the start), and the batches of each epoch
+    inside it.
 
     Returns
     -------
     tuple of (TransferModel, History)
     """
     train = TrainConfig(**config.train, seed=config.seed, device=device)
-    return train_on_split(backend, split, config.strategy, config.strategy_config, train,
-                          layer=config.layer, head_width=config.head_width, cut=config.cut,
-                          on_epoch=on_epoch)
+    with unit(label or run_label(config), train.epochs, "epoch") as bar:
+        def report(row):
+            bar.update(silent=True)  # the epoch line says it
+            bar.line(epoch_line(row, train.epochs, config.strategy))
+            if on_epoch is not None:
+                on_epoch(row)
+
+        return train_on_split(backend, split, config.strategy, config.strategy_config,
+                              train, layer=config.layer, head_width=config.head_width,
+                              cut=config.cut, on_epoch=report)
 
 
 def run_metrics(net, hist, correct) -> dict:
@@ -166,7 +280,11 @@ def run_metrics(net, hist, correct) -> dict:
 
 
 def correct_on(net, test_xy) -> np.ndarray:
-    """1 where the model's prediction on a test sample is right, else 0 (shape (n_test,))."""
+    """1 where the model's prediction on a test sample is right, else 0 (shape (n_test,)).
+
+    ``test_xy``: (x, y) tensors or :class:`~transferscope.data.stream.Examples`."""
+    if hasattr(test_xy, "loader"):  # streamed
+        return (predict(net, test_xy).argmax(1) == test_xy.y).numpy().astype(int)
     return (predict(net, test_xy[0]).argmax(1) == test_xy[1]).numpy().astype(int)
 
 
@@ -206,7 +324,8 @@ def run_or_reuse(store: RunStore, backend, split: Split, config: RunConfig, *,
             return ArmRun(config, done["metrics"], (done["timings"] or {}).get("wall_s",
                                                                                float("nan")))
         net, hist = train_run(backend, split, config, device=device,
-                              on_epoch=lambda row: store.log_epoch(handle, row["epoch"], row))
+                              on_epoch=lambda row: store.log_epoch(handle, row["epoch"], row),
+                              label=run_label(config, (tags or {}).get("arm")))
         metrics = run_metrics(net, hist, correct_on(net, split.test))
         store.finish(handle, metrics, timings={"wall_s": hist.wall_s})
         return ArmRun(config, metrics, hist.wall_s, net, hist)
@@ -293,24 +412,32 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
         raise InputError(f"Expected a folder to save the model in, got the file {save_dir}; "
                          "pass a new or existing folder to --save")
     cfg = config or TrainConfig()
+    resolve_precision(cfg.precision, resolve_device(cfg.device))  # refused before any work
     strategy, strategy_options = resolve_strategy(strategy, strategy_options, freeze)
     layer, cut = resolve_cut(layer, cut)
     store = store if store is not None else open_store(None)
     backend = finetunable_backend(model, data)
-    split = make_split(backend, data, split_seed, train_fraction)
+    split = make_split(backend, data, split_seed, train_fraction,
+                       num_workers=cfg.num_workers)
     fingerprint = data.fingerprint  # hashed once, not per run
     arms = {"transfer": (strategy, strategy_options),
             baseline: (baseline, baseline_options or {})}
     runs: dict[str, list[ArmRun]] = {}
+    with unit(f"finetune {backend.name} on {data.name}", len(arms) * seeds, "run") as bar:
+        for arm, (name, options) in arms.items():
+            runs[arm] = []
+            for s in range(seeds):
+                rc = training_run(backend, fingerprint, name, options, cfg, seed=cfg.seed + s,
+                                  fraction=train_fraction, layer=layer, cut=cut,
+                                  head_width=head_width, split_seed=split_seed)
+                run = run_or_reuse(store, backend, split, rc, device=cfg.device, tags={
+                    "arm": arm, "target": data.name, "source": backend.name})
+                runs[arm].append(run)
+                bar.update()
+                if run.history is None:
+                    bar.line(f"{run_label(rc, arm)}: reused, finished before in the store")
     rows = []
-    for arm, (name, options) in arms.items():
-        runs[arm] = []
-        for s in range(seeds):
-            rc = training_run(backend, fingerprint, name, options, cfg, seed=cfg.seed + s,
-                              fraction=train_fraction, layer=layer, cut=cut,
-                              head_width=head_width, split_seed=split_seed)
-            runs[arm].append(run_or_reuse(store, backend, split, rc, device=cfg.device, tags={
-                "arm": arm, "target": data.name, "source": backend.name}))
+    for arm, (name, _) in arms.items():
         m = [r.metrics for r in runs[arm]]
         mean, lo, hi = mean_ci([x["test_acc"] for x in m], bounds=(0.0, 1.0))
         rows.append({"arm": arm, "strategy": name, "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
@@ -366,8 +493,12 @@ def learning_curves(data: Dataset, model, strategy: str | None = None, *,
     """
     fractions = sorted(float(f) for f in fractions)
     points = []
-    for f in fractions:
-        res = finetune(data, model, strategy, train_fraction=f, **kw)
+    results = []
+    with unit(f"learning curves on {data.name}", len(fractions), "fraction") as bar:
+        for f in fractions:
+            results.append(finetune(data, model, strategy, train_fraction=f, **kw))
+            bar.update(fraction=f)
+    for f, res in zip(fractions, results, strict=True):
         t, s = res.arms
         points.append({"fraction": f, "n_train": t["n_train"], "transfer_acc": t["test_acc"],
                        "scratch_acc": s["test_acc"], "gain": res.gain[0],

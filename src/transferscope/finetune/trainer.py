@@ -1,5 +1,7 @@
 """The training loop: AdamW with warm-up and cosine decay, gradient clipping, early stopping
-and model selection on the validation split only, seeded, GPU and mixed precision when present.
+and model selection on the validation split only, seeded, GPU and mixed precision (bf16 or fp16
+autocast, :mod:`transferscope.precision`) when present. Splits are in-memory tensors or
+:class:`~transferscope.data.stream.Examples` streamed through a ``DataLoader``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from torch import nn
 
 from transferscope.backends.torch_module import reinitialise, resolve_device
 from transferscope.config import TrainConfig
+from transferscope.data.stream import Examples
 from transferscope.errors import InputError
 from transferscope.finetune.model import TransferModel
+from transferscope.precision import autocast, grad_scaler, resolve_precision
+from transferscope.progress import unit
 
 __all__ = ["History", "TrainConfig", "evaluate", "fit", "predict", "train"]
 
@@ -66,52 +71,131 @@ class History:
         e = self.epochs[self.best_epoch]
         return e["train_acc"] - e["val_acc"]
 
+    def to_frame(self):
+        """The learning curve of this run as a DataFrame, one row per epoch.
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_epochs, n_columns)
+            The :attr:`epochs` fields (``epoch``, ``train_loss``, ``train_acc``,
+            ``val_loss``, ``val_acc``, ``seconds``; ``stage`` for staged strategies) and
+            ``selected`` (True on :attr:`best_epoch`).
+        """
+        from transferscope.frames import frame
+
+        return frame([dict(e, selected=e["epoch"] == self.best_epoch) for e in self.epochs],
+                     ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"])
+
 
 def _batches(n, batch_size, rng):
     order = rng.permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def predict(model, x, batch_size: int = 256, device=None) -> torch.Tensor:
-    """Logits (on the CPU, float32) of ``model`` in eval mode, batch by batch."""
+def _count(xy) -> int:
+    """Samples of a split given as :class:`Examples` or as (x, y) tensors."""
+    return len(xy) if isinstance(xy, Examples) else len(xy[0])
+
+
+def _labels(xy) -> torch.Tensor:
+    return xy.y if isinstance(xy, Examples) else xy[1]
+
+
+def _first(xy, n: int) -> torch.Tensor:
+    """The first ``n`` prepared inputs."""
+    return xy.head(n) if isinstance(xy, Examples) else xy[0][:n]
+
+
+def _iterate(xy, order, pin_memory: bool = False):
+    """``(x, y)`` batches of a split for each index batch of ``order``: indexed from in-memory
+    tensors, or read and prepared through a ``DataLoader`` (:meth:`Examples.loader`)."""
+    if isinstance(xy, Examples):
+        yield from xy.loader(order, pin_memory=pin_memory)
+        return
+    x, y = xy
+    for idx in order:
+        yield x[idx], y[idx]
+
+
+def predict(model, x, batch_size: int = 256, device=None, precision: str = "fp32") \
+        -> torch.Tensor:
+    """Logits of ``model`` in eval mode, batch by batch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A trained model.
+    x : torch.Tensor of shape (N, ...) or Examples
+        Prepared inputs, or samples prepared as they are read
+        (:class:`transferscope.data.stream.Examples`).
+    batch_size : int
+        Samples per forward pass.
+    device : str or torch.device, optional
+        Where to run (default: the model's device).
+    precision : str
+        A precision (:mod:`transferscope.precision`) for the forward passes.
+
+    Returns
+    -------
+    torch.Tensor of shape (N, n_outputs)
+        On the CPU, float32.
+    """
     device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     model.eval()
+    n = len(x)
+    order = [np.arange(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
+    xy = x if isinstance(x, Examples) else (x, torch.zeros(n, dtype=torch.int64))
+    outs = []
     with torch.inference_mode():
-        return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu()
-                          for i in range(0, len(x), batch_size)])
+        for xb, _ in _iterate(xy, order, pin_memory=str(device).startswith("cuda")):
+            with autocast(precision, device):
+                outs.append(model(xb.to(device, non_blocking=True)).float().cpu())
+    if not outs:
+        return torch.zeros((0, 0))
+    return torch.cat(outs)
 
 
-def _evaluate(model, x, y, batch_size, device):
-    out = predict(model, x, batch_size, device)
-    loss = nn.functional.cross_entropy(out, y.cpu()).item()
-    return loss, (out.argmax(1) == y.cpu()).float().mean().item()
+def _evaluate(model, xy, batch_size, device, precision="fp32"):
+    x = xy if isinstance(xy, Examples) else xy[0]
+    out = predict(model, x, batch_size, device, precision)
+    y = _labels(xy).cpu()
+    loss = nn.functional.cross_entropy(out, y).item()
+    return loss, (out.argmax(1) == y).float().mean().item()
 
 
 def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | None = None,
           *, on_epoch=None) -> History:
-    """Fit ``model`` with ``strategy`` on (x, y) tensors; returns the history and leaves the
-    model at its best validation epoch. Test data never enters this function."""
+    """Fit ``model`` with ``strategy``; returns the history and leaves the model at its best
+    validation epoch. Test data never enters this function.
+
+    ``train_xy`` and ``val_xy`` are (x, y) tensors (x (N, ...) prepared inputs, y (N,) int64
+    class codes) or :class:`~transferscope.data.stream.Examples`, read batch by batch through a
+    ``DataLoader``: the same seeded batches in the same order, so both give the same model.
+    Forward passes run under the resolved ``config.precision``
+    (:mod:`transferscope.precision`); fp16 scales the loss (``GradScaler``)."""
     cfg = config or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
-    (x_tr, y_tr), (x_va, y_va) = train_xy, val_xy
+    precision = resolve_precision(cfg.precision if cfg.amp else "fp32", device)
+    pin = device.startswith("cuda")
+    n_train = _count(train_xy)
     model.to(device)
     if strategy.reinitialise:
         reinitialise(model.backbone, cfg.seed + 1)
     if model.head is None:
-        model.build_head(x_tr[:2].to(device))
+        model.build_head(_first(train_xy, 2).to(device))
     strategy.setup(model)
     model.to(device)  # adapters added by setup
     groups = [g for g in strategy.param_groups(model) if g["params"]]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     n_trainable = sum(p.numel() for g in groups for p in g["params"])
-    steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total, warm = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, total - warm)))))
-    use_amp = cfg.amp and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = grad_scaler(precision, device)
     hist, best_state, since_best = History(trainable_params=n_trainable), None, 0
     start = time.perf_counter()
     for epoch in range(cfg.epochs):
@@ -121,25 +205,29 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
             if not any(p.requires_grad for p in block.parameters()):
                 block.eval()
         run_loss, run_correct = 0.0, 0
-        for idx in _batches(len(x_tr), cfg.batch_size, rng):
-            xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
-            with torch.autocast(device_type="cuda", enabled=use_amp):
-                out = model(xb)
-                loss = nn.functional.cross_entropy(out.float(), yb)
-                extra = strategy.penalty(model)
-                total_loss = loss if extra is None else loss + extra
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(total_loss).backward()
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip_norm)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            run_loss += loss.item() * len(idx)
-            run_correct += (out.argmax(1) == yb).sum().item()
-        val_loss, val_acc = _evaluate(model, x_va, y_va, cfg.batch_size, device)
-        row = {"epoch": epoch, "train_loss": run_loss / len(x_tr),
-               "train_acc": run_correct / len(x_tr), "val_loss": val_loss, "val_acc": val_acc,
+        order = _batches(n_train, cfg.batch_size, rng)
+        # the batches of one epoch: an inner bar, cleared when the epoch ends
+        with unit("train batches", len(order), "batch", transient=True) as batches:
+            for xb, yb in _iterate(train_xy, order, pin):
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                with autocast(precision, device):
+                    out = model(xb)
+                    loss = nn.functional.cross_entropy(out.float(), yb)
+                    extra = strategy.penalty(model)
+                    total_loss = loss if extra is None else loss + extra
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(total_loss).backward()
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip_norm)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                run_loss += loss.item() * len(yb)
+                run_correct += (out.argmax(1) == yb).sum().item()
+                batches.update()
+        val_loss, val_acc = _evaluate(model, val_xy, cfg.batch_size, device, precision)
+        row = {"epoch": epoch, "train_loss": run_loss / n_train,
+               "train_acc": run_correct / n_train, "val_loss": val_loss, "val_acc": val_acc,
                "seconds": time.perf_counter() - start}
         hist.epochs.append(row)
         if on_epoch is not None:
@@ -198,8 +286,8 @@ def evaluate(model: TransferModel, xy, batch_size: int = 64, device=None) -> dic
     ----------
     model : TransferModel
         A trained model.
-    xy : tuple of (torch.Tensor of shape (N, ...), torch.Tensor of shape (N,))
-        Prepared inputs and int64 class indices.
+    xy : tuple of (torch.Tensor of shape (N, ...), torch.Tensor of shape (N,)) or Examples
+        Prepared inputs and int64 class indices, or samples prepared as they are read.
     batch_size : int
         Samples per forward pass.
     device : str or torch.device, optional
@@ -211,5 +299,5 @@ def evaluate(model: TransferModel, xy, batch_size: int = 64, device=None) -> dic
         ``{"loss": float, "acc": float}``.
     """
     device = device or next(model.parameters()).device
-    loss, acc = _evaluate(model, xy[0], xy[1], batch_size, device)
+    loss, acc = _evaluate(model, xy, batch_size, device)
     return {"loss": loss, "acc": acc}

@@ -77,6 +77,7 @@ def analyse_layers(data: Dataset, model, *, profile: ProfileConfig | None = None
     cut = prof.rows[choose_cut(prof, rcfg)[0]]["layer"]
     part = training_part(data, pcfg.split_seed)
     feats = extract_features(backend, part, [cut], cache=FeatureCache(pcfg.cache_dir),
-                             batch_size=pcfg.batch_size, device=pcfg.device)[cut]
+                             batch_size=pcfg.batch_size, device=pcfg.device,
+                             num_workers=pcfg.num_workers, precision=pcfg.precision)[cut]
     head = search_head_width(feats, part.labels, widths=widths, seed=pcfg.seed)
     return LayerAnalysis(prof, head, recommend(prof, backend, head, rcfg))

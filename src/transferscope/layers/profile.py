@@ -20,6 +20,7 @@ from transferscope.errors import ConstantFeaturesError, InputError
 from transferscope.features import FeatureCache, extract_features, extract_source_probs
 from transferscope.layers.cka import linear_cka
 from transferscope.metrics import feature_metrics, get_metric, model_metrics, score
+from transferscope.progress import unit
 from transferscope.rank import primary_metric
 from transferscope.scoring import PROFILE_METRICS
 
@@ -42,6 +43,12 @@ class ProfileConfig:
         Seeds of the split (the profile sees its training part) and of the metrics.
     batch_size, device, cache_dir
         Feature extraction settings.
+    num_workers : int
+        ``DataLoader`` processes that read and prepare batches during extraction (0: this
+        process).
+    precision : str
+        ``"auto"`` (fp32 on the CPU, bf16 or fp16 on CUDA), ``"fp32"``, ``"bf16"`` or
+        ``"fp16"`` (CUDA only) for extraction; see :mod:`transferscope.precision`.
     """
 
     metrics: tuple = PROFILE_METRICS
@@ -52,10 +59,17 @@ class ProfileConfig:
     batch_size: int = 64
     device: str | None = None
     cache_dir: str | None = None
+    num_workers: int = 0
+    precision: str = "auto"
 
     head_metrics: tuple = ()
 
     def __post_init__(self):
+        from transferscope.data.stream import check_workers
+        from transferscope.precision import check_precision
+
+        check_precision(self.precision)
+        check_workers(self.num_workers)
         features, source = model_metrics(self.metrics, "the layer profile")
         if not features:
             raise InputError("Expected at least one feature metric for the layer profile (it "
@@ -143,21 +157,29 @@ def layer_profile(data: Dataset, model, config: ProfileConfig | None = None,
     part = training_part(data, cfg.split_seed)
     labels = part.labels
     cache = FeatureCache(cfg.cache_dir)
-    opts = {"batch_size": cfg.batch_size, "device": cfg.device, "cache": cache}
+    opts = {"batch_size": cfg.batch_size, "device": cfg.device, "cache": cache,
+            "num_workers": cfg.num_workers, "precision": cfg.precision}
     feats = extract_features(backend, part, layers, **opts)
     twin = extract_features(random_twin(backend), part, layers, **opts)
     rows = []
-    for i, layer in enumerate(layers):
-        start = time.perf_counter()
-        f = feats[layer]
-        row = {"layer": layer, "index": i, "dim": int(f.shape[1])}
-        for m in cfg.metrics:
-            row[m] = _score(m, f, labels, cfg.seed)
-        row[f"random_{cfg.primary}"] = _score(cfg.primary, twin[layer], labels, cfg.seed)
-        row["margin"] = row[cfg.primary] - row[f"random_{cfg.primary}"]
-        row["cka_random"] = linear_cka(f, twin[layer])
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
+    with unit(f"layer profile of {backend.name}", len(layers), "layer") as bar:
+        for i, layer in enumerate(layers):
+            start = time.perf_counter()
+            f = feats[layer]
+            row = {"layer": layer, "index": i, "dim": int(f.shape[1])}
+            with unit(f"metrics of {layer}", len(cfg.metrics) + 1, "metric",
+                      transient=True) as metrics:
+                for m in cfg.metrics:
+                    row[m] = _score(m, f, labels, cfg.seed)
+                    metrics.update(metric=m)
+                row[f"random_{cfg.primary}"] = _score(cfg.primary, twin[layer], labels,
+                                                      cfg.seed)
+                metrics.update(metric=f"random_{cfg.primary}")
+            row["margin"] = row[cfg.primary] - row[f"random_{cfg.primary}"]
+            row["cka_random"] = linear_cka(f, twin[layer])
+            row["seconds"] = time.perf_counter() - start
+            rows.append(row)
+            bar.update(layer=layer)
     _consensus(rows, cfg.metrics)
     return LayerProfile(model=backend.name, data=data.name, n_samples=len(part),
                         n_classes=len(np.unique(labels)), metrics=cfg.metrics,

@@ -91,7 +91,7 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SE
     cfg = config or TrainConfig()
     store = store if store is not None else open_store(None)
     backend = finetunable_backend(model, data)
-    split = make_split(backend, data, split_seed)
+    split = make_split(backend, data, split_seed, num_workers=cfg.num_workers)
     fingerprint = data.fingerprint
     lrs = {k: v for k, v in (("lr", lr), ("backbone_lr", backbone_lr)) if v is not None}
     rows, correct, done = [], {}, {}

@@ -226,6 +226,28 @@ class RunStore(ABC):
     def epochs_of(self, run_id: int) -> list[dict]:
         """The run's per-epoch metrics in epoch order, each with its ``epoch``."""
 
+    def to_frame(self, *, state: str | None = None, study: str | None = None,
+                 epochs: bool = False):
+        """The runs as a pandas DataFrame: one row per run, or per (run, epoch) with
+        ``epochs=True``; see :func:`transferscope.store.export.runs_frame` for the columns.
+
+        Parameters
+        ----------
+        state : {"running", "finished", "failed"}, optional
+            Only runs in this state.
+        study : str, optional
+            Only that study's members, with the study's tags.
+        epochs : bool
+            One row per epoch of the stored learning curves instead of one per run.
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_runs, n_columns) or (n_epochs, n_columns)
+        """
+        from transferscope.store.export import runs_frame
+
+        return runs_frame(self, state=state, study=study, epochs=epochs)
+
     # -- locks ---------------------------------------------------------------------------------
     @abstractmethod
     def acquire_lock(self, name: str) -> None:

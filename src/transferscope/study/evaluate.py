@@ -25,6 +25,7 @@ from collections import defaultdict
 import numpy as np
 
 from transferscope.config import RunConfig
+from transferscope.errors import InputError
 from transferscope.store import RunStore, open_store
 from transferscope.study.spec import StudySpec
 from transferscope.verdict import negative_transfer_verdict, paired_gain
@@ -178,16 +179,50 @@ def _prf(flags, actual):
     return float(precision), float(recall)
 
 
-def evaluate(spec: StudySpec, store: RunStore | None = None) -> dict:
+class StudyEvaluation(dict):
+    """What :func:`evaluate` returns: a dict with ``pairs``, ``metrics`` and
+    ``share_negative``; :meth:`to_frame` gives either table as a DataFrame."""
+
+    def to_frame(self, table: str = "metrics"):
+        """One table of the evaluation as a DataFrame.
+
+        Parameters
+        ----------
+        table : {"metrics", "pairs"}
+            ``"metrics"``: one row per (strategy, metric) at the largest fraction, with
+            ``strategy``, ``fraction``, ``metric``, ``pairs``, ``targets``, ``tau``,
+            ``pearson``, ``regret`` (each with ``_lo`` / ``_hi``), ``neg_flagged``,
+            ``neg_actual``, ``precision`` and ``recall`` (each with ``_lo`` / ``_hi``); the
+            ``risk`` rows have no tau, Pearson or regret. ``"pairs"``: one row per (target,
+            source, strategy, fraction) as :func:`collect` gives it (accuracies, ``gain``
+            with its interval, ``verdict``, times, run ids, scores and flags).
+
+        Returns
+        -------
+        pandas.DataFrame of shape (n_rows, n_columns)
+            ``attrs["share_negative"]``: the share of pairs whose verdict is NEGATIVE.
+        """
+        from transferscope.frames import frame
+
+        first = {"metrics": ["strategy", "fraction", "metric"],
+                 "pairs": ["target", "source", "strategy", "fraction"]}
+        if table not in first:
+            raise InputError(f"Expected table 'metrics' or 'pairs', got {table!r}; e.g. "
+                             "evaluation.to_frame('pairs')")
+        return frame(self[table], first[table], share_negative=self["share_negative"])
+
+
+def evaluate(spec: StudySpec, store: RunStore | None = None) -> StudyEvaluation:
     """Did the scores predict what fine-tuning did? Per strategy and metric, at the largest
     fraction: weighted Kendall tau, Pearson, top-1 regret (means over targets with bootstrap
     intervals) and negative-transfer precision and recall (see the module docstring).
 
     Returns
     -------
-    dict
-        ``pairs`` (:func:`collect`), ``metrics`` (one row per strategy and metric, plus the
-        ``risk`` label) and ``share_negative``.
+    StudyEvaluation
+        A dict: ``pairs`` (:func:`collect`), ``metrics`` (one row per strategy and metric,
+        plus the ``risk`` label) and ``share_negative``; ``.to_frame("metrics" | "pairs")``
+        gives either table as a DataFrame.
     """
     import scipy.stats
 
@@ -227,6 +262,6 @@ def evaluate(spec: StudySpec, store: RunStore | None = None) -> dict:
                 lambda idx, f=f, a=a: _prf(f[idx], a[idx])[1], len(sel), seed=2)
             rows.append(row)
     verdicts = [p["verdict"] for p in pairs]
-    return {"pairs": pairs, "metrics": rows,
-            "share_negative": (verdicts.count("NEGATIVE") / len(verdicts)) if verdicts
-            else float("nan")}
+    return StudyEvaluation(pairs=pairs, metrics=rows,
+                           share_negative=(verdicts.count("NEGATIVE") / len(verdicts))
+                           if verdicts else float("nan"))

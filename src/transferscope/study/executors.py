@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from transferscope.errors import InputError, require
+from transferscope.progress import quietly
 from transferscope.registry import Registry
 
 EXECUTORS = Registry("executor", "executors")
@@ -20,6 +21,12 @@ executor = EXECUTORS.register
 def make_executor(name: str, **options):
     """The executor ``name`` (``local`` or ``ray``) built with ``options``."""
     return EXECUTORS.get(name)(**options)
+
+
+def _run_quietly(fn: Callable, task):
+    """``fn(task)`` with progress off: in a worker process or Ray task the driver reports each
+    run as its result arrives, so workers keep stderr and their logs quiet."""
+    return quietly(fn, task)
 
 
 def _limit_threads(n: int) -> None:
@@ -70,7 +77,7 @@ class LocalExecutor:
         self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"),
                                         initializer=_limit_threads, initargs=(threads,))
         try:
-            pending = {self.pool.submit(fn, t): i for i, t in enumerate(tasks)}
+            pending = {self.pool.submit(_run_quietly, fn, t): i for i, t in enumerate(tasks)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -117,8 +124,8 @@ class RayExecutor:
             started = True
         refs = {}
         try:
-            remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus)(fn)
-            refs = {remote.remote(t): i for i, t in enumerate(tasks)}
+            remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus)(_run_quietly)
+            refs = {remote.remote(fn, t): i for i, t in enumerate(tasks)}
             while refs:
                 done, _ = ray.wait(list(refs), num_returns=1)
                 i = refs.pop(done[0])

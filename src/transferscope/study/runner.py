@@ -13,8 +13,6 @@ the next ``tscope study run`` skips every finished run.
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass
 
 from transferscope.config import RunConfig, TrainConfig, training_run
@@ -22,6 +20,7 @@ from transferscope.errors import InputError, note
 from transferscope.finetune.strategies import resolved_options
 from transferscope.metrics import model_metrics
 from transferscope.names import parse_model_name
+from transferscope.progress import duration, override, unit
 from transferscope.store import RunStore, open_store
 from transferscope.study.executors import make_executor
 from transferscope.study.spec import StudySpec
@@ -50,28 +49,6 @@ class Task:
     tags: dict
     payload: dict
     label: str
-
-
-class Progress:
-    """Runs done of total, failures, elapsed time and ETA on one stderr line (TTY only)."""
-
-    def __init__(self, label: str, total: int, enabled: bool | None = None):
-        self.label, self.total, self.done, self.failed = label, total, 0, 0
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.start = time.perf_counter()
-
-    def step(self, ok: bool) -> None:
-        """Count one finished (``ok``) or failed run."""
-        self.done += 1
-        self.failed += not ok
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
-        sys.stderr.write(f"\r{self.label}: {self.done}/{self.total} runs, {self.failed} failed, "
-                         f"{elapsed / 60:.1f} min, ETA {eta / 60:.1f} min"
-                         + ("\n" if self.done >= self.total else ""))
-        sys.stderr.flush()
 
 
 def pretrain_tasks(spec: StudySpec) -> list[Task]:
@@ -182,15 +159,21 @@ def _train_tasks(spec, common, b, arch, fp, arm, source, model, strategy, fracti
         payload = {"kind": "train", "target": common["target"],
                    "per_class": common["per_class"], "model": model, "run": config.to_dict()}
         out.append(Task(config, tags, payload,
-                        f"{arm} {source or 'scratch'} -> {common['target']} f={fraction}"))
+                        f"{arm} {source or 'scratch'} -> {common['target']} f={fraction} "
+                        f"seed {seed}"))
     return out
 
 
-def drive(store: RunStore, study: str, tasks: list[Task], ex, progress: Progress | None = None,
+def drive(store: RunStore, study: str, tasks: list[Task], ex, label: str | None = None,
           fn=execute) -> dict:
     """Run the tasks not finished yet and write each result as it arrives; a task whose run
     finished before (here or elsewhere, e.g. by ``tscope finetune``) is reused and made a
-    member of the study."""
+    member of the study.
+
+    Progress (:mod:`transferscope.progress`, unit ``label``, default ``study <name>``): one
+    line per run as its result arrives (runs done of total, failures, elapsed time, ETA, the
+    run and its wall time), whatever process or Ray worker ran it; a run done in this process
+    (``jobs=1``) shows its own progress (epochs, extraction) nested inside."""
     todo = []
     for t in tasks:
         run = store.find(t.config)
@@ -198,25 +181,32 @@ def drive(store: RunStore, study: str, tasks: list[Task], ex, progress: Progress
             todo.append(t)
         else:
             store.link(t.config, study, t.tags)
-    bar = progress or Progress(study, len(todo))
-    bar.total = len(todo)
     failed = []
-    for j, result, error in ex.run(fn, [t.payload for t in todo]):
-        t = todo[j]
-        store.refresh_lock(f"study {study!r}")
-        handle = store.start(t.config, study=study, tags=t.tags)
-        if handle is None:  # finished meanwhile by another driver
-            bar.step(True)
-            continue
-        if error is not None:
-            store.fail(handle, f"{type(error).__name__}: {error}")
-            failed.append((t.label, f"{type(error).__name__}: {error}"))
-        else:
-            for row in result.get("epochs", []):
-                store.log_epoch(handle, row["epoch"], row)
-            store.finish(handle, result["metrics"], timings=result.get("timings"),
-                         artifacts=result.get("artifacts"))
-        bar.step(error is None)
+    with unit(label or f"study {study}", len(todo), "run") as bar:
+        if len(todo) < len(tasks):
+            bar.line(f"{len(tasks) - len(todo)} of {len(tasks)} runs already finished "
+                     "(reused)")
+        payloads = [dict(t.payload, label=t.label) for t in todo]
+        for j, result, error in ex.run(fn, payloads):
+            t = todo[j]
+            store.refresh_lock(f"study {study!r}")
+            handle = store.start(t.config, study=study, tags=t.tags)
+            if handle is None:  # finished meanwhile by another driver
+                what = "finished meanwhile by another driver"
+            elif error is not None:
+                store.fail(handle, f"{type(error).__name__}: {error}")
+                failed.append((t.label, f"{type(error).__name__}: {error}"))
+                what = f"FAILED: {type(error).__name__}: {error}"
+            else:
+                for row in result.get("epochs", []):
+                    store.log_epoch(handle, row["epoch"], row)
+                store.finish(handle, result["metrics"], timings=result.get("timings"),
+                             artifacts=result.get("artifacts"))
+                wall = (result.get("timings") or {}).get("wall_s")
+                what = "finished" + ("" if wall is None else f" in {duration(wall)}")
+            bar.update(silent=True)
+            bar.line(f"{bar.count()} done, {len(failed)} failed, {duration(bar.elapsed)} "
+                     f"elapsed, ETA {duration(bar.eta)}: {t.label} {what}")
     return {"planned": len(tasks), "ran": len(todo), "reused": len(tasks) - len(todo),
             "failed": failed}
 
@@ -237,7 +227,9 @@ def run_study(spec: StudySpec, *, executor: str = "local", jobs: int = 1,
     address : str, optional
         Ray cluster address.
     progress : bool, optional
-        Show a progress line (default: on a terminal).
+        Progress of the runs (:mod:`transferscope.progress`: a bar on a terminal, a line per
+        run elsewhere); ``None`` follows :func:`transferscope.progress.configure`, ``False``
+        / ``True`` turn it off / on for this call.
     cpus, gpus : float
         Ray resources per run.
 
@@ -248,25 +240,23 @@ def run_study(spec: StudySpec, *, executor: str = "local", jobs: int = 1,
         (label, error) pairs.
     """
     store = open_store(spec.db)
-    with store.lock(f"study {spec.name!r}"):  # one driver per study
-        return _run_locked(spec, store, executor, jobs, address, progress, cpus, gpus)
+    with override(progress), store.lock(f"study {spec.name!r}"):  # one driver per study
+        return _run_locked(spec, store, executor, jobs, address, cpus, gpus)
 
 
-def _run_locked(spec, store, executor, jobs, address, progress, cpus, gpus) -> dict:
+def _run_locked(spec, store, executor, jobs, address, cpus, gpus) -> dict:
     # the only driver: whatever a killed driver left "running" is failed, to be redone
     store.mark_stale(older_than_s=0, study=spec.name)
     ex = make_executor(executor, jobs=jobs, address=address, cpus=cpus, gpus=gpus)
     summary = {}
     pre = pretrain_tasks(spec)
     if pre:
-        summary["pretrain"] = drive(store, spec.name, pre, ex,
-                                    Progress(f"{spec.name} pretrain", 0, progress))
+        summary["pretrain"] = drive(store, spec.name, pre, ex, f"study {spec.name} pretrain")
         if summary["pretrain"]["failed"]:
             raise InputError(f"Expected every pretraining to finish, got failures: "
                              f"{summary['pretrain']['failed'][:2]}")
     sources = resolve_sources(spec, store)
-    summary["main"] = drive(store, spec.name, main_tasks(spec, sources), ex,
-                            Progress(spec.name, 0, progress))
+    summary["main"] = drive(store, spec.name, main_tasks(spec, sources), ex)
     return summary
 
 

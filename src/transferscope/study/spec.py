@@ -158,7 +158,8 @@ def load_spec(path) -> StudySpec:
     except ModuleNotFoundError:  # Python 3.10
         from transferscope.errors import require
 
-        tomllib = require("tomli", "study", "reading study specs on Python 3.10")
+        tomllib = require("tomli", "study", "reading study specs on Python 3.10",
+                          install="pip install tomli")
     p = Path(path)
     if not p.is_file():
         raise InputError(f"Expected a study spec file (TOML), got {str(p)!r}, which does not "

@@ -27,8 +27,8 @@ def backend(name: str):
 
 
 def execute(task: dict) -> dict:
-    """Run one task (``kind``: pretrain, scores or train); returns JSON-able ``metrics``,
-    ``epochs``, ``timings`` and ``artifacts``."""
+    """Run one task (``kind``: pretrain, scores or train; ``label`` names it in progress);
+    returns JSON-able ``metrics``, ``epochs``, ``timings`` and ``artifacts``."""
     kind = task["kind"]
     start = time.perf_counter()
     result = {"pretrain": _pretrain, "scores": _scores, "train": _train}[kind](task)
@@ -44,7 +44,7 @@ def _train(task: dict) -> dict:
     data = target_data(task["target"], task["per_class"])
     b = backend(task["model"])
     split = make_split(b, data, rc.split_seed, rc.fraction, rc.split)
-    net, hist = train_run(b, split, rc)
+    net, hist = train_run(b, split, rc, label=task.get("label"))
     return {"metrics": run_metrics(net, hist, correct_on(net, split.test)),
             "epochs": hist.epochs, "timings": {"train_s": hist.wall_s}}
 
@@ -71,7 +71,8 @@ def _pretrain(task: dict) -> dict:
     rc = RunConfig.from_dict(task["run"])  # a scratch run on the source data, no test part used
     data = load_dataset(task["data"])
     b = create_backend(task["model"])
-    net, hist = train_run(b, make_split(b, data, rc.split_seed, rc.fraction, rc.split), rc)
+    net, hist = train_run(b, make_split(b, data, rc.split_seed, rc.fraction, rc.split), rc,
+                          label=task.get("label"))
     out = Path(task["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

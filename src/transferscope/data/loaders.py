@@ -598,6 +598,77 @@ def _read_image(f: Path):
         raise ValueError(one_line(exc, 100)) from None
 
 
+def scan_image_folder(root: Path, read, *, skip_corrupt: bool = False):
+    """Walk ``root/<class>/<image>`` in sorted order and ``read`` every image file: the one
+    folder walk (and its errors) of the eager and the lazy image-folder loaders.
+
+    Parameters
+    ----------
+    root : Path
+        The folder whose sub-folders are the classes (names starting with ``.`` are ignored).
+    read : callable
+        ``read(path)`` returns what to keep for that file, or raises ValueError when the file
+        is not a readable image.
+    skip_corrupt : bool
+        Skip unreadable files (named in a warning) instead of stopping.
+
+    Returns
+    -------
+    items : list
+        What ``read`` returned for every readable file, class by class.
+    labels : ndarray of shape (len(items),)
+        The class folder name of each.
+
+    Raises
+    ------
+    InputError
+        For no class folders, a class folder without images or with sub-folders, unreadable
+        files without ``skip_corrupt``, or no readable image at all.
+    """
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        loose = [p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
+        got = f"{len(loose)} loose file(s) such as {loose[0]!r}" if loose else "none"
+        raise InputError(
+            f"Expected class sub-folders in {root} (root/<class>/<image>), got {got}; "
+            "put each class's images in its own folder"
+        )
+    items, labels, bad = [], [], []
+    for cls in classes:
+        entries = sorted(p for p in cls.iterdir() if not p.name.startswith("."))
+        nested = [p.name for p in entries if p.is_dir()]
+        if nested:
+            raise InputError(
+                f"Expected images directly in each class folder of {root}, got sub-folders in "
+                f"{cls.name}/ ({', '.join(nested[:3])}); point --data at the folder whose "
+                f"sub-folders are the classes (e.g. {cls}) or flatten them"
+            )
+        files = [p for p in entries if p.is_file()]
+        if not files:
+            raise InputError(
+                f"Expected images in every class folder of {root}, got none in {cls.name}/; "
+                "add its images or remove the folder"
+            )
+        for f in files:
+            try:
+                items.append(read(f))
+                labels.append(cls.name)
+            except ValueError as exc:
+                bad.append(f"{f.relative_to(root)} ({exc})")
+    if bad and not skip_corrupt:
+        raise InputError(
+            f"Expected readable images, got {len(bad)} unreadable file(s) in {root}: "
+            f"{'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; remove them or pass "
+            "skip_corrupt=True (--skip-corrupt)"
+        )
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s): {'; '.join(bad[:3])}"
+                      f"{' ...' if len(bad) > 3 else ''}", stacklevel=3)
+    if not items:
+        raise InputError(f"Expected readable images in the class folders of {root}, got none")
+    return items, np.asarray(labels)
+
+
 def load_image_folder(root, *, skip_corrupt: bool = False) -> Dataset:
     """Images in class folders: ``root/<class>/<image>``, any format Pillow reads.
 
@@ -623,52 +694,12 @@ def load_image_folder(root, *, skip_corrupt: bool = False) -> Dataset:
         files (corrupt, truncated, not images, decompression bombs) without ``skip_corrupt``.
     """
     root = Path(root)
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        loose = [p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
-        got = f"{len(loose)} loose file(s) such as {loose[0]!r}" if loose else "none"
-        raise InputError(
-            f"Expected class sub-folders in {root} (root/<class>/<image>), got {got}; "
-            "put each class's images in its own folder"
-        )
-    images, labels, bad = [], [], []
-    for cls in classes:
-        entries = sorted(p for p in cls.iterdir() if not p.name.startswith("."))
-        nested = [p.name for p in entries if p.is_dir()]
-        if nested:
-            raise InputError(
-                f"Expected images directly in each class folder of {root}, got sub-folders in "
-                f"{cls.name}/ ({', '.join(nested[:3])}); point --data at the folder whose "
-                f"sub-folders are the classes (e.g. {cls}) or flatten them"
-            )
-        files = [p for p in entries if p.is_file()]
-        if not files:
-            raise InputError(
-                f"Expected images in every class folder of {root}, got none in {cls.name}/; "
-                "add its images or remove the folder"
-            )
-        for f in files:
-            try:
-                images.append(_read_image(f))
-                labels.append(cls.name)
-            except ValueError as exc:
-                bad.append(f"{f.relative_to(root)} ({exc})")
-    if bad and not skip_corrupt:
-        raise InputError(
-            f"Expected readable images, got {len(bad)} unreadable file(s) in {root}: "
-            f"{'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; remove them or pass "
-            "skip_corrupt=True (--skip-corrupt)"
-        )
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s): {'; '.join(bad[:3])}"
-                      f"{' ...' if len(bad) > 3 else ''}", stacklevel=2)
-    if not images:
-        raise InputError(f"Expected readable images in the class folders of {root}, got none")
+    images, labels = scan_image_folder(root, _read_image, skip_corrupt=skip_corrupt)
     grey = all(im.mode == "L" for im in images)
     arrays = [np.asarray(im.convert("L" if grey else "RGB")) for im in images]
     if len({a.shape for a in arrays}) == 1:
         arrays = np.stack(arrays)
-    return Dataset(root.name, "image", arrays, np.asarray(labels), {"root": str(root)})
+    return Dataset(root.name, "image", arrays, labels, {"root": str(root)})
 
 
 def _blank(col):

@@ -20,7 +20,6 @@ torch is imported when a loader is built, not with this module.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,56 +121,26 @@ def open_image_folder(root, *, skip_corrupt: bool = False) -> Dataset:
         As the eager loader: no class folders, an empty or nested class folder, unreadable
         files without ``skip_corrupt``.
     """
-    from transferscope.data.loaders import _read_image
+    from transferscope.data.loaders import _read_image, scan_image_folder
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"Expected a folder of class folders, got {root}; pass the folder "
                          "whose sub-folders are the classes")
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        loose = [p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")]
-        got = f"{len(loose)} loose file(s) such as {loose[0]!r}" if loose else "none"
-        raise InputError(f"Expected class sub-folders in {root} (root/<class>/<image>), got "
-                         f"{got}; put each class's images in its own folder")
-    files, labels, modes, sizes, bad = [], [], [], [], []
-    for cls in classes:
-        entries = sorted(p for p in cls.iterdir() if not p.name.startswith("."))
-        nested = [p.name for p in entries if p.is_dir()]
-        if nested:
-            raise InputError(
-                f"Expected images directly in each class folder of {root}, got sub-folders in "
-                f"{cls.name}/ ({', '.join(nested[:3])}); point --data at the folder whose "
-                f"sub-folders are the classes (e.g. {cls}) or flatten them")
-        found = [p for p in entries if p.is_file()]
-        if not found:
-            raise InputError(f"Expected images in every class folder of {root}, got none in "
-                             f"{cls.name}/; add its images or remove the folder")
-        for f in found:
-            try:
-                im = _read_image(f)
-            except ValueError as exc:
-                bad.append(f"{f.relative_to(root)} ({exc})")
-                continue
-            files.append(f)
-            labels.append(cls.name)
-            modes.append(im.mode)
-            sizes.append(im.size)
-            im.close()
-    if bad and not skip_corrupt:
-        raise InputError(
-            f"Expected readable images, got {len(bad)} unreadable file(s) in {root}: "
-            f"{'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; remove them or pass "
-            "skip_corrupt=True (--skip-corrupt)")
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s): {'; '.join(bad[:3])}"
-                      f"{' ...' if len(bad) > 3 else ''}", stacklevel=2)
-    if not files:
-        raise InputError(f"Expected readable images in the class folders of {root}, got none")
+
+    def header(path):
+        im = _read_image(path)
+        im.close()
+        return path, im.mode, im.size
+
+    found, labels = scan_image_folder(root, header, skip_corrupt=skip_corrupt)
+    files = [f for f, _, _ in found]
+    modes = [m for _, m, _ in found]
+    sizes = [size for _, _, size in found]
     mode = "L" if all(m == "L" for m in modes) else "RGB"
     shapes = [(h, w) if mode == "L" else (h, w, 3) for w, h in sizes]
     images = LazyImages(files, mode, shapes, stacked=len(set(shapes)) == 1)
-    return Dataset(root.name, "image", images, np.asarray(labels), {"root": str(root)})
+    return Dataset(root.name, "image", images, labels, {"root": str(root)})
 
 
 class Items:

@@ -248,7 +248,7 @@ def linear_probe_predictions(x, codes, n_classes, fold, *, C=1.0, max_iter=None,
     if tol is None:
         tol = TOL.get(solver, 1.0)
     elif not tol > 0:
-        raise InputError(f"Expected tol > 0, got {tol}; try 1e-4")
+        raise InputError(f"Expected tol > 0, got {tol}; leave it unset (3e-5) or try 1e-6")
     info = {} if info is None else info
     info["iterations"] = []
     if solver == "sklearn":

@@ -13,8 +13,11 @@ largest fraction of each strategy:
   twin or below the raw input on that metric (the ``risk`` row flags LIKELY-NEGATIVE labels);
   precision and recall against the pairs whose verdict is NEGATIVE.
 
-Intervals: 95 % percentile bootstrap (seeded), resampling targets for tau, Pearson and regret,
-and (target, source) pairs for precision and recall.
+Intervals (95 %, seeded): for tau, Pearson and regret a BCa bootstrap over the targets that have
+a value (``scipy.stats.bootstrap``), and none with fewer than 5 such targets (the row's ``note``
+says so); for precision and recall a percentile bootstrap over (target, source) pairs, where
+draws on which the ratio is undefined (nothing flagged, or no NEGATIVE pair) are dropped,
+counted and named in ``note``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from transferscope.study.spec import StudySpec
 from transferscope.verdict import negative_transfer_verdict, paired_gain
 
 N_BOOT = 2000
+MIN_TARGETS = 5  # targets with a value needed for an interval over targets
 
 
 def _grid_runs(spec: StudySpec, store: RunStore) -> list[dict]:
@@ -135,30 +139,67 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
     return {"pairs": pairs}
 
 
-def _boot(values_fn, n_items: int, seed: int = 0) -> tuple[float, float]:
+def _boot(values_fn, n_items: int, seed: int = 0) -> tuple[float, float, int]:
+    """95 % percentile bootstrap of a statistic of ``n_items`` resampled items whose value can
+    be undefined on a draw (precision without a flagged pair): those draws are dropped and
+    counted, so the interval is conditional on the statistic existing.
+
+    Returns
+    -------
+    lo, hi : float
+        NaN when every draw was undefined.
+    dropped : int
+        Draws (of :data:`N_BOOT`) on which the statistic was undefined.
+    """
     rng = np.random.default_rng(seed)
     stats = []
     for _ in range(N_BOOT):
         v = values_fn(rng.integers(0, n_items, n_items))
-        if v == v:  # skip NaN draws (e.g. no predicted negatives)
+        if v == v:
             stats.append(v)
+    dropped = N_BOOT - len(stats)
     if not stats:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), dropped
     lo, hi = np.percentile(stats, [2.5, 97.5])
-    return float(lo), float(hi)
+    return float(lo), float(hi), dropped
 
 
-def _mean_ci(v) -> tuple[float, float, float]:
-    """Mean over targets (NaN-skipping) and its bootstrap interval over targets."""
+def _mean_ci(v, seed: int = 0) -> tuple[float, float, float, int]:
+    """Mean over targets (NaN-skipping) and its 95 % BCa bootstrap interval over the targets
+    with a value (``scipy.stats.bootstrap``; Efron & Tibshirani, "An Introduction to the
+    Bootstrap", 1993, ch. 14), or no interval (NaN) with fewer than :data:`MIN_TARGETS`:
+    resampling 2-4 values gives a handful of distinct means, not a 95 % interval.
+
+    Returns
+    -------
+    mean, lo, hi : float
+    n : int
+        Targets with a value.
+    """
+    import warnings
+
+    import scipy.stats
+
     v = np.asarray(v, dtype=float)
-    if not np.isfinite(v).any():
-        return float("nan"), float("nan"), float("nan")
-
-    def mean(idx):
-        sub = v[idx]
-        return float(np.nanmean(sub)) if np.isfinite(sub).any() else float("nan")
-
-    return (float(np.nanmean(v)), *_boot(mean, len(v)))
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = float(v.mean())
+    if len(v) < MIN_TARGETS:
+        return mean, float("nan"), float("nan"), len(v)
+    if np.ptp(v) == 0:
+        return mean, mean, mean, len(v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BCa's degenerate-data warning: handled below
+        ci = scipy.stats.bootstrap((v,), np.mean, n_resamples=N_BOOT, confidence_level=0.95,
+                                   method="BCa", random_state=seed).confidence_interval
+    lo, hi = float(ci.low), float(ci.high)
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined: the percentile interval
+        lo, hi = (float(x) for x in np.percentile(
+            [v[i].mean() for i in np.random.default_rng(seed).integers(0, len(v),
+                                                                       (N_BOOT, len(v)))],
+            [2.5, 97.5]))
+    return mean, lo, hi, len(v)
 
 
 def _per_target(pairs, metric):
@@ -237,6 +278,7 @@ def evaluate(spec: StudySpec, store: RunStore | None = None) -> StudyEvaluation:
         actual = [p["verdict"] == "NEGATIVE" for p in sel]
         for metric in [*spec.metrics, "risk"]:
             row = {"strategy": strategy, "fraction": top, "metric": metric, "pairs": len(sel)}
+            notes = []
             if metric != "risk":
                 per = _per_target(sel, metric)
                 targets = sorted(per)
@@ -248,7 +290,10 @@ def evaluate(spec: StudySpec, store: RunStore | None = None) -> StudyEvaluation:
                                     for t in targets])
                 row["targets"] = len(targets)
                 for name, v in (("tau", taus), ("pearson", pears), ("regret", regrets)):
-                    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _mean_ci(v)
+                    row[name], row[f"{name}_lo"], row[f"{name}_hi"], n = _mean_ci(v)
+                    if 0 < n < MIN_TARGETS:
+                        notes.append(f"{name}: {n} target(s) with a value, fewer than "
+                                     f"{MIN_TARGETS}: no interval")
                 flags = [p.get(f"{metric}_flags_negative", False) for p in sel]
             else:
                 flags = [p.get("risk") == "LIKELY-NEGATIVE" for p in sel]
@@ -256,10 +301,18 @@ def evaluate(spec: StudySpec, store: RunStore | None = None) -> StudyEvaluation:
             f, a = np.asarray(flags), np.asarray(actual)
             row.update(neg_flagged=int(f.sum()), neg_actual=int(a.sum()),
                        precision=precision, recall=recall)
-            row["precision_lo"], row["precision_hi"] = _boot(
-                lambda idx, f=f, a=a: _prf(f[idx], a[idx])[0], len(sel), seed=1)
-            row["recall_lo"], row["recall_hi"] = _boot(
-                lambda idx, f=f, a=a: _prf(f[idx], a[idx])[1], len(sel), seed=2)
+            for k, name in enumerate(("precision", "recall")):
+                if row[name] != row[name]:  # undefined on the data: no interval
+                    row[f"{name}_lo"] = row[f"{name}_hi"] = float("nan")
+                    continue
+                lo, hi, dropped = _boot(lambda idx, f=f, a=a, k=k: _prf(f[idx], a[idx])[k],
+                                        len(sel), seed=1 + k)
+                row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi
+                if dropped:
+                    notes.append(f"{name}: undefined on {dropped} of {N_BOOT} bootstrap draws "
+                                 "(no pair flagged or no NEGATIVE pair in the draw), dropped; "
+                                 "the interval is over the rest")
+            row["note"] = "; ".join(notes)
             rows.append(row)
     verdicts = [p["verdict"] for p in pairs]
     return StudyEvaluation(pairs=pairs, metrics=rows,

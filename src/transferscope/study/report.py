@@ -75,7 +75,7 @@ def _table(rows, cols) -> str:
         cells = []
         for c in cols:
             v = r.get(c, "")
-            cls = f' class="l {v}"' if isinstance(v, str) else ""
+            cls = f' class="l {html.escape(v)}"' if isinstance(v, str) else ""
             text = f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
             cells.append(f"<td{cls}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -244,7 +244,7 @@ def write_report(spec: StudySpec, out, store: RunStore | None = None) -> Path:
     parts.append(_table(ev["metrics"], ["strategy", "fraction", "metric", "targets", "tau",
                                         "tau_lo", "tau_hi", "pearson", "regret", "regret_lo",
                                         "regret_hi", "neg_flagged", "neg_actual", "precision",
-                                        "recall"]))
+                                        "recall", "note"]))
     parts.append("<h2>Verdicts</h2>")
     parts.append(_table(pairs, ["target", "source", "strategy", "fraction", "seeds",
                                 "transfer_acc", "scratch_acc", "gain", "gain_lo", "gain_hi",

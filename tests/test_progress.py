@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.study.conftest import PAIR_SPEC
 from transferscope import progress
 from transferscope.cli import main
 from transferscope.data import Dataset
@@ -168,23 +169,9 @@ def test_negative_log_every_is_a_one_line_error(capsys, tmp_path):
     assert progress.current().log_every >= 0
 
 
-SPEC = '''
-name = "tiny"
-targets = ["{d}/a.npz"]
-sources = ["torch:{d}/net.py:fcn"]
-strategies = ["full"]
-fractions = [1.0]
-seeds = 1
-metrics = ["logme"]
-db = "sqlite:///{d}/study.db"
-
-[train]
-epochs = 1
-batch_size = 16
-
-[budgets]
-subsamples = 0
-'''
+# the one-pair study with one seed, one epoch and no subsampled scores
+SPEC = (PAIR_SPEC.replace('name = "pair"', 'name = "tiny"').replace("seeds = 2", "seeds = 1")
+        .replace("epochs = 2", "epochs = 1").replace("subsamples = 2", "subsamples = 0"))
 
 
 def test_study_logs_runs_done_of_total(tmp_path, capsys):

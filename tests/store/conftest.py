@@ -6,36 +6,18 @@ from types import SimpleNamespace
 
 import pytest
 
-SPEC = '''
-name = "pair"
-targets = ["{d}/a.npz"]
-sources = ["torch:{d}/net.py:fcn"]
-strategies = ["full"]
-fractions = [1.0]
-seeds = 2
-metrics = ["logme"]
-db = "sqlite:///{d}/study.db"
-
-[train]
-epochs = 2
-batch_size = 16
-
-[budgets]
-subsamples = 2
-'''
-
 
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory):
     pytest.importorskip("sqlalchemy")
-    from tests.study.conftest import write_study
+    from tests.study.conftest import PAIR_SPEC, write_study
     from transferscope.data import load_dataset
     from transferscope.finetune import finetune
     from transferscope.store import open_store
     from transferscope.study import evaluate, load_spec, run_study
 
     d = tmp_path_factory.mktemp("recorded")
-    spec = load_spec(write_study(d, SPEC))
+    spec = load_spec(write_study(d, PAIR_SPEC))
     run_study(spec)
     store = open_store(spec.db)
     data = load_dataset(spec.targets[0])

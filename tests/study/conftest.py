@@ -12,6 +12,26 @@ def fcn():
                          nn.Flatten())
 '''
 
+# one target, one source, two seeds: the smallest study whose runs finetune can reuse
+PAIR_SPEC = '''
+name = "pair"
+targets = ["{d}/a.npz"]
+sources = ["torch:{d}/net.py:fcn"]
+strategies = ["full"]
+fractions = [1.0]
+seeds = 2
+metrics = ["logme"]
+db = "sqlite:///{d}/study.db"
+
+[train]
+epochs = 2
+batch_size = 16
+
+[budgets]
+subsamples = 2
+'''
+
+
 SPEC = '''
 name = "tiny"
 targets = ["{d}/a.npz", "{d}/b.npz"]

@@ -5,28 +5,11 @@ import json
 
 import pytest
 
+from tests.study.conftest import PAIR_SPEC as SPEC
 from tests.study.conftest import write_study
 from transferscope.study import evaluate, load_spec, run_study
 
 pytest.importorskip("sqlalchemy")
-
-SPEC = '''
-name = "pair"
-targets = ["{d}/a.npz"]
-sources = ["torch:{d}/net.py:fcn"]
-strategies = ["full"]
-fractions = [1.0]
-seeds = 2
-metrics = ["logme"]
-db = "sqlite:///{d}/study.db"
-
-[train]
-epochs = 2
-batch_size = 16
-
-[budgets]
-subsamples = 2
-'''
 
 
 def _finetune(spec, **kw):

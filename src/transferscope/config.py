@@ -79,13 +79,11 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise InputError(f"Expected epochs, batch_size, patience >= 1, got {self}")
+        from transferscope.data.stream import check_workers
         from transferscope.precision import check_precision
 
         check_precision(self.precision)
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) \
-                or self.num_workers < 0:
-            raise InputError(f"Expected num_workers >= 0 (loader processes; 0 reads in this "
-                             f"process), got {self.num_workers!r}; e.g. --num-workers 2")
+        check_workers(self.num_workers)
 
     def identity(self) -> dict:
         """The fields that shape the result (all but ``device``, ``seed`` and

@@ -47,15 +47,6 @@ def primary_metric(metrics, primary: str | None = None) -> str:
     return primary
 
 
-def _check_loading(num_workers, precision) -> None:
-    """Refuse an unknown precision or a negative number of loader workers (one line)."""
-    from transferscope.data.stream import check_workers
-    from transferscope.precision import check_precision
-
-    check_precision(precision)
-    check_workers(num_workers)
-
-
 @dataclass
 class RankConfig:
     """Options of :func:`rank`; validated at construction.
@@ -109,9 +100,13 @@ class RankConfig:
     metric_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        from transferscope.data.stream import check_workers
+        from transferscope.precision import check_precision
+
         self.metrics = tuple(self.metrics)
         model_metrics(self.metrics, "rank")
-        _check_loading(self.num_workers, self.precision)
+        check_precision(self.precision)
+        check_workers(self.num_workers)
         self.primary = primary_metric(self.metrics, self.primary)
         if self.subsamples < 0:
             raise InputError(f"Expected subsamples >= 0, got {self.subsamples}")

@@ -269,26 +269,32 @@ class Backend(ABC):
                 )
 
 
-def collect_features(chunks, n: int) -> dict[str, np.ndarray]:
+def collect_features(chunks, n: int, progress=None) -> dict[str, np.ndarray]:
     """The (N, D) arrays of :meth:`Backend.iter_features` chunks, rows in the dataset's order.
 
     Parameters
     ----------
     chunks : iterable of (rows, dict of str to ndarray of shape (B, D_layer))
-        What ``iter_features`` yields.
+        What ``iter_features`` yields (``rows``: a slice or an index array).
     n : int
         The number of samples.
+    progress : callable, optional
+        Called as ``progress(done, n)`` after each chunk.
 
     Returns
     -------
     dict of str to ndarray of shape (N, D_layer)
     """
     out: dict[str, np.ndarray] = {}
+    done = 0
     for rows, values in chunks:
         for layer, v in values.items():
             if layer not in out:
                 out[layer] = np.empty((n, *v.shape[1:]), v.dtype)
             out[layer][rows] = v
+        done += len(range(n)[rows]) if isinstance(rows, slice) else len(rows)
+        if progress is not None:
+            progress(done, n)
     return out
 
 

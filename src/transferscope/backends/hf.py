@@ -856,19 +856,9 @@ class HFBackend(FinetunableBackend):
         dict of str to ndarray of shape (N, D_layer)
             float32 features of the N samples for each requested layer.
         """
-        n, done = len(data), 0
-
-        def chunks():
-            nonlocal done
-            for rows, values in self.iter_features(data, layers, batch_size=batch_size,
-                                                   device=device, num_workers=num_workers,
-                                                   precision=precision):
-                yield rows, values
-                done += len(rows)
-                if progress is not None:
-                    progress(done, n)
-
-        return collect_features(chunks(), n)
+        chunks = self.iter_features(data, layers, batch_size=batch_size, device=device,
+                                    num_workers=num_workers, precision=precision)
+        return collect_features(chunks, len(data), progress)
 
     def iter_features(self, data, layers, *, batch_size=64, device=None, num_workers=0,
                       precision="fp32"):

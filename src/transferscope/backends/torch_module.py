@@ -438,17 +438,9 @@ class TorchModuleBackend(FinetunableBackend):
             When the first batch does not fit the model (the torch error's first line, the
             batch shape and what to check), or a layer gives no per-sample tensor.
         """
-        n = len(data)
-
-        def chunks():
-            for rows, values in self.iter_features(data, layers, batch_size=batch_size,
-                                                   device=device, num_workers=num_workers,
-                                                   precision=precision):
-                yield rows, values
-                if progress is not None:
-                    progress(rows.stop, n)
-
-        return collect_features(chunks(), n)
+        chunks = self.iter_features(data, layers, batch_size=batch_size, device=device,
+                                    num_workers=num_workers, precision=precision)
+        return collect_features(chunks, len(data), progress)
 
     def iter_features(self, data, layers, *, batch_size=64, device=None, num_workers=0,
                       precision="fp32"):

@@ -195,10 +195,7 @@ def _mean_ci(v, seed: int = 0) -> tuple[float, float, float, int]:
                                    method="BCa", random_state=seed).confidence_interval
     lo, hi = float(ci.low), float(ci.high)
     if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined: the percentile interval
-        lo, hi = (float(x) for x in np.percentile(
-            [v[i].mean() for i in np.random.default_rng(seed).integers(0, len(v),
-                                                                       (N_BOOT, len(v)))],
-            [2.5, 97.5]))
+        lo, hi, _ = _boot(lambda idx: float(v[idx].mean()), len(v), seed)
     return mean, lo, hi, len(v)
 
 
@@ -233,8 +230,9 @@ class StudyEvaluation(dict):
             ``"metrics"``: one row per (strategy, metric) at the largest fraction, with
             ``strategy``, ``fraction``, ``metric``, ``pairs``, ``targets``, ``tau``,
             ``pearson``, ``regret`` (each with ``_lo`` / ``_hi``), ``neg_flagged``,
-            ``neg_actual``, ``precision`` and ``recall`` (each with ``_lo`` / ``_hi``); the
-            ``risk`` rows have no tau, Pearson or regret. ``"pairs"``: one row per (target,
+            ``neg_actual``, ``precision`` and ``recall`` (each with ``_lo`` / ``_hi``) and
+            ``note`` (intervals left out, bootstrap draws dropped); the ``risk`` rows have
+            no tau, Pearson or regret. ``"pairs"``: one row per (target,
             source, strategy, fraction) as :func:`collect` gives it (accuracies, ``gain``
             with its interval, ``verdict``, times, run ids, scores and flags).
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fast import FAST_FINETUNE
 from tests.study.conftest import PAIR_SPEC
 from transferscope import progress
 from transferscope.cli import main
@@ -62,13 +63,15 @@ def _epoch_lines(lines):
 def test_finetune_logs_one_line_per_epoch_equal_to_its_history(log_lines, net):
     from transferscope.finetune import TrainConfig, finetune
 
-    cfg = TrainConfig(epochs=3, batch_size=16, patience=10, device="cpu")
-    res = finetune(series(), net, "full", seeds=2, config=cfg)
+    cfg = TrainConfig(min_steps=0, lr_grid=(1.0,),
+                      epochs=3, batch_size=16, patience=10, device="cpu")
+    res = finetune(series(), net, "full", splits=1, seeds=2, config=cfg)
     got = _epoch_lines(log_lines())
     want = []
-    for (arm, s), hist in res.histories.items():
-        label = f"{'transfer full' if arm == 'transfer' else 'scratch'} seed {s}"
-        want += [(label, e) for e in hist.epochs]
+    for s in range(2):  # seed by seed, both arms on each seed's split
+        for arm in ("transfer", "scratch"):
+            label = f"{'transfer full' if arm == 'transfer' else 'scratch'} seed {s}"
+            want += [(label, e) for e in res.histories[arm, s].epochs]
     assert len(got) == len(want) == 4 * 3
     for line, (label, row) in zip(got, want, strict=True):
         assert line["label"] == label
@@ -83,8 +86,9 @@ def test_cli_finetune_epoch_lines_match_the_store_and_quiet_silences_them(tmp_pa
 
     np.savez(tmp_path / "s.npz", X=series().inputs, y=series().labels)
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    argv = ["finetune", "--data", str(tmp_path / "s.npz"), "--model", net, "--strategy",
-            "full", "--seeds", "1", "--epochs", "2", "--batch-size", "16", "--device", "cpu"]
+    argv = ["finetune", *FAST_FINETUNE, "--data", str(tmp_path / "s.npz"), "--model", net,
+            "--strategy", "full", "--seeds", "1", "--epochs", "2", "--batch-size", "16",
+            "--device", "cpu"]
     with progress.settings(enabled=True, mode="log"):
         assert main([*argv, "--db", url]) == 0
         err = capsys.readouterr().err

@@ -296,7 +296,26 @@ def _train_config(args):
 
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                        seed=args.seed, device=args.device, precision=args.precision,
-                       num_workers=args.num_workers)
+                       num_workers=args.num_workers, augment=args.augment,
+                       min_steps=args.min_steps,
+                       lr_grid=tuple(_floats(args.lr_grid, "--lr-grid", "0.3,1,3")))
+
+
+def _eval_options(args) -> dict:
+    """--val-data / --test-data (read with --data's options, never subsampled), --splits,
+    --check-budget as keyword arguments of finetune / verify."""
+    from argparse import Namespace
+
+    out = {}
+    for flag in ("val_data", "test_data"):
+        path = getattr(args, flag, None)
+        if path is not None:
+            out[flag] = _load_data(Namespace(**{**vars(args), "data": path,
+                                                "per_class": None, "fraction": None}))
+    if hasattr(args, "splits"):
+        out["splits"] = args.splits
+        out["check_budget"] = args.check_budget
+    return out
 
 
 def cmd_finetune(args) -> int:
@@ -322,7 +341,7 @@ def cmd_finetune(args) -> int:
     kw = dict(baseline=args.baseline, seeds=args.seeds, config=_train_config(args),
               layer=args.layer, cut=args.cut or False, freeze=args.freeze,
               head_width=args.head_width, strategy_options=dict(_parse_opt(o) for o in args.opt),
-              store=open_store(_db_url(args)))
+              store=open_store(_db_url(args)), **_eval_options(args))
     if args.fractions:
         from transferscope.finetune import learning_curves
 
@@ -345,7 +364,19 @@ def cmd_finetune(args) -> int:
     if args.format == "table":
         g, lo, hi = res.gain
         print(f"\ngain (transfer - {args.baseline}): {g:+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]"
-              f"  ->  {res.verdict}\n{res.rule}")
+              f"  ->  {res.verdict} ({res.power})\n{res.rule}")
+        print(f"test samples: {res.evaluation}")
+        print("budget: the same for both arms, at least "
+              f"{kw['config'].min_steps} optimiser steps ({kw['config'].epochs} epochs or more);"
+              " learning rate: each run chose x" + "/".join(f"{m:g}" for m in res.lr_grid)
+              + " of its arm's rates on validation (lr_scale)")
+        if res.budget_check is not None:
+            b = res.budget_check
+            bg, blo, bhi = b["gain"]
+            print(f"budget check: {args.baseline} at twice the budget reaches "
+                  f"{b['baseline_acc']:.4f}; gain {bg:+.4f} [{blo:+.4f}, {bhi:+.4f}] -> "
+                  f"{b['verdict']}: the verdict "
+                  + ("holds" if b["holds"] else "does NOT hold (a budget artefact?)"))
         print(f"training time saved to reach validation accuracy {res.target_acc:.3f}: "
               f"{res.time_saved_s:+.2f} s (time_to_target_s: median over seeds; best_s: "
               "time to the selected epoch)")
@@ -390,7 +421,7 @@ def cmd_layers(args) -> int:
     if args.verify:
         result["verification"] = verify(data, model, rec, seeds=args.seeds,
                                         config=_train_config(args), lr=args.lr,
-                                        backbone_lr=args.backbone_lr)
+                                        backbone_lr=args.backbone_lr, **_eval_options(args))
     (out / "layers.json").write_text(to_json(result, indent=2))
     try:
         figures = plot_profile(analysis.profile, out, cut=rec.cut)
@@ -417,7 +448,7 @@ def cmd_layers(args) -> int:
     print(f"  run it: {rec.command(args.data, args.model)}{flags}")
     if args.verify:
         print("\nverification (test accuracy over seeds; the recommendation minus each "
-              "alternative, paired bootstrap 95% CI):")
+              "alternative, paired 95% CI over seeds and test samples):")
         print(render(result["verification"], "table"))
     print(f"\nwrote {out / 'layers.json'}"
           + "".join(f", {f}" for f in figures)
@@ -638,7 +669,7 @@ def _subcommand(sub, name: str, help_text: str, description: str, func, parents=
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
     """Options shared by several subcommands (each defined once; defaults from the API)."""
-    from transferscope.config import DEFAULT_SEEDS, TrainConfig
+    from transferscope.config import AUGMENTS, DEFAULT_SEEDS, TrainConfig
     from transferscope.precision import PRECISIONS
     from transferscope.progress import ProgressSettings
     from transferscope.store import DEFAULT_URL
@@ -696,6 +727,36 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                         "(default %(default)s)")
     p.add_argument("--batch-size", type=int, default=train.batch_size,
                    help="samples per step (default %(default)s)")
+    p.add_argument("--min-steps", type=int, default=train.min_steps, metavar="N",
+                   help="budget floor in optimiser steps, both arms alike: epochs are raised "
+                        "so a run can take N steps, and early stopping waits for them "
+                        "(default %(default)s; 0: epochs alone)")
+    p.add_argument("--lr-grid", default=",".join(f"{m:g}" for m in train.lr_grid),
+                   metavar="M,M,...",
+                   help="learning-rate multipliers each run tries on its arm's own rates, "
+                        "keeping the best on validation (default %(default)s; 1: no search)")
+    p.add_argument("--augment", choices=AUGMENTS, default=train.augment,
+                   help="data augmentation of training batches, both arms alike: image = random "
+                        "crop with padding + horizontal flip, series = jitter + scaling; auto: "
+                        "image for 4-D inputs, series for 3-D, none otherwise "
+                        "(default %(default)s)")
+
+    p = out["heldout"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--val-data", metavar="DATA",
+                   help="a validation set (same formats and options as --data), used as it "
+                        "is for early stopping and the learning-rate choice")
+    p.add_argument("--test-data", metavar="DATA",
+                   help="a test set (e.g. the dataset's official one; same formats as "
+                        "--data), used as it is: nothing of it reaches training or selection")
+
+    p = out["evaluation"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--splits", type=int, metavar="K",
+                   help="K >= 2: K-fold cross-validation, every seed with its own folds (every "
+                        "sample tested once per seed); 1: one 60/20/20 split; default: 5 folds "
+                        "without --test-data below 1000 samples, else one split")
+    p.add_argument("--check-budget", action="store_true",
+                   help="also train the baseline with twice the budget (epochs, step floor, "
+                        "patience) and say whether the verdict holds")
 
     p = out["preprocessing"] = argparse.ArgumentParser(add_help=False)
     p.add_argument("--input-size", type=int, metavar="PX",
@@ -795,11 +856,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subcommand(sub, "finetune", "fine-tune a model vs a from-scratch baseline: verdict",
                     "Fine-tune a model with a strategy and train the same architecture from "
-                    "scratch, over seeds, on one stratified split; test accuracy of both arms, "
-                    "the gain with a paired-bootstrap interval and a POSITIVE / NEGATIVE / "
-                    "INCONCLUSIVE verdict, and the training time saved.", cmd_finetune,
-                    [par["data"], par["train"], par["compute"], par["db"], par["preprocessing"],
-                     par["format"], par["progress"]])
+                    "scratch, over seeds, under the same budget rule and learning-rate search, "
+                    "on the same splits (a given test set, cross-validation on small data, or "
+                    "one stratified split); test accuracy of both arms, the gain with its 95% "
+                    "interval, a POSITIVE / NEGATIVE / INCONCLUSIVE verdict with its power, and "
+                    "the training time saved.", cmd_finetune,
+                    [par["data"], par["train"], par["heldout"], par["evaluation"],
+                     par["compute"], par["db"], par["preprocessing"], par["format"],
+                     par["progress"]])
     p.add_argument("--model", required=True, help="the pretrained model (a model name)")
     p.add_argument("--strategy",
                    help="linear_probe, full, lp_ft, freeze, gradual_unfreeze, llrd, l2sp, bss, "
@@ -828,8 +892,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Per-layer transferability of a model (and of its random-init twin) on "
                     "the training part of your data, and recommendations for the cut, freeze "
                     "depth, head width and strategy, each with its evidence.", cmd_layers,
-                    [par["data"], par["train"], par["compute"], par["cache"], par["preprocessing"],
-                     par["format"], par["progress"]])
+                    [par["data"], par["train"], par["heldout"], par["compute"], par["cache"],
+                     par["preprocessing"], par["format"], par["progress"]])
     p.add_argument("--model", required=True, help="the pretrained model (a model name)")
     p.add_argument("--metric", default=",".join(PROFILE_METRICS),
                    help="comma-separated feature metrics per layer (default %(default)s)")

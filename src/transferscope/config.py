@@ -26,6 +26,7 @@ from transferscope.errors import InputError
 
 KINDS = ("train", "pretrain", "scores")
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
+AUGMENTS = ("auto", "none", "image", "series")  # see transferscope.finetune.augment
 DEFAULT_SEEDS = 3  # runs per arm: finetune, layers --verify, studies
 
 
@@ -62,6 +63,22 @@ class TrainConfig:
     num_workers : int
         ``DataLoader`` processes that read and prepare batches when the split is streamed (0:
         this process); not part of a run's identity (it does not change the result).
+    min_steps : int
+        The budget's floor in optimiser steps, the same rule for every arm: a run trains for
+        at least ``max(epochs, ceil(min_steps / steps_per_epoch))`` epochs' worth of budget
+        and early stopping cannot end it before ``min_steps`` steps (a 120-sample training
+        part at batch 32 is 4 steps an epoch: 20 epochs would be 80 steps). 0: epochs only.
+    lr_grid : tuple of float
+        Learning-rate multipliers tried per run, each arm on its own learning rates (every
+        ``lr`` and ``*_lr`` option of its strategy times the multiplier); the run keeps the
+        one with the best validation accuracy (ties: lower validation loss, then the
+        multiplier closest to 1) and records it. ``(1.0,)``: no search.
+    augment : str
+        Data augmentation of training batches, both arms alike (never of validation or test
+        data): ``"image"`` (random crop with zero padding + horizontal flip), ``"series"``
+        (jitter + scaling), ``"none"``, or ``"auto"`` (image for 4-D floating inputs, series
+        for 3-D, none otherwise); see :mod:`transferscope.finetune.augment`. Part of a run's
+        identity.
     """
 
     epochs: int = 20
@@ -75,6 +92,9 @@ class TrainConfig:
     amp: bool = True
     precision: str = "auto"
     num_workers: int = 0
+    min_steps: int = 500
+    lr_grid: tuple = (0.3, 1.0, 3.0)
+    augment: str = "auto"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -83,7 +103,20 @@ class TrainConfig:
         from transferscope.precision import check_precision
 
         check_precision(self.precision)
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) \
+                or self.min_steps < 0:
+            raise InputError(f"Expected min_steps a whole number >= 0, got {self.min_steps!r};"
+                             " e.g. --min-steps 500 (0: the epochs alone set the budget)")
+        grid = tuple(self.lr_grid) if isinstance(self.lr_grid, (list, tuple)) else None
+        if not grid or not all(isinstance(m, (int, float)) and not isinstance(m, bool)
+                               and m > 0 and m == m for m in grid) or len(set(grid)) < len(grid):
+            raise InputError(f"Expected lr_grid distinct multipliers > 0, got "
+                             f"{self.lr_grid!r}; e.g. --lr-grid 0.3,1,3 (1: no search)")
+        self.lr_grid = tuple(float(m) for m in grid)
         check_workers(self.num_workers)
+        if self.augment not in AUGMENTS:
+            raise InputError(f"Expected augment among {', '.join(AUGMENTS)}, got "
+                             f"{self.augment!r}; e.g. --augment none")
 
     def identity(self) -> dict:
         """The fields that shape the result (all but ``device``, ``seed`` and
@@ -120,9 +153,20 @@ class RunConfig:
     train : dict
         :meth:`TrainConfig.identity`.
     split : tuple of float
-        Train / validation / test fractions of the stratified split.
+        Fractions of the stratified split of ``data`` into the parts no other dataset gives,
+        in the order train, validation, test (:func:`transferscope.finetune.run.make_split`):
+        ``(0.6, 0.2, 0.2)``; with a validation or test set, two parts; with cross-validation,
+        the held-in folds into train and validation.
     split_seed : int
-        Seed of that split.
+        Seed of that split (and of the folds).
+    val_data, test_data : str
+        Fingerprints of a separate validation / test dataset (``--val-data``,
+        ``--test-data``), used as they are; ``""``: a part of ``data``.
+    folds : int
+        ``K >= 2``: stratified K-fold cross-validation of ``data`` (under ``split_seed``), this
+        run testing on fold ``fold``; 0: no folds.
+    fold : int
+        Which fold this run tests on.
     fraction : float
         Fraction of the training part used (learning curves).
     layer : str or None
@@ -144,6 +188,10 @@ class RunConfig:
     train: dict = field(default_factory=dict)
     split: tuple = DEFAULT_SPLIT
     split_seed: int = 0
+    val_data: str = ""
+    test_data: str = ""
+    folds: int = 0
+    fold: int = 0
     fraction: float = 1.0
     layer: str | None = None
     cut: bool = False
@@ -190,7 +238,8 @@ class RunConfig:
 def training_run(backend, data_fingerprint: str, strategy: str, strategy_options: dict | None,
                  train: TrainConfig, *, seed: int, fraction: float = 1.0,
                  layer: str | None = None, cut: bool = False, head_width: int = 0,
-                 split_seed: int = 0, split=DEFAULT_SPLIT) -> RunConfig:
+                 split_seed: int = 0, split=DEFAULT_SPLIT, val_data: str = "",
+                 test_data: str = "", folds: int = 0, fold: int = 0) -> RunConfig:
     """The :class:`RunConfig` of one fine-tuning arm; the one place that builds it.
 
     Parameters
@@ -207,7 +256,7 @@ def training_run(backend, data_fingerprint: str, strategy: str, strategy_options
         Training settings (``seed`` is taken from ``seed``).
     seed : int
         The run's seed.
-    fraction, layer, cut, head_width, split_seed, split
+    fraction, layer, cut, head_width, split_seed, split, val_data, test_data, folds, fold
         As in :class:`RunConfig`; ``layer=None`` resolves to the backend's default layer.
 
     Returns
@@ -222,5 +271,7 @@ def training_run(backend, data_fingerprint: str, strategy: str, strategy_options
                      seed=int(seed), strategy=strategy,
                      strategy_config=resolved_options(strategy, strategy_options),
                      train=train.identity(), split=split, split_seed=split_seed,
-                     fraction=fraction, layer=layer or backend.default_layer(), cut=bool(cut),
+                     val_data=val_data, test_data=test_data, folds=int(folds),
+                     fold=int(fold), fraction=fraction,
+                     layer=layer or backend.default_layer(), cut=bool(cut),
                      head_width=int(head_width))

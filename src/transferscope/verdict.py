@@ -4,9 +4,10 @@ Pure functions of per-seed, per-test-sample correctness: ``correct`` arrays of s
 (n_seeds, n_test) with 1 where the model was right.
 
 - :func:`mean_ci`: the mean over seeds with a Student-t 95 % interval;
-- :func:`paired_gain`: transfer minus scratch accuracy with a two-level paired bootstrap
-  (seeds and test samples resampled together, the same draws for both arms), which captures
-  both training noise and test-set noise;
+- :func:`paired_gain`: transfer minus scratch accuracy, paired per seed and test sample, with a
+  t interval whose standard error has a test-sample and a seed level (Satterthwaite degrees of
+  freedom) and the minimum detectable effect (:class:`Gain`: the power statement, and whether
+  an INCONCLUSIVE means "no effect" or "too little evidence");
 - :func:`interval_label`: the one rule that reads an interval against a margin (verdicts, rank
   risk margins, layer verification outcomes, report texts);
 - :func:`negative_transfer_verdict`: POSITIVE when the whole interval of the gain is above
@@ -16,11 +17,14 @@ Pure functions of per-seed, per-test-sample correctness: ``correct`` arrays of s
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 
-VERDICT_RULE = ("verdict: POSITIVE if the 95% paired-bootstrap interval of the test-accuracy "
-                "gain (transfer - scratch) lies above +{m:g}; NEGATIVE if it lies below -{m:g}; "
-                "INCONCLUSIVE otherwise")
+VERDICT_RULE = ("verdict: POSITIVE if the 95% interval (paired t over test samples and "
+                "seeds) of the test-accuracy gain (transfer - scratch) lies above +{m:g}; "
+                "NEGATIVE if it lies below -{m:g}; INCONCLUSIVE otherwise")
 
 
 def mean_ci(values, level: float = 0.95, bounds: tuple[float, float] | None = None,
@@ -55,44 +59,173 @@ def mean_ci(values, level: float = 0.95, bounds: tuple[float, float] | None = No
     return mean, low, high
 
 
-def paired_gain(transfer_correct, scratch_correct, *, n_boot: int = 2000, seed: int = 0,
-                level: float = 0.95) -> tuple[float, float, float]:
-    """Transfer minus scratch mean accuracy with a paired two-level bootstrap interval.
+#: Power at which :attr:`Gain.mde` is stated.
+POWER = 0.8
+#: Gains within +-this are "no effect" when the whole interval lies inside (Gain.reading).
+EQUIVALENCE = 0.02
+
+
+@dataclass(frozen=True)
+class Gain:
+    """Transfer minus baseline accuracy with its interval and the power of the comparison.
+
+    Unpacks as ``gain, low, high``.
+
+    Attributes
+    ----------
+    gain, low, high : float
+        The mean gain and its interval.
+    se : float
+        Its standard error (test-sample and seed levels together).
+    df : float
+        Satterthwaite degrees of freedom of the t interval.
+    n_test : int
+        Test samples (with cross-validation: every sample, tested once per repetition).
+    n_seeds : int
+        Seeds (repetitions) per arm.
+    mde : float
+        Minimum detectable effect: the smallest true gain this comparison finds (interval
+        clear of 0) with probability :data:`POWER`, ``(t_{1-a/2} + t_{POWER}) * se``.
+    level : float
+        Interval level.
+    """
+
+    gain: float
+    low: float
+    high: float
+    se: float = float("nan")
+    df: float = float("nan")
+    n_test: int = 0
+    n_seeds: int = 0
+    mde: float = float("nan")
+    level: float = 0.95
+
+    def __iter__(self):
+        return iter((self.gain, self.low, self.high))
+
+    def __getitem__(self, i):
+        return (self.gain, self.low, self.high)[i]
+
+    def __len__(self):
+        return 3
+
+    def power_statement(self) -> str:
+        """E.g. ``with 40 test samples and 3 seeds, gains smaller than +-0.12 cannot be told
+        apart from 0 (80 % power)``."""
+        return (f"with {self.n_test} test samples and {self.n_seeds} seed"
+                f"{'s' if self.n_seeds != 1 else ''}, gains smaller than +-{self.mde:.3f} "
+                f"cannot be told apart from 0 ({POWER:.0%} power)")
+
+    def reading(self, margin: float = 0.0, equivalence: float = EQUIVALENCE) -> str:
+        """Why the verdict is what it is: for INCONCLUSIVE, ``"no effect"`` when the whole
+        interval lies within +-``equivalence`` (an equivalence test, Schuirmann 1987), else
+        ``"too little evidence"``; for POSITIVE / NEGATIVE, ``"effect"``."""
+        if interval_label(self.low, self.high, margin) != "INCONCLUSIVE":
+            return "effect"
+        if -equivalence < self.low and self.high < equivalence:
+            return "no effect"
+        return "too little evidence"
+
+    def explain(self, margin: float = 0.0, equivalence: float = EQUIVALENCE) -> str:
+        """The verdict's reading and power statement, one line."""
+        why = self.reading(margin, equivalence)
+        if why == "no effect":
+            head = f"no effect: the interval lies within +-{equivalence:g}"
+        elif why == "too little evidence":
+            head = "too little evidence"
+        else:
+            head = "the interval excludes 0" if margin == 0 else f"beyond +-{margin:g}"
+        return f"{head}; {self.power_statement()}"
+
+    def to_dict(self) -> dict:
+        """Every field, JSON-able."""
+        return dataclasses.asdict(self)
+
+
+def paired_gain(transfer_correct, scratch_correct, *, level: float = 0.95) -> Gain:
+    """Transfer minus scratch mean accuracy, paired per test sample and seed, with a t interval
+    whose error has a test-sample and a seed level.
+
+    With ``d[s, i]`` the difference of the two arms' correctness on sample ``i`` under seed
+    ``s`` (k seeds, n samples), the standard error of the mean gain is
+    ``sqrt(var_i(mean_s d) / n + var_s(mean_i d) / k)``: the test-sample level (what a new
+    test set would change; the limit of a bootstrap over test samples) plus the seed level
+    (what new training runs would change, estimated from k values). The interval is
+    ``gain +- t_{1-a/2, df} * se`` with Satterthwaite's degrees of freedom (Satterthwaite
+    1946, "An approximate distribution of estimates of variance components"), so with few
+    seeds the seed level widens the interval as a t interval over seeds does (a bootstrap
+    over 3 seed values under-covers: ``bench/coverage.py``). The sample-by-seed interaction
+    enters both levels, which errs on the wide side.
 
     Parameters
     ----------
     transfer_correct, scratch_correct : array of shape (n_seeds, n_test)
-        1 where the arm's run of that seed was right on that test sample.
-    n_boot : int
-        Bootstrap draws.
-    seed : int
-        Seed of the draws.
+        1 where the arm's run of that seed was right on that test sample (with
+        cross-validation: every sample, each tested by the fold that held it out).
     level : float
         Interval level.
 
     Returns
     -------
-    tuple of float
-        ``(gain, low, high)``.
+    Gain
+        Unpacks as ``(gain, low, high)``; also ``se``, ``df``, ``mde`` (minimum detectable
+        effect at :data:`POWER`) and the sizes.
     """
+    import scipy.stats
+
     t = np.asarray(transfer_correct, dtype=float)
     s = np.asarray(scratch_correct, dtype=float)
-    if t.shape != s.shape or t.ndim != 2:
+    if t.shape != s.shape or t.ndim != 2 or t.size == 0:
         raise ValueError(f"expected two (seeds, test) arrays of one shape, got {t.shape} and "
                          f"{s.shape}")
     diff = t - s  # (seeds, n_test)
+    k, n = diff.shape
     gain = float(diff.mean())
-    rng = np.random.default_rng(seed)
-    n_seeds, n_test = diff.shape
-    boot = np.empty(n_boot)
-    for start in range(0, n_boot, 256):  # blocks of draws keep memory at 256 x n_test
-        m = min(256, n_boot - start)
-        counts = rng.multinomial(n_test, np.full(n_test, 1.0 / n_test), size=m)  # samples
-        per_seed = counts @ diff.T / n_test  # (m, n_seeds): each seed's mean on the draw
-        pick = rng.integers(0, n_seeds, (m, n_seeds))  # seeds drawn with replacement
-        boot[start : start + m] = np.take_along_axis(per_seed, pick, axis=1).mean(axis=1)
-    lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
-    return gain, float(lo), float(hi)
+    v_test = float(diff.mean(axis=0).var(ddof=1)) / n if n > 1 else 0.0
+    v_seed = float(diff.mean(axis=1).var(ddof=1)) / k if k > 1 else 0.0
+    var = v_test + v_seed
+    se = float(np.sqrt(var))
+    terms = (v_test ** 2 / (n - 1) if n > 1 else 0.0) + (v_seed ** 2 / (k - 1) if k > 1 else 0.0)
+    df = var ** 2 / terms if terms > 0 else float(max(n - 1, 1))
+    q = float(scipy.stats.t.ppf(0.5 + level / 2, df))
+    mde = (q + float(scipy.stats.t.ppf(POWER, df))) * se
+    return Gain(gain, gain - q * se, gain + q * se, se, float(df), n, k, float(mde), level)
+
+
+def stack_correctness(runs_by_seed) -> np.ndarray:
+    """One arm's per-seed test correctness, every test sample at its own column.
+
+    Parameters
+    ----------
+    runs_by_seed : sequence of sequence of dict
+        Per seed, the run metrics of that seed (one run; or one per cross-validation fold),
+        each with ``test_correct`` (n_i,) and ``test_index`` (n_i,): the positions of its
+        test samples (runs stored before ``test_index`` existed: ``0..n_i-1``).
+
+    Returns
+    -------
+    ndarray of shape (n_seeds, n_test)
+        Row ``s``: seed ``s``'s correctness ordered by test position, so that two arms run on
+        the same splits line up sample by sample (and, with cross-validation, repetitions with
+        different folds line up too: every sample is tested once per repetition).
+
+    Raises
+    ------
+    ValueError
+        When the seeds did not test the same samples.
+    """
+    rows, where = [], None
+    for runs in runs_by_seed:
+        idx = np.concatenate([np.asarray(m.get("test_index", np.arange(len(m["test_correct"]))))
+                              for m in runs])
+        correct = np.concatenate([np.asarray(m["test_correct"], dtype=float) for m in runs])
+        order = np.argsort(idx, kind="stable")
+        if where is None:
+            where = idx[order]
+        elif not np.array_equal(where, idx[order]):
+            raise ValueError("expected every seed to test the same samples")
+        rows.append(correct[order])
+    return np.stack(rows)
 
 
 VERDICTS = ("POSITIVE", "NEGATIVE", "INCONCLUSIVE")

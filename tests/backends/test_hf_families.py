@@ -71,7 +71,8 @@ def short_fit(model, strategy, x, y):
     """One epoch of ``strategy`` on the prepared batch (the trainer the package uses)."""
     from transferscope.finetune import TrainConfig, fit, make_strategy
 
-    cfg = TrainConfig(epochs=1, batch_size=4, warmup_epochs=0, seed=0, device="cpu", amp=False)
+    cfg = TrainConfig(min_steps=0, lr_grid=(1.0,),
+                      epochs=1, batch_size=4, warmup_epochs=0, seed=0, device="cpu", amp=False)
     return fit(model, make_strategy(strategy, lr=1e-2, **(
         {"k": 1, "backbone_lr": 1e-2} if strategy == "freeze" else {})), (x[:6], y[:6]),
         (x[6:], y[6:]), cfg)

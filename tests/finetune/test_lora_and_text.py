@@ -103,7 +103,7 @@ def test_hf_text_lora_targets_attention_and_merges(minilm):
     tr, va = _tensors(minilm, d, np.arange(32)), _tensors(minilm, d, np.arange(32, 48))
     model = TransferModel(minilm, 2)
     strat = make_strategy("lora", r=4, merge=False, lr=1e-2)
-    cfg = TrainConfig(epochs=2, batch_size=16, seed=0, device="cpu")
+    cfg = TrainConfig(min_steps=0, lr_grid=(1.0,), epochs=2, batch_size=16, seed=0, device="cpu")
     hist = fit(model, strat, tr, va, cfg)
     trainable = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
@@ -118,8 +118,9 @@ def test_finetune_hf_text_model_against_scratch(minilm, monkeypatch):
     import transferscope.finetune.run as run
 
     monkeypatch.setattr(run, "create_backend", lambda name: minilm)
-    res = finetune(texts(60), "hf:minilm", "linear_probe", seeds=2,
-                   config=TrainConfig(epochs=3, batch_size=16, seed=0, device="cpu"),
+    res = finetune(texts(60), "hf:minilm", "linear_probe", splits=1, seeds=2,
+                   config=TrainConfig(min_steps=0, lr_grid=(1.0,),
+                                      epochs=3, batch_size=16, seed=0, device="cpu"),
                    strategy_options={"lr": 1e-2})
     transfer, scratch = res.arms
     assert transfer["n_train"] == 36 and transfer["test_acc"] > 0.8

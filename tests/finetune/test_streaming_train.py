@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.fast import FAST_FINETUNE
 from tests.features.test_streaming_extract import image_backend
 from transferscope import InputError
 from transferscope.cli import main
@@ -26,7 +27,8 @@ def folder(tmp_path):
     return root
 
 
-CFG = TrainConfig(epochs=3, batch_size=4, patience=10, seed=0, device="cpu")
+CFG = TrainConfig(min_steps=0, lr_grid=(1.0,),
+                  epochs=3, batch_size=4, patience=10, seed=0, device="cpu")
 
 
 def train(split, cfg=CFG, strategy="full"):
@@ -94,7 +96,8 @@ def test_cli_refuses_bad_loading_options_in_one_line(tmp_path, folder, capsys, a
                    "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), "
                    "nn.Flatten(), nn.Linear(4, 2)), {'size': 16, 'mean': (0.5,) * 3, "
                    "'std': (0.25,) * 3}\n")
-    finetune = ["finetune", "--no-db", "--epochs", "1", "--seeds", "1", "--strategy", "full"]
+    finetune = ["finetune", *FAST_FINETUNE, "--no-db", "--epochs", "1", "--seeds", "1",
+                "--strategy", "full"]
     for cmd in (finetune, ["rank"]):
         code = main([*cmd, "--data", str(folder), "--model", f"torch:{net}:build",
                      "--device", "cpu", "--cache-dir", str(tmp_path / "c"), *argv]
@@ -118,7 +121,7 @@ def test_cli_passes_precision_and_workers_to_the_configs(tmp_path, folder, capsy
     original = ft.finetune
     ft.finetune = fake_finetune
     try:
-        cli.main(["finetune", "--data", str(folder), "--model", "x", "--no-db",
+        cli.main(["finetune", *FAST_FINETUNE, "--data", str(folder), "--model", "x", "--no-db",
                   "--precision", "bf16", "--num-workers", "2"])
     finally:
         ft.finetune = original

@@ -26,7 +26,8 @@ def data(n=120, seed=0):
     return (x[:80], y[:80]), (x[80:], y[80:])
 
 
-CFG = TrainConfig(epochs=6, batch_size=16, patience=10, seed=0, device="cpu")
+CFG = TrainConfig(min_steps=0, lr_grid=(1.0,),
+                  epochs=6, batch_size=16, patience=10, seed=0, device="cpu")
 
 
 def run(name, cfg=CFG, **opts):
@@ -76,7 +77,8 @@ def test_lp_ft_starts_from_the_linear_probe_head():
     assert [r["stage"] for r in hist.epochs] == ["linear_probe"] * 3 + ["full"] * 3
     probe = TransferModel(tiny_backend(), 3, layer="4")
     fit(probe, make_strategy("linear_probe", lr=1e-2), tr, va,
-        TrainConfig(epochs=3, batch_size=16, patience=10, seed=0, device="cpu"))
+        TrainConfig(min_steps=0, lr_grid=(1.0,),
+                    epochs=3, batch_size=16, patience=10, seed=0, device="cpu"))
     probe_head = params(probe.head)
     # the probe phase reproduces a plain linear probe, and the backbone is untouched by it
     stage1_best = max(hist.epochs[:3], key=lambda r: r["val_acc"])["epoch"]
@@ -96,7 +98,8 @@ def test_l2sp_pulls_toward_the_pretrained_weights():
 
 
 def test_early_stopping_keeps_the_best_validation_epoch():
-    cfg = TrainConfig(epochs=30, batch_size=16, patience=2, seed=0, device="cpu")
+    cfg = TrainConfig(min_steps=0, lr_grid=(1.0,),
+                      epochs=30, batch_size=16, patience=2, seed=0, device="cpu")
     model, hist = run("full", cfg, lr=5e-2, backbone_lr=5e-2)
     assert hist.stopped_early and len(hist.epochs) < 30
     assert hist.best_epoch == int(np.argmax([r["val_acc"] for r in hist.epochs]))
@@ -140,7 +143,8 @@ def test_gradual_unfreeze_opens_blocks_from_the_top():
     assert opened[0] == [] and opened[2] == ["3"] and opened[4] == ["1", "3"]
     assert opened[7] == ["0", "1", "3"]
     before = params(model.backbone)
-    model2, hist = run("gradual_unfreeze", TrainConfig(epochs=2, batch_size=16, seed=0,
+    model2, hist = run("gradual_unfreeze", TrainConfig(min_steps=0, lr_grid=(1.0,),
+                                                       epochs=2, batch_size=16, seed=0,
                                                       device="cpu"), every=5)
     assert all(torch.equal(before[k], params(model2.backbone)[k]) for k in before)
 

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 
+from tests.fast import FAST_FINETUNE, FAST_TRAIN
 from tests.hostile.harness import case
 
 NET = """
@@ -30,8 +31,8 @@ def series(d, n=30, per_class=None):
 def finetune(d, *extra, db=("--no-db",)):
     data, model = series(d)
     strategy = [] if "--strategy" in extra or "--freeze" in extra else ["--strategy", "full"]
-    return ["finetune", "--data", data, "--model", model, "--epochs", "1", "--seeds", "1",
-            *strategy, *db, *extra]
+    return ["finetune", *FAST_FINETUNE, "--data", data, "--model", model, "--epochs", "1",
+            "--seeds", "1", *strategy, *db, *extra]
 
 
 def rank(d, *extra):
@@ -42,7 +43,7 @@ def rank(d, *extra):
 
 def layers(d, *extra):
     data, model = series(d)
-    return ["layers", "--data", data, "--model", model, "--metric", "logme", "--out",
+    return ["layers", *FAST_TRAIN, "--data", data, "--model", model, "--metric", "logme", "--out",
             str(d / "out"), "--cache-dir", str(d / "c"), *extra]
 
 
@@ -168,7 +169,7 @@ case("finetune: --db and --no-db", lambda d: finetune(d, "--db", "sqlite:///x.db
 case("finetune: --db not a URL", lambda d: finetune(d, db=("--db", "runs.db")),
      needle="e.g. --db sqlite:///runs.db")
 case("finetune: too few samples per class for a split",
-     lambda d: ["finetune", "--data", series(d, per_class=2)[0], "--model",
+     lambda d: ["finetune", *FAST_FINETUNE, "--data", series(d, per_class=2)[0], "--model",
                 f"torch:{d / 'net.py'}:fcn", "--epochs", "1", "--seeds", "1", "--no-db",
                 "--strategy", "full"],
      needle="samples per class")

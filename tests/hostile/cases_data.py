@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from tests.fast import FAST_FINETUNE
 from tests.hostile.harness import case
 
 RNG = np.random.default_rng
@@ -1096,8 +1097,8 @@ def fcn():
 def finetune(d, data):
     """``tscope finetune`` of a tiny 1-D CNN on ``data``, one epoch and seed, no store."""
     (d / "net.py").write_text(NET)
-    return ["finetune", "--data", str(data), "--model", f"torch:{d / 'net.py'}:fcn", "--epochs",
-            "1", "--seeds", "1", "--no-db"]
+    return ["finetune", *FAST_FINETUNE, "--data", str(data), "--model",
+            f"torch:{d / 'net.py'}:fcn", "--epochs", "1", "--seeds", "1", "--no-db"]
 
 
 case("data: finetune on a regression .ts file refused before training",

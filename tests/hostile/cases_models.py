@@ -12,6 +12,7 @@ import pickle
 import numpy as np
 import torch
 
+from tests.fast import FAST_FINETUNE, FAST_TRAIN
 from tests.hostile.harness import case
 
 HEADER = "import torch\nfrom torch import nn\n\n"
@@ -105,13 +106,13 @@ def rank(d, model, *extra, data=None):
 
 
 def layers(d, model, *extra, data=None):
-    return ["layers", "--data", data or series(d), "--model", model, "--metric", "logme",
-            "--cache-dir", str(d / "c"), "--out", str(d / "out"), *extra]
+    return ["layers", *FAST_TRAIN, "--data", data or series(d), "--model", model, "--metric",
+            "logme", "--cache-dir", str(d / "c"), "--out", str(d / "out"), *extra]
 
 
 def finetune(d, model, *extra, data=None):
-    return ["finetune", "--data", data or series(d), "--model", model, "--strategy", "full",
-            "--epochs", "1", "--seeds", "1", "--no-db", *extra]
+    return ["finetune", *FAST_FINETUNE, "--data", data or series(d), "--model", model,
+            "--strategy", "full", "--epochs", "1", "--seeds", "1", "--no-db", *extra]
 
 
 def scores(text):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.fast import FAST_FINETUNE, FAST_TRAIN
 from tests.finetune.test_trainer import tiny_backend
 from tests.finetune.test_verdict_and_run import NET, series
 from transferscope import InputError
@@ -131,7 +132,8 @@ def test_analyse_and_verify_on_a_tiny_model(tmp_path):
     assert rec.cut in backend.layers() and rec.head_width in (0, 16)
     json.dumps(analysis.to_dict(), default=str)
     rows = verify(d, backend, rec, seeds=2,
-                  config=TrainConfig(epochs=2, batch_size=16, seed=0, device="cpu"))
+                  config=TrainConfig(min_steps=0, lr_grid=(1.0,),
+                                     epochs=2, batch_size=16, seed=0, device="cpu"))
     assert [r["config"] for r in rows] == ["recommended", "full fine-tuning",
                                            "linear probe, last layer", "nothing frozen"]
     for r in rows[1:]:
@@ -151,7 +153,7 @@ def test_cli_layers_writes_json_and_figures(tmp_path, capsys):
     d = series(120)
     np.savez(tmp_path / "s.npz", X=d.inputs, y=d.labels)
     out = tmp_path / "out"
-    code = main(["layers", "--data", str(tmp_path / "s.npz"), "--model",
+    code = main(["layers", *FAST_TRAIN, "--data", str(tmp_path / "s.npz"), "--model",
                  f"torch:{tmp_path / 'fcn.py'}:fcn", "--metric", "logme,linear_probe",
                  "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--verify",
                  "--seeds", "1", "--epochs", "2"])
@@ -168,7 +170,7 @@ def test_cli_finetune_cut_freeze_head(tmp_path, capsys):
     (tmp_path / "fcn.py").write_text(NET)
     d = series(90)
     np.savez(tmp_path / "s.npz", X=d.inputs, y=d.labels)
-    base = ["finetune", "--data", str(tmp_path / "s.npz"), "--model",
+    base = ["finetune", *FAST_FINETUNE, "--data", str(tmp_path / "s.npz"), "--model",
             f"torch:{tmp_path / 'fcn.py'}:fcn", "--epochs", "2", "--seeds", "1", "--no-db",
             "--format", "json"]
     code = main(base + ["--cut", "1", "--freeze", "1", "--head-width", "8"])

@@ -21,9 +21,9 @@ def recorded(tmp_path_factory):
     run_study(spec)
     store = open_store(spec.db)
     data = load_dataset(spec.targets[0])
-    saved = finetune(data, spec.sources[0], "full", seeds=spec.seeds, config=spec.train,
+    saved = finetune(data, spec.sources[0], "full", splits=1, seeds=spec.seeds, config=spec.train,
                      store=store, save_dir=d / "saved")
-    trained = finetune(data, spec.sources[0], "full", seeds=spec.seeds, config=spec.train,
+    trained = finetune(data, spec.sources[0], "full", splits=1, seeds=spec.seeds, config=spec.train,
                        store=store, strategy_options={"backbone_lr": 5e-4})
     return SimpleNamespace(dir=d, spec=spec, store=store, saved=saved, trained=trained,
                            evaluation=evaluate(spec))

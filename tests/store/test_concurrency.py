@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.fast import FAST_FINETUNE
 from tests.store.test_runs import NET
 from tests.study.conftest import SPEC, write_study
 from transferscope.cli import main
@@ -36,7 +37,7 @@ def test_two_finetunes_of_one_run_the_second_is_refused(tmp_path, capsys):
     np.savez(tmp_path / "s.npz", X=rng.standard_normal((300, 1, 64)).astype(np.float32),
              y=np.arange(300) % 3)
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    args = ["finetune", "--data", str(tmp_path / "s.npz"), "--model",
+    args = ["finetune", *FAST_FINETUNE, "--data", str(tmp_path / "s.npz"), "--model",
             f"torch:{tmp_path / 'net.py'}:slow", "--strategy", "full", "--seeds", "1",
             "--epochs", "200", "--patience", "50", "--batch-size", "8", "--db", url]
     first = subprocess.Popen([sys.executable, "-m", "transferscope.cli", *args],

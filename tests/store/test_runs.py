@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
+from tests.fast import FAST_FINETUNE
 from transferscope import InputError  # noqa: E402
 from transferscope.config import RunConfig  # noqa: E402
 from transferscope.store import (  # noqa: E402
@@ -282,7 +283,7 @@ def test_a_stopped_finetune_says_one_line_marks_its_run_failed_and_resumes(tmp_p
     y = np.arange(300) % 3
     np.savez(tmp_path / "s.npz", X=rng.standard_normal((300, 1, 64)).astype(np.float32), y=y)
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    argv = [sys.executable, "-m", "transferscope.cli", "finetune", "--data",
+    argv = [sys.executable, "-m", "transferscope.cli", "finetune", *FAST_FINETUNE, "--data",
             str(tmp_path / "s.npz"), "--model", f"torch:{tmp_path / 'net.py'}:slow",
             "--strategy", "full", "--seeds", "1", "--patience", "50", "--batch-size", "8",
             "--db", url]

@@ -26,6 +26,8 @@ db = "sqlite:///{d}/study.db"
 [train]
 epochs = 2
 batch_size = 16
+min_steps = 0  # the budget floor and learning-rate search have their own tests
+lr_grid = [1.0]
 
 [budgets]
 subsamples = 2
@@ -45,6 +47,8 @@ db = "sqlite:///{d}/study.db"
 [train]
 epochs = 2
 batch_size = 16
+min_steps = 0  # the budget floor and learning-rate search have their own tests
+lr_grid = [1.0]
 
 [budgets]
 subsamples = 2

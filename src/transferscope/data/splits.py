@@ -96,3 +96,33 @@ def training_part(data: Dataset, seed: int = 0) -> Dataset:
     profiles and head searches may look at without touching validation or test data."""
     data.require_classes("a stratified train/validation/test split")
     return data.subset(stratified_split(data.labels, seed=seed)[0])
+
+
+def stratified_folds(labels, k: int, seed: int = 0) -> list[np.ndarray]:
+    """``k`` disjoint index arrays (sorted) covering every sample once, each class spread over
+    the folds as evenly as it divides (the folds of stratified k-fold cross-validation).
+
+    Each class's members are shuffled under ``seed`` and dealt out in turn, continuing where
+    the previous class stopped, so fold sizes differ by at most one. A pure function of
+    (labels, k, seed).
+
+    Parameters
+    ----------
+    labels : array of shape (N,)
+    k : int
+        Folds, 2 <= k <= N.
+    seed : int
+
+    Returns
+    -------
+    list of ndarray of int64
+        Fold ``f``'s sample positions.
+    """
+    labels = np.asarray(labels)
+    if not 2 <= k <= len(labels):
+        raise InputError(f"Expected 2 <= folds <= {len(labels)} (the samples), got {k}; "
+                         "e.g. --splits 5")
+    order = np.concatenate(_by_class(labels, np.random.default_rng(seed)))
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    fold_of[order] = np.arange(len(labels)) % k
+    return [np.flatnonzero(fold_of == f).astype(np.int64) for f in range(k)]

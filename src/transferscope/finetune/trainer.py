@@ -20,11 +20,12 @@ from transferscope.backends.torch_module import reinitialise, resolve_device
 from transferscope.config import TrainConfig
 from transferscope.data.stream import Examples
 from transferscope.errors import InputError
+from transferscope.finetune.augment import augmenter
 from transferscope.finetune.model import TransferModel
 from transferscope.precision import autocast, grad_scaler, resolve_precision
 from transferscope.progress import unit
 
-__all__ = ["History", "TrainConfig", "evaluate", "fit", "predict", "train"]
+__all__ = ["History", "TrainConfig", "budget_epochs", "evaluate", "fit", "predict", "train"]
 
 
 @dataclass
@@ -47,6 +48,15 @@ class History:
         Wall time of the whole run.
     trainable_params : int
         Parameters the optimiser updated (the largest stage).
+    steps : int
+        Optimiser steps taken (all stages).
+    budget_epochs : int
+        The epoch budget after the step floor (:attr:`TrainConfig.min_steps`).
+    lr_scale : float
+        The learning-rate multiplier of this run (chosen on validation by
+        :func:`transferscope.finetune.run.train_run` from ``TrainConfig.lr_grid``).
+    lr_search : list of dict
+        That search: per multiplier its best validation accuracy and loss, epoch, seconds.
     """
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
@@ -54,6 +64,10 @@ class History:
     stopped_early: bool = False
     wall_s: float = 0.0
     trainable_params: int = 0
+    steps: int = 0
+    budget_epochs: int = 0
+    lr_scale: float = 1.0
+    lr_search: list = field(default_factory=list)
 
     @property
     def best_s(self) -> float:
@@ -85,6 +99,12 @@ class History:
 
         return frame([dict(e, selected=e["epoch"] == self.best_epoch) for e in self.epochs],
                      ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"])
+
+
+def budget_epochs(config: TrainConfig, n_train: int) -> int:
+    """The epoch budget of a run on ``n_train`` samples: ``config.epochs``, raised so that the
+    run can take ``config.min_steps`` optimiser steps (see :func:`fit`)."""
+    return max(config.epochs, math.ceil(config.min_steps / math.ceil(n_train / config.batch_size)))
 
 
 def _batches(n, batch_size, rng):
@@ -167,13 +187,16 @@ def _evaluate(model, xy, batch_size, device, precision="fp32"):
 def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | None = None,
           *, on_epoch=None) -> History:
     """Fit ``model`` with ``strategy``; returns the history and leaves the model at its best
-    validation epoch. Test data never enters this function.
+    validation epoch. Test data never enters this function. Early stopping (``patience``
+    epochs without a better validation accuracy) cannot end it before ``config.min_steps``
+    optimiser steps; :func:`fit` raises the epochs to that floor.
 
     ``train_xy`` and ``val_xy`` are (x, y) tensors (x (N, ...) prepared inputs, y (N,) int64
     class codes) or :class:`~transferscope.data.stream.Examples`, read batch by batch through a
     ``DataLoader``: the same seeded batches in the same order, so both give the same model.
     Forward passes run under the resolved ``config.precision``
-    (:mod:`transferscope.precision`); fp16 scales the loss (``GradScaler``)."""
+    (:mod:`transferscope.precision`); fp16 scales the loss (``GradScaler``). Training batches
+    (only they) are augmented as ``config.augment`` says (:mod:`transferscope.finetune.augment`)."""
     cfg = config or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -184,8 +207,11 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
     model.to(device)
     if strategy.reinitialise:
         reinitialise(model.backbone, cfg.seed + 1)
+    example = _first(train_xy, 2)
     if model.head is None:
-        model.build_head(_first(train_xy, 2).to(device))
+        model.build_head(example.to(device))
+    # training batches only (never validation or test), drawn from a generator of the run's seed
+    augment = augmenter(cfg.augment, example, seed=cfg.seed)
     strategy.setup(model)
     model.to(device)  # adapters added by setup
     groups = [g for g in strategy.param_groups(model) if g["params"]]
@@ -210,6 +236,8 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
         with unit("train batches", len(order), "batch", transient=True) as batches:
             for xb, yb in _iterate(train_xy, order, pin):
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                if augment is not None:
+                    xb = augment(xb)
                 with autocast(precision, device):
                     out = model(xb)
                     loss = nn.functional.cross_entropy(out.float(), yb)
@@ -222,6 +250,7 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
+                hist.steps += 1
                 run_loss += loss.item() * len(yb)
                 run_correct += (out.argmax(1) == yb).sum().item()
                 batches.update()
@@ -237,7 +266,7 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
-            if since_best >= cfg.patience:
+            if since_best >= cfg.patience and hist.steps >= cfg.min_steps:
                 hist.stopped_early = True
                 break
     model.load_state_dict(best_state)
@@ -249,12 +278,21 @@ def fit(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | 
         *, on_epoch=None) -> History:
     """Train through every stage of ``strategy``; the best validation epoch over all stages is
     kept. Each stage gets its own optimiser and schedule and starts from the previous stage's
-    selected weights (for LP-FT: the fine-tuning starts from the linear-probe head)."""
+    selected weights (for LP-FT: the fine-tuning starts from the linear-probe head).
+
+    The budget is ``max(config.epochs, ceil(config.min_steps / steps_per_epoch))`` epochs,
+    shared out by :meth:`Strategy.stages`, and early stopping waits until ``min_steps`` steps
+    of all stages together: the same rule for every arm, so on one split a scratch arm never
+    gets a smaller budget than a transfer arm."""
     cfg = config or TrainConfig()
     merged = History()
     offset, wall = 0, 0.0
-    for i, (stage, epochs) in enumerate(strategy.stages(cfg.epochs)):
-        stage_cfg = dataclasses.replace(cfg, epochs=epochs, seed=cfg.seed + i)
+    budget = budget_epochs(cfg, _count(train_xy))
+    merged.budget_epochs = budget
+    for i, (stage, epochs) in enumerate(strategy.stages(budget)):
+        # the floor counts the steps of every stage: what is left of it passes on
+        stage_cfg = dataclasses.replace(cfg, epochs=epochs, seed=cfg.seed + i,
+                                        min_steps=max(0, cfg.min_steps - merged.steps))
         if i > 0 and stage.reinitialise:
             raise InputError("Expected only the first stage to re-initialise the backbone")
 
@@ -270,6 +308,7 @@ def fit(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig | 
             best_state = copy.deepcopy(model.state_dict())
         offset += len(h.epochs)
         wall += h.wall_s
+        merged.steps += h.steps
         merged.stopped_early = h.stopped_early
         merged.trainable_params = max(merged.trainable_params, h.trainable_params)
     model.load_state_dict(best_state)

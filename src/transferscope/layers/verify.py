@@ -8,10 +8,11 @@ Configurations (each trained for ``seeds`` seeds; model selection on validation 
 - nothing frozen: the recommended cut and head width, every parameter trains.
 
 For each alternative: test accuracy (mean, 95 % t interval over seeds), parameter counts,
-training time, and the recommended minus alternative accuracy with the paired two-level
-bootstrap; the recommendation *beat* it (interval above 0), *matched* it (interval spans 0)
-or did *worse* (interval below 0). An alternative identical to the recommendation (e.g.
-"nothing frozen" when full fine-tuning is recommended) is not trained twice.
+training time, and the recommended minus alternative accuracy with its paired interval
+(:func:`transferscope.verdict.paired_gain`); the recommendation *beat* it (interval above 0),
+*matched* it (interval spans 0) or did *worse* (interval below 0). An alternative identical to
+the recommendation (e.g. "nothing frozen" when full fine-tuning is recommended) is not trained
+twice.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from transferscope.config import DEFAULT_SEEDS, TrainConfig, training_run
 from transferscope.data import Dataset
 from transferscope.finetune.run import (
     check_seeds,
+    default_split,
     finetunable_backend,
     make_split,
     run_or_reuse,
@@ -56,7 +58,8 @@ def configurations(rec: Recommendation, backend, epochs: int) -> list[dict]:
 def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SEEDS,
            config: TrainConfig | None = None, split_seed: int = 0,
            lr: float | None = None, backbone_lr: float | None = None,
-           store: RunStore | None = None) -> list[dict]:
+           store: RunStore | None = None, val_data: Dataset | None = None,
+           test_data: Dataset | None = None) -> list[dict]:
     """Fine-tune the recommendation and three alternatives on one split with the same seeds.
 
     Parameters
@@ -77,13 +80,16 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SE
         Learning rates for every configuration.
     store : RunStore, optional
         Where runs are recorded and reused (default: in memory).
+    val_data, test_data : Dataset, optional
+        A separate validation / test set used as it is (the test set reaches neither
+        training nor selection); the rest comes from a stratified split of ``data``.
 
     Returns
     -------
     list of dict
         One row per configuration: test accuracy with its t interval, parameter counts,
         training time; for the alternatives, the recommended minus alternative accuracy
-        (``rec_gain`` with its paired-bootstrap interval) and ``recommendation``: beat,
+        (``rec_gain`` with its paired interval) and ``recommendation``: beat,
         matched or worse. A configuration identical to an earlier one (the same run
         identities) is not trained twice and says ``same_as``.
     """
@@ -91,15 +97,19 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SE
     cfg = config or TrainConfig()
     store = store if store is not None else open_store(None)
     backend = finetunable_backend(model, data)
-    split = make_split(backend, data, split_seed, num_workers=cfg.num_workers)
+    split = make_split(backend, data, split_seed, val_data=val_data, test_data=test_data,
+                       num_workers=cfg.num_workers)
     fingerprint = data.fingerprint
+    held = {"split": default_split(val_data is not None, test_data is not None),
+            "val_data": val_data.fingerprint if val_data is not None else "",
+            "test_data": test_data.fingerprint if test_data is not None else ""}
     lrs = {k: v for k, v in (("lr", lr), ("backbone_lr", backbone_lr)) if v is not None}
     rows, correct, done = [], {}, {}
     for c in configurations(rec, backend, cfg.epochs):
         options = {**c["options"], **lrs}
         configs = [training_run(backend, fingerprint, c["strategy"], options, cfg,
                                 seed=cfg.seed + s, layer=c["layer"], cut=c["cut"],
-                                head_width=c["head_width"], split_seed=split_seed)
+                                head_width=c["head_width"], split_seed=split_seed, **held)
                    for s in range(seeds)]
         same = tuple(rc.key() for rc in configs)
         if same in done:  # identical to an earlier configuration: same runs, same result

@@ -1,9 +1,9 @@
 """How well did the cheap scores predict what fine-tuning really did?
 
 From a study's finished runs: per (target, source, strategy, fraction) the transfer and
-scratch test accuracies, the gain with its paired bootstrap interval and the verdict; per
-(target, source) the transferability scores and the risk label. Then, per metric, for the
-largest fraction of each strategy:
+scratch test accuracies, the gain with its paired interval (seeds and test samples) and the
+verdict; per (target, source) the transferability scores and the risk label. Then, per metric,
+for the largest fraction of each strategy:
 
 - weighted Kendall tau (``scipy.stats.weightedtau``) between a target's source scores and the
   sources' fine-tuned test accuracy, averaged over targets;
@@ -90,7 +90,7 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
     -------
     dict
         ``pairs``: one row per (target, source, strategy, fraction) with both arms: seeds,
-        accuracies, ``gain`` with its paired-bootstrap interval, ``verdict``, times, run ids,
+        accuracies, ``gain`` with its paired interval, ``verdict``, times, run ids,
         and (when scored) each metric's value with ``<metric>_flags_negative`` and ``risk``.
     """
     store = store or open_store(spec.db)

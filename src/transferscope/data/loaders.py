@@ -134,10 +134,16 @@ def _ucr_dirs() -> dict[str, Path]:
     return found
 
 
-@builtin("ucr", argument="<Name>")
+@builtin("ucr", argument="<Name>[:train|:test]")
 def _ucr(name: str, *, task: str = "classification", unequal: str = "error") -> Dataset:
-    """A bundled UCR/UEA dataset, TRAIN then TEST (``meta["n_train"]``); see :func:`read_ts`
-    for ``task`` and ``unequal``."""
+    """A bundled UCR/UEA dataset, TRAIN then TEST (``meta["n_train"]``); ``<Name>:train`` or
+    ``<Name>:test`` is the official part alone (e.g. ``--data ucr:GunPoint:train --test-data
+    ucr:GunPoint:test``; both made equal-length together, as in the whole set). See
+    :func:`read_ts` for ``task`` and ``unequal``."""
+    name, _, part = name.partition(":")
+    if part not in ("", "train", "test"):
+        raise InputError(f"Expected ucr:<Name>, ucr:<Name>:train or ucr:<Name>:test, got "
+                         f"ucr:{name}:{part}; e.g. ucr:{name}:test for the official test set")
     bundled = _ucr_dirs()
     if name not in bundled:
         have = ", ".join(sorted(bundled)) or "none (pip install aeon)"
@@ -161,8 +167,16 @@ def _ucr(name: str, *, task: str = "classification", unequal: str = "error") -> 
         series += rows
         labels.append(y)
     x = _equal_length(series, f"ucr:{name}", unequal)
-    return Dataset(f"ucr:{name}", "series", x, np.concatenate(labels),
-                   {"n_train": len(labels[0])}, task)
+    y, n_train = np.concatenate(labels), len(labels[0])
+    if part == "train":
+        return Dataset(f"ucr:{name}:train", "series", x[:n_train], y[:n_train],
+                       {"n_train": n_train}, task)
+    if part == "test":
+        if len(labels) < 2:
+            raise InputError(f"Expected a TEST file of ucr:{name}, got a TRAIN file only; use "
+                             f"ucr:{name}")
+        return Dataset(f"ucr:{name}:test", "series", x[n_train:], y[n_train:], {}, task)
+    return Dataset(f"ucr:{name}", "series", x, y, {"n_train": n_train}, task)
 
 
 @builtin("fortunes", argument="[cat1,cat2,...]")

@@ -21,7 +21,7 @@ from transferscope.config import (
 )
 from transferscope.data import Dataset, stratified_split
 from transferscope.data.splits import subsample_indices
-from transferscope.errors import InputError
+from transferscope.errors import InputError, note
 from transferscope.finetune.model import TransferModel
 from transferscope.finetune.saving import save_model
 from transferscope.finetune.strategies import make_strategy, resolve_strategy
@@ -279,6 +279,15 @@ def make_split(backend, data: Dataset, split_seed: int = 0,
         if d is not None:
             d.require_classes(f"a {what} set")
             backend.check_input(d)
+            if d.kind != data.kind:
+                raise InputError(f"Expected a {what} set of {data.kind} like --data, got "
+                                 f"{d.kind}; pass the same kind of data")
+            if d.kind in ("series", "array"):  # images are resized, texts tokenised
+                want, got = np.shape(data.inputs[0]), np.shape(d.inputs[0])
+                if want != got:
+                    raise InputError(f"Expected the {what} samples shaped like --data's "
+                                     f"{want}, got {got}; pass a {what} set of the same "
+                                     "channels and length")
     split = tuple(split) if split is not None else default_split(
         val_data is not None, test_data is not None, folds)
     names = ["train"] + ["val"] * (val_data is None) + ["test"] * (test_data is None
@@ -545,6 +554,28 @@ def doubled_budget(config: TrainConfig) -> TrainConfig:
                                min_steps=2 * config.min_steps, patience=2 * config.patience)
 
 
+def edge_notes(runs: dict, grid) -> list[str]:
+    """Say (:func:`transferscope.errors.note`) which arms chose a learning-rate multiplier at
+    the edge of the grid in most runs: the best rate may lie beyond it, so that arm may be
+    under-tuned and the comparison unfair; the note suggests the grid shifted one step out."""
+    grid = sorted(grid)
+    if len(grid) < 2:
+        return []
+    out = []
+    for arm, rs in runs.items():
+        chosen = [r.metrics.get("lr_scale", 1.0) for r in rs]
+        for edge, step, side in ((grid[-1], grid[-1] / grid[-2], "largest"),
+                                 (grid[0], grid[0] / grid[1], "smallest")):
+            n = sum(c == edge for c in chosen)
+            if n > len(chosen) / 2:
+                shifted = ",".join(f"{m * step:.2g}" for m in grid)
+                out.append(f"{arm}: {n} of {len(chosen)} runs chose the {side} learning-rate "
+                           f"multiplier (x{edge:g}); the best may lie beyond the grid, so this "
+                           f"arm may be under-tuned: try --lr-grid {shifted}")
+                note(out[-1])
+    return out
+
+
 def describe_evaluation(n_test: int, folds: int, seeds: int, has_val: bool,
                         has_test: bool) -> str:
     """How the test samples were obtained, one line (what a verdict's power refers to)."""
@@ -711,6 +742,7 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
                      "lr_scale": ",".join(f"{x.get('lr_scale', 1.0):g}" for x in m),
                      "train_s": float(np.mean([r.wall_s for r in flat[arm]])),
                      "best_s": float(np.mean([best_time(x["val_curve"]) for x in m]))})
+    edge_notes(flat, cfg.lr_grid)
     curves = {arm: [[tuple(p) for p in r.metrics["val_curve"]] for r in rs]
               for arm, rs in flat.items()}
     if target_acc is None:  # the best validation accuracy that every run reached

@@ -64,7 +64,8 @@ def test_finetune_result_frame_per_arm_and_per_epoch(recorded):
     for (_, row), arm in zip(df.iterrows(), res.arms, strict=True):
         for k, v in arm.items():
             assert _same(row[k], v)
-        assert (row["gain"], row["gain_lo"], row["gain_hi"]) == res.gain
+        assert (row["gain"], row["gain_lo"], row["gain_hi"]) == tuple(res.gain)  # a Gain
+        assert _same(row["mde"], res.gain.mde) and row["reading"] == res.reading
         assert row["verdict"] == res.verdict and _same(row["time_saved_s"], res.time_saved_s)
     assert df.attrs["rule"] == res.rule
     epochs = res.to_frame("epoch")

@@ -22,6 +22,7 @@ fractions = [1.0]
 seeds = 2
 metrics = ["logme"]
 db = "sqlite:///{d}/study.db"
+splits = 1  # one split: cross-validation has its own test
 
 [train]
 epochs = 2
@@ -43,6 +44,7 @@ fractions = [0.5, 1.0]
 seeds = 2
 metrics = ["logme", "hscore_reg"]
 db = "sqlite:///{d}/study.db"
+splits = 1  # one split: cross-validation has its own test
 
 [train]
 epochs = 2

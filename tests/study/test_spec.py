@@ -33,6 +33,20 @@ def test_spec_errors_are_one_clear_line(tmp_path, change, message):
     assert "\n" not in str(info.value)
 
 
+def test_the_protocol_keys_load(tmp_path):
+    spec = load_spec(write_study(tmp_path, SPEC.replace("splits = 1", (
+        'splits = 1\ncheck_budget = true\nval_data = {{"{d}/a.npz" = "{d}/c.npz"}}\n'
+        'test_data = {{"{d}/b.npz" = "{d}/c.npz"}}')).replace("lr_grid = [1.0]", (
+        'lr_grid = [0.5, 2]\naugment = "none"')).replace("min_steps = 0", "min_steps = 40")))
+    assert spec.splits == 1 and spec.check_budget is True
+    assert spec.val_data == {str(tmp_path / "a.npz"): str(tmp_path / "c.npz")}
+    assert list(spec.test_data) == [str(tmp_path / "b.npz")]
+    assert spec.train.lr_grid == (0.5, 2.0) and spec.train.min_steps == 40
+    assert spec.train.augment == "none"
+    unset = load_spec(write_study(tmp_path, SPEC.replace("splits = 1", "# splits unset")))
+    assert unset.splits is None and unset.check_budget is False and unset.val_data == {}
+
+
 def test_missing_spec_file(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_spec(tmp_path / "nope.toml")
@@ -48,6 +62,28 @@ def test_missing_spec_file(tmp_path):
     (('name = "tiny"', "name = 3"), "name to be a string"),
     (("[train]", '[strategy_options.full]\nlr = "fast"\n\n[train]'),
      "strategy 'full': expected lr to be a number, got 'fast'"),
+    (("splits = 1", 'splits = "5"'), "expected splits to be an integer \\(or nothing\\), got '5'"),
+    (("splits = 1", "splits = 2.5"), "expected splits to be an integer"),
+    (("splits = 1", "splits = true"), "expected splits to be an integer.*got True"),
+    (("splits = 1", "splits = 0"), "Expected splits a whole number >= 1, got 0"),
+    (("splits = 1", "splits = 1\ncheck_budget = 1"),
+     "expected check_budget to be true or false, got 1"),
+    (("splits = 1", 'splits = 1\nval_data = "v.npz"'),
+     "expected val_data to be a table, got 'v.npz'"),
+    (("splits = 1", 'splits = 1\ntest_data = ["t.npz"]'), "expected test_data to be a table"),
+    (("splits = 1", 'splits = 1\nval_data = {{"{d}/a.npz" = 3}}'),
+     "Expected a dataset name or path for val_data of '.*a.npz', got 3"),
+    (("splits = 1", 'splits = 1\ntest_data = {{"{d}/a.npzz" = "t.npz"}}'),
+     r"Expected test_data only for the study's targets .*got '.*a.npzz'; did you mean "
+     r"'.*/a.npz'"),
+    (("splits = 1", 'splits = 1\nval_data = {{"c.npz" = "v.npz"}}'),
+     "Expected val_data only for the study's targets"),
+    (("splits = 1", 'splits = 3\ntest_data = {{"{d}/a.npz" = "t.npz"}}'),
+     "Expected splits = 1 \\(or none\\) with test_data"),
+    (("splits = 1", "splitz = 3"), "splitz.*did you mean 'splits'"),
+    (("min_steps = 0", "min_steps = -1"), "Expected min_steps a whole number >= 0"),
+    (("lr_grid = [1.0]", "lr_grid = [1.0, 1.0]"), "Expected lr_grid distinct multipliers"),
+    (("lr_grid = [1.0]", 'lr_grid = [1.0]\naugment = "images"'), "Expected augment among"),
 ])
 def test_spec_types_are_checked_before_anything_runs(tmp_path, change, message):
     path = write_study(tmp_path, SPEC.replace(*change))

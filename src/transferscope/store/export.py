@@ -16,7 +16,8 @@ An MLflow export writes one MLflow run per store run:
   (``transferscope.run_key``, ``transferscope.run_id``) and, on a transfer arm whose baseline
   runs are in the export, ``verdict`` with ``verdict_gain`` / ``_lo`` / ``_hi``,
   ``verdict_baseline``, ``verdict_seeds`` and ``verdict_rule`` (the rule of
-  :func:`transferscope.verdict.negative_transfer_verdict`, paired over shared seeds);
+  :func:`transferscope.verdict.negative_transfer_verdict`, paired over shared seeds, with
+  cross-validation over every fold of them: :func:`run_verdicts`);
 - artifacts: each path the run recorded (``model_dir``: the saved model, under ``model_dir/``)
   and ``transferscope_run.json``, the whole store record (config, tags, metrics with the
   per-sample test correctness, timings, epochs), so nothing the store holds is left out.
@@ -164,13 +165,17 @@ def runs_frame(store: RunStore, *, state: str | None = None, study: str | None =
 def run_verdicts(runs: list[dict], margin: float = 0.0) -> dict[int, dict]:
     """The transfer-vs-baseline verdict of each finished transfer-arm run, from the store.
 
-    Runs compare when they are training runs of the same data, split, fraction, layer, cut,
-    head width and training settings (as ``finetune`` and a study pair them). There, the
-    runs tagged ``arm=transfer`` of one strategy, options and model are paired seed by seed
-    with the baseline arm: the one baseline (strategy, options, model) there; among several,
-    the one whose ``target`` and ``arch`` (or ``source``) tags match, ``scratch`` first. The
-    gain and its interval are :func:`transferscope.verdict.paired_gain` over the shared
-    seeds.
+    Runs compare when they are training runs of the same data, split, validation and test
+    sets, folds, fraction, layer, cut, head width and training settings (as ``finetune`` and
+    a study pair them), and of the same split seed, or with cross-validation the same offset
+    of split seed to seed (``finetune`` and a study draw repetition ``s`` with seed
+    ``seed + s`` and split seed ``split_seed + s``). There, the runs tagged ``arm=transfer``
+    of one strategy, options and model are paired repetition by repetition (seed and split
+    seed, every fold of it) with the baseline arm: the one baseline (strategy, options, model)
+    there; among several, the one whose ``target`` and ``arch`` (or ``source``) tags match,
+    ``scratch`` first. The gain and its interval are
+    :func:`transferscope.verdict.paired_gain` over the shared repetitions, each arm's test
+    correctness assembled over the folds (:func:`transferscope.verdict.stack_correctness`).
 
     Parameters
     ----------
@@ -183,60 +188,85 @@ def run_verdicts(runs: list[dict], margin: float = 0.0) -> dict[int, dict]:
     -------
     dict
         Run id -> ``verdict``, ``gain``, ``gain_lo``, ``gain_hi``, ``baseline`` (its
-        strategy), ``seeds`` (how many were paired), ``rule``; only transfer runs with a
-        baseline.
+        strategy), ``seeds`` (how many repetitions were paired), ``rule``; only transfer runs
+        with a baseline.
     """
     import numpy as np
 
-    from transferscope.verdict import VERDICT_RULE, negative_transfer_verdict, paired_gain
+    from transferscope.verdict import (
+        VERDICT_RULE,
+        negative_transfer_verdict,
+        paired_gain,
+        stack_correctness,
+    )
 
-    # comparison -> (is transfer, strategy, options, model) -> seed -> run
-    groups = defaultdict(lambda: defaultdict(dict))
+    # comparison -> (is transfer, strategy, options, model) -> (seed, split seed) -> fold -> run
+    groups = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     for r in runs:
         t, c, m = r["tags"] or {}, r["config"] or {}, r["metrics"] or {}
         if (r["state"] != "finished" or c.get("kind") != "train" or not t.get("arm")
                 or "test_correct" not in m):
             continue
-        where = json.dumps([c.get(k) for k in ("data", "split", "split_seed", "fraction",
-                                                "layer", "cut", "head_width", "train")],
+        folds, split_seed = c.get("folds") or 0, c.get("split_seed")
+        anchor = split_seed - r["seed"] if folds and split_seed is not None else split_seed
+        where = json.dumps([c.get(k) for k in ("data", "split", "val_data", "test_data",
+                                                "folds", "fraction", "layer", "cut",
+                                                "head_width", "train")] + [anchor],
                            sort_keys=True, default=str)
         arm = (t["arm"] == "transfer", c.get("strategy"),
                json.dumps(c.get("strategy_config"), sort_keys=True), c.get("model"))
-        groups[where][arm][r["seed"]] = r
+        groups[where][arm][(r["seed"], split_seed)][c.get("fold") or 0] = r
 
-    def tagged(by_seed, key):
-        return {(next(iter(by_seed.values()))["tags"] or {}).get(key)}
+    def first(reps):
+        return next(iter(next(iter(reps.values())).values()))
+
+    def tagged(reps, key):
+        return {(first(reps)["tags"] or {}).get(key)}
 
     def same_names(a, b):
         return tagged(a, "target") == tagged(b, "target") and (
             tagged(a, "arch") == tagged(b, "arch") if tagged(a, "arch") != {None}
             else tagged(a, "source") == tagged(b, "source"))
 
+    def complete(reps):  # repetitions with every fold (one run without folds)
+        return {rep for rep, by_fold in reps.items()
+                if set(by_fold) == set(range(max(first(reps)["config"].get("folds") or 0,
+                                                 1)))}
+
+    def stacked(reps, keys):
+        return stack_correctness([[reps[k][f]["metrics"] for f in sorted(reps[k])]
+                                  for k in keys])
+
     rule = VERDICT_RULE.format(m=margin)
     out = {}
     for arms in groups.values():
-        for arm, by_seed in arms.items():
+        for arm, reps in arms.items():
             if not arm[0]:
                 continue
             bases = [a for a in arms if not a[0]]
             if len(bases) > 1:
-                bases = [a for a in bases if same_names(by_seed, arms[a])] or bases
+                bases = [a for a in bases if same_names(reps, arms[a])] or bases
             if len(bases) > 1:
                 bases = [a for a in bases if a[1] == "scratch"]
             if len(bases) != 1:
                 continue
             base = arms[bases[0]]
-            seeds = sorted(set(by_seed) & set(base))
-            t = [by_seed[s]["metrics"]["test_correct"] for s in seeds]
-            b = [base[s]["metrics"]["test_correct"] for s in seeds]
-            if not seeds or len({len(x) for x in t + b}) != 1:
+            keys = sorted(complete(reps) & complete(base))
+            if not keys:
+                continue
+            try:
+                t, b = stacked(reps, keys), stacked(base, keys)
+            except ValueError:  # the repetitions did not test the same samples
+                continue
+            if t.shape != b.shape:
                 continue
             g, lo, hi = paired_gain(np.asarray(t), np.asarray(b))
             verdict = {"verdict": negative_transfer_verdict(lo, hi, margin), "gain": g,
                        "gain_lo": lo, "gain_hi": hi, "baseline": bases[0][1],
-                       "seeds": len(seeds), "rule": rule}
-            for r in by_seed.values():
-                out[r["id"]] = verdict
+                       "seeds": len(keys), "rule": rule}
+            for by_fold in reps.values():
+                for r in by_fold.values():
+                    out[r["id"]] = verdict
     return out
 
 

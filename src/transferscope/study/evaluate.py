@@ -1,8 +1,11 @@
 """How well did the cheap scores predict what fine-tuning really did?
 
 From a study's finished runs: per (target, source, strategy, fraction) the transfer and
-scratch test accuracies, the gain with its paired interval (seeds and test samples) and the
-verdict; per (target, source) the transferability scores and the risk label. Then, per metric,
+scratch test accuracies, the gain with its paired interval (seeds and test samples, every fold
+of a cross-validated seed assembled into one row: the same numbers ``tscope finetune`` gives
+for those runs), its minimum detectable effect and the verdict (with ``check_budget``, also
+against the baseline at twice the budget); per (target, source) the transferability scores and
+the risk label. Then, per metric,
 for the largest fraction of each strategy:
 
 - weighted Kendall tau (``scipy.stats.weightedtau``) between a target's source scores and the
@@ -23,6 +26,7 @@ counted and named in ``note``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -31,25 +35,51 @@ from transferscope.config import RunConfig
 from transferscope.errors import InputError
 from transferscope.store import RunStore, open_store
 from transferscope.study.spec import StudySpec
-from transferscope.verdict import negative_transfer_verdict, paired_gain
+from transferscope.verdict import negative_transfer_verdict, paired_gain, stack_correctness
 
 N_BOOT = 2000
 MIN_TARGETS = 5  # targets with a value needed for an interval over targets
+
+
+def _folds(spec: StudySpec, target: str, tags: dict) -> int | None:
+    """The folds (0: one split) a training run on ``target`` must have, as the runner
+    resolves them: from ``splits``, or with ``splits`` unset from the target's size, which
+    the study's tags record (``target_size``); None when they do not."""
+    from transferscope.finetune.run import resolve_folds
+
+    has_test = target in spec.test_data
+    if spec.splits is None and not has_test:
+        size = tags.get("target_size")
+        return None if size is None else resolve_folds(None, int(size), False)
+    return resolve_folds(spec.splits, 0, has_test)
+
+
+def _canonical(d: dict) -> dict:
+    """As a :class:`RunConfig` stores it (tuples as lists)."""
+    return json.loads(json.dumps(d, sort_keys=True))
 
 
 def _grid_runs(spec: StudySpec, store: RunStore) -> list[dict]:
     """The study's finished runs that belong to the spec's grid as it is now.
 
     Read from the store alone (no model or dataset is loaded): a run counts when the study's
-    tags place it in the grid (target, source, strategy, fraction, seed) and its recorded
-    config matches the spec's training settings, strategy options, layer and scoring. A run of
-    an earlier version of the spec (a source since removed, other epochs) does not count; of
-    two runs for one grid cell (e.g. a source whose checkpoint was retrained) the later
-    finished one counts.
+    tags place it in the grid (target, source, arm, strategy, fraction, seed, fold) and its
+    recorded config matches the spec's training settings (twice the budget for the budget
+    check's arm), strategy options, layer, scoring and evaluation protocol: the folds
+    (:func:`_folds`; with ``splits`` unset, those of the target size the study's tags
+    record, so runs of an earlier ``splits`` do not count), the split seed (``0``, or ``s``
+    for repetition ``s`` of cross-validation, as ``finetune`` draws them) and whether a
+    validation / test set was given. A run of an earlier version of the spec (a source since
+    removed, other epochs) does not count; of two runs for one grid cell (e.g. a source whose
+    checkpoint was retrained) the later finished one counts.
     """
+    from transferscope.finetune.run import default_split, doubled_budget
     from transferscope.finetune.strategies import resolved_options
 
-    train = spec.train.identity()
+    train = {"transfer": _canonical(spec.train.identity()),
+             spec.baseline: _canonical(spec.train.identity())}
+    if spec.check_budget:
+        train[f"{spec.baseline} x2 budget"] = _canonical(doubled_budget(spec.train).identity())
     seeds = set(range(spec.train.seed, spec.train.seed + spec.seeds))
     options = {s: resolved_options(s, spec.strategy_options.get(s, {}))
                for s in [*spec.strategies, spec.baseline]}
@@ -59,23 +89,31 @@ def _grid_runs(spec: StudySpec, store: RunStore) -> list[dict]:
         t, c = r["tags"] or {}, r["config"] or {}
         if not fields <= set(c):  # written before RunConfig (an upgraded store): not this grid
             continue
-        if t.get("target") not in spec.targets or c["split_seed"] != 0:
+        target = t.get("target")
+        if target not in spec.targets:
             continue
         if spec.layer is not None and c["layer"] != spec.layer:
             continue
         if t.get("kind") == "scores":
-            ok = t.get("source") in spec.sources and c["scoring"] == scoring
-            cell = ("scores", t["target"], t["source"])
+            ok = (t.get("source") in spec.sources and c["scoring"] == scoring
+                  and c["split_seed"] == 0)
+            cell = ("scores", target, t["source"])
         elif t.get("kind") == "train":
-            ok = (c["train"] == train and r["seed"] in seeds
+            k, arm = _folds(spec, target, t), t.get("arm")
+            has_val, has_test = target in spec.val_data, target in spec.test_data
+            ok = (arm in train and c["train"] == train[arm] and r["seed"] in seeds
                   and c["fraction"] in spec.fractions
-                  and c["strategy_config"] == options.get(c["strategy"]))
-            if t.get("arm") == "transfer":
+                  and c["strategy_config"] == options.get(c["strategy"])
+                  and k is not None and c["folds"] == k and 0 <= c["fold"] < max(k, 1)
+                  and c["split_seed"] == (r["seed"] - spec.train.seed if k else 0)
+                  and c["split"] == list(default_split(has_val, has_test, k))
+                  and bool(c["val_data"]) == has_val and bool(c["test_data"]) == has_test)
+            if arm == "transfer":
                 ok = ok and t.get("source") in spec.sources and c["strategy"] in spec.strategies
             else:
                 ok = ok and c["strategy"] == spec.baseline
-            cell = ("train", t["target"], t.get("source"), t.get("arch"), c["strategy"],
-                    c["fraction"], r["seed"])
+            cell = ("train", target, t.get("source"), t.get("arch"), arm, c["strategy"],
+                    c["fraction"], r["seed"], c["fold"])
         else:
             continue
         if ok and (cell not in cells or r["finished_at"] > cells[cell]["finished_at"]):
@@ -83,48 +121,85 @@ def _grid_runs(spec: StudySpec, store: RunStore) -> list[dict]:
     return sorted(cells.values(), key=lambda r: r["id"])
 
 
+def _complete(by_seed: dict) -> set:
+    """The seeds of one arm (seed -> fold -> run) whose runs cover every fold (one run
+    without folds)."""
+    out = set()
+    for seed, by_fold in by_seed.items():
+        folds = next(iter(by_fold.values()))["config"]["folds"]
+        if set(by_fold) == set(range(max(folds, 1))):
+            out.add(seed)
+    return out
+
+
+def _stacked(by_seed: dict, seeds) -> tuple[np.ndarray, list[dict]]:
+    """(n_seeds, n_test) correctness of one arm (:func:`stack_correctness`) and its runs,
+    ordered by seed and fold."""
+    runs = [[by_seed[s][f] for f in sorted(by_seed[s])] for s in seeds]
+    return (stack_correctness([[r["metrics"] for r in rs] for rs in runs]),
+            [r for rs in runs for r in rs])
+
+
 def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
     """Outcomes and scores of the finished runs of the spec's grid, from the store alone.
+
+    A seed counts for a pair when both arms have all its runs (every fold, with
+    cross-validation); each arm's per-seed test correctness is assembled over the folds
+    (:func:`~transferscope.verdict.stack_correctness`) and the gain is
+    :func:`~transferscope.verdict.paired_gain` on it, as ``tscope finetune`` computes it.
 
     Returns
     -------
     dict
-        ``pairs``: one row per (target, source, strategy, fraction) with both arms: seeds,
-        accuracies, ``gain`` with its paired interval, ``verdict``, times, run ids,
-        and (when scored) each metric's value with ``<metric>_flags_negative`` and ``risk``.
+        ``pairs``: one row per (target, source, strategy, fraction) with both arms: ``seeds``,
+        ``folds`` (0: one split), accuracies, ``gain`` with its paired interval
+        (``gain_lo``, ``gain_hi``), ``verdict``, ``mde`` (the minimum detectable effect),
+        ``reading`` (``effect``, ``no effect`` or ``too little evidence``), times, run ids
+        (by seed, then fold); with ``check_budget``, against the baseline at twice the
+        budget: ``budget_acc``, ``budget_gain`` (``_lo``, ``_hi``), ``budget_verdict``,
+        ``budget_holds`` (the same verdict) and ``budget_runs`` (None where those runs are
+        missing); and (when scored) each metric's value with ``<metric>_flags_negative`` and
+        ``risk``.
     """
     store = store or open_store(spec.db)
-    transfer, scratch, scores = defaultdict(dict), defaultdict(dict), {}
+    budget_arm = f"{spec.baseline} x2 budget"
+    # arm cell -> seed -> fold -> run
+    transfer, scratch, doubled = (defaultdict(lambda: defaultdict(dict)) for _ in range(3))
+    arch_of, scores = {}, {}
     for r in _grid_runs(spec, store):
         t, c = r["tags"], r["config"]
         if t["kind"] == "train":
             if t["arm"] == "transfer":
-                cell = transfer[(t["target"], t["source"], c["strategy"], c["fraction"])]
-                cell[r["seed"]] = r
-                cell["arch"] = t["arch"]
+                key = (t["target"], t["source"], c["strategy"], c["fraction"])
+                transfer[key][r["seed"]][c["fold"]] = r
+                arch_of[key] = t["arch"]
             else:
-                scratch[(t["target"], t["arch"], c["fraction"])][r["seed"]] = r
+                arm = doubled if t["arm"] == budget_arm else scratch
+                arm[(t["target"], t["arch"], c["fraction"])][r["seed"]][c["fold"]] = r
         else:
             scores[(t["target"], t["source"])] = r["metrics"]["rows"]
     pairs = []
     for (target, source, strategy, fraction), by_seed in sorted(transfer.items()):
-        arch = by_seed.pop("arch")
-        base = scratch.get((target, arch, fraction), {})
-        seeds = sorted(set(by_seed) & set(base))
+        key = (target, arch_of[(target, source, strategy, fraction)], fraction)
+        base = scratch.get(key, {})
+        seeds = sorted(_complete(by_seed) & _complete(base))
         if not seeds:
             continue
-        t = np.stack([by_seed[s]["metrics"]["test_correct"] for s in seeds])
-        b = np.stack([base[s]["metrics"]["test_correct"] for s in seeds])
-        g, lo, hi = paired_gain(t, b)
+        t, t_runs = _stacked(by_seed, seeds)
+        b, b_runs = _stacked(base, seeds)
+        gain = paired_gain(t, b)
+        verdict = negative_transfer_verdict(gain.low, gain.high)
         row = {"target": target, "source": source, "strategy": strategy, "fraction": fraction,
-               "seeds": len(seeds), "transfer_acc": float(t.mean()),
-               "scratch_acc": float(b.mean()), "gain": g, "gain_lo": lo, "gain_hi": hi,
-               "verdict": negative_transfer_verdict(lo, hi),
-               "transfer_best_s": float(np.mean([by_seed[s]["metrics"]["best_s"]
-                                                 for s in seeds])),
-               "scratch_best_s": float(np.mean([base[s]["metrics"]["best_s"] for s in seeds])),
-               "transfer_runs": [by_seed[s]["id"] for s in seeds],
-               "scratch_runs": [base[s]["id"] for s in seeds]}
+               "seeds": len(seeds), "folds": t_runs[0]["config"]["folds"],
+               "transfer_acc": float(t.mean()), "scratch_acc": float(b.mean()),
+               "gain": gain.gain, "gain_lo": gain.low, "gain_hi": gain.high,
+               "verdict": verdict, "mde": gain.mde, "reading": gain.reading(),
+               "transfer_best_s": float(np.mean([r["metrics"]["best_s"] for r in t_runs])),
+               "scratch_best_s": float(np.mean([r["metrics"]["best_s"] for r in b_runs])),
+               "transfer_runs": [r["id"] for r in t_runs],
+               "scratch_runs": [r["id"] for r in b_runs]}
+        if spec.check_budget:
+            row.update(_budget_check(by_seed, doubled.get(key, {}), verdict))
         rows = scores.get((target, source))
         if rows:
             cand = next(x for x in rows if x["role"] == "candidate")
@@ -137,6 +212,23 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
                 row[f"{m}_flags_negative"] = bool(any(below))
         pairs.append(row)
     return {"pairs": pairs}
+
+
+def _budget_check(transfer: dict, doubled: dict, verdict: str) -> dict:
+    """The budget check's columns of a pair: transfer against the baseline trained at twice
+    the budget (the seeds both have), and whether the verdict holds."""
+    seeds = sorted(_complete(transfer) & _complete(doubled))
+    if not seeds:
+        return {"budget_acc": float("nan"), "budget_gain": float("nan"),
+                "budget_gain_lo": float("nan"), "budget_gain_hi": float("nan"),
+                "budget_verdict": None, "budget_holds": None, "budget_runs": []}
+    t, _ = _stacked(transfer, seeds)
+    d, runs = _stacked(doubled, seeds)
+    gain = paired_gain(t, d)
+    again = negative_transfer_verdict(gain.low, gain.high)
+    return {"budget_acc": float(d.mean()), "budget_gain": gain.gain,
+            "budget_gain_lo": gain.low, "budget_gain_hi": gain.high, "budget_verdict": again,
+            "budget_holds": again == verdict, "budget_runs": [r["id"] for r in runs]}
 
 
 def _boot(values_fn, n_items: int, seed: int = 0) -> tuple[float, float, int]:
@@ -233,8 +325,9 @@ class StudyEvaluation(dict):
             ``neg_actual``, ``precision`` and ``recall`` (each with ``_lo`` / ``_hi``) and
             ``note`` (intervals left out, bootstrap draws dropped); the ``risk`` rows have
             no tau, Pearson or regret. ``"pairs"``: one row per (target,
-            source, strategy, fraction) as :func:`collect` gives it (accuracies, ``gain``
-            with its interval, ``verdict``, times, run ids, scores and flags).
+            source, strategy, fraction) as :func:`collect` gives it (seeds, folds,
+            accuracies, ``gain`` with its interval, ``verdict``, ``mde``, ``reading``, the
+            budget check's columns, times, run ids, scores and flags).
 
         Returns
         -------

@@ -21,7 +21,7 @@ from transferscope.errors import InputError, require
 from transferscope.store import RunStore, open_store
 from transferscope.study.evaluate import evaluate
 from transferscope.study.spec import StudySpec
-from transferscope.verdict import VERDICT_RULE, summarise_curves
+from transferscope.verdict import POWER, VERDICT_RULE, summarise_curves
 
 CHECK = """<script>
 // marks how many figures rendered with a non-empty box (read by tests in headless Chromium)
@@ -177,8 +177,9 @@ def _gaps(plt, store, pairs):
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("train - validation accuracy")
+    first = " fold 1" if any(p.get("folds") for p in chosen) else ""
     ax.set_title("overfitting: train/validation gap (solid: transfer, dashed: scratch; "
-                 "seed 0)", fontsize=8)
+                 f"seed 0{first})", fontsize=8)
     ax.legend(fontsize=6)
     return [("Train/validation gap", _svg(fig))]
 
@@ -246,9 +247,19 @@ def write_report(spec: StudySpec, out, store: RunStore | None = None) -> Path:
                                         "regret_hi", "neg_flagged", "neg_actual", "precision",
                                         "recall", "note"]))
     parts.append("<h2>Verdicts</h2>")
-    parts.append(_table(pairs, ["target", "source", "strategy", "fraction", "seeds",
+    budget = (["budget_acc", "budget_gain", "budget_verdict", "budget_holds"]
+              if spec.check_budget else [])
+    parts.append(_table(pairs, ["target", "source", "strategy", "fraction", "seeds", "folds",
                                 "transfer_acc", "scratch_acc", "gain", "gain_lo", "gain_hi",
-                                "verdict", "risk"]))
+                                "verdict", "mde", "reading", *budget, "risk"]))
+    legend = ("folds: K-fold cross-validation, each seed a repetition with its own folds (0: "
+              "one split); mde: the smallest gain the comparison detects with "
+              f"{POWER:.0%} power; reading: why an INCONCLUSIVE verdict is one (no effect, or "
+              "too little evidence)")
+    if spec.check_budget:
+        legend += ("; budget_*: transfer against the baseline trained at twice the budget, "
+                   "and whether the verdict holds")
+    parts.append(f"<p>{html.escape(legend)}.</p>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
             f"<title>transferscope study {html.escape(spec.name)}</title>{STYLE}</head><body>"
             + "\n".join(parts) + CHECK + "</body></html>")

@@ -4,7 +4,10 @@ Phases: pretraining (``[[pretrain]]`` entries; their checkpoints become ``pretra
 sources), then for every target the transferability scores of each source (on the training
 part of the split) and the fine-tuning runs: each (source, strategy, fraction, seed) transfer
 arm, and each (architecture, fraction, seed) scratch arm, shared by the sources of one
-architecture because a re-initialised model does not depend on its pretrained weights.
+architecture because a re-initialised model does not depend on its pretrained weights. A
+seed is one run, or with cross-validation one run per fold; with ``check_budget`` the
+baseline also trains at twice the budget. Every training run is planned as ``tscope
+finetune`` plans it (:func:`_train_tasks`), so the two reuse each other's runs.
 
 The driver alone writes the store, and a run is written (epochs, then the finished state) only
 when its result is in, so a crash or ``kill -9`` loses the runs in flight and nothing else;
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 from transferscope.config import RunConfig, TrainConfig, training_run
 from transferscope.errors import InputError, note
+from transferscope.finetune.run import default_split, doubled_budget, resolve_folds
 from transferscope.finetune.strategies import resolved_options
 from transferscope.metrics import model_metrics
 from transferscope.names import parse_model_name
@@ -38,7 +42,8 @@ class Task:
     config : RunConfig
         The run's identity (its store key).
     tags : dict
-        ``kind``, ``target``, ``source``, ``arm``, ``strategy``, ``fraction``, ``arch``, ...
+        ``kind``, ``target``, ``source``, ``arm``, ``strategy``, ``fraction``, ``arch``,
+        ``target_size`` (what the default folds follow, for ``study evaluate``), ...
     payload : dict
         Plain data for :func:`transferscope.study.worker.execute`.
     label : str
@@ -102,8 +107,7 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
     """Sources outer, targets inner: each source model is loaded and hashed once."""
     pre = {p.name: p for p in spec.pretrain}
     per_class = spec.budgets.per_class
-    common = {t: {"target": t, "per_class": per_class, "split_seed": 0, "layer": spec.layer}
-              for t in spec.targets}
+    common = {t: _protocol(spec, t) for t in spec.targets}
     archs = {t: {} for t in spec.targets}  # target -> architecture -> a model of it
     tasks = []
     _, head_metrics = model_metrics(spec.metrics, "a study")
@@ -120,6 +124,9 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
                 continue  # a source is not transferred to its own pretraining data
             data = target_data(target, per_class)
             b.check_input(data)
+            for name in (common[target]["val_data"], common[target]["test_data"]):
+                if name is not None:
+                    b.check_input(target_data(name, None))
             fp = data.fingerprint
             archs[target].setdefault(arch, model)
             scoring = {"metrics": list(spec.metrics), "subsamples": spec.budgets.subsamples}
@@ -127,8 +134,10 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
                 RunConfig(kind="scores", data=fp, model=b.identity(), seed=0,
                           layer=spec.layer or b.default_layer(), scoring=scoring),
                 {"kind": "scores", "target": target, "source": source},
-                {"kind": "scores", **common[target], "model": model,
-                 "metrics": list(spec.metrics), "subsamples": spec.budgets.subsamples},
+                {"kind": "scores", "target": target, "per_class": per_class,
+                 "split_seed": common[target]["split_seed"], "layer": spec.layer,
+                 "model": model, "metrics": list(spec.metrics),
+                 "subsamples": spec.budgets.subsamples},
                 f"scores {source} -> {target}"))
             for strategy in spec.strategies:
                 for fraction in spec.fractions:
@@ -145,23 +154,54 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
                 b = backend(model)
                 tasks += _train_tasks(spec, common[target], b, b.architecture(), fp,
                                       spec.baseline, None, model, spec.baseline, fraction)
+                if spec.check_budget:
+                    tasks += _train_tasks(spec, common[target], b, b.architecture(), fp,
+                                          f"{spec.baseline} x2 budget", None, model,
+                                          spec.baseline, fraction,
+                                          train=doubled_budget(spec.train))
     return tasks
 
 
-def _train_tasks(spec, common, b, arch, fp, arm, source, model, strategy, fraction):
+def _protocol(spec: StudySpec, target: str) -> dict:
+    """How ``target`` is split and tested, as ``tscope finetune`` would with the spec's
+    options: its validation / test set names and fingerprints, and the folds
+    (:func:`~transferscope.finetune.run.resolve_folds` on the loaded target's size)."""
+    val, test = spec.val_data.get(target), spec.test_data.get(target)
+    data = target_data(target, spec.budgets.per_class)
+    folds = resolve_folds(spec.splits, len(data), test is not None)
+    return {"target": target, "per_class": spec.budgets.per_class, "split_seed": 0,
+            "target_size": len(data), "val_data": val, "test_data": test, "folds": folds,
+            "split": default_split(val is not None, test is not None, folds),
+            "fingerprints": {"val_data": target_data(val, None).fingerprint if val else "",
+                             "test_data": target_data(test, None).fingerprint if test else ""}}
+
+
+def _train_tasks(spec, common, b, arch, fp, arm, source, model, strategy, fraction,
+                 train: TrainConfig | None = None):
+    """One arm's tasks: per seed ``s`` (and per fold), the run ``finetune`` would plan for
+    it (training seed ``train.seed + s``; with folds, split seed ``split_seed + s``)."""
+    train = train or spec.train
     options = spec.strategy_options.get(strategy, {})
+    folds, target = common["folds"], common["target"]
     out = []
     for s in range(spec.seeds):
         seed = spec.train.seed + s
-        config = training_run(b, fp, strategy, options, spec.train, seed=seed,
-                              fraction=fraction, layer=spec.layer, split_seed=0)
-        tags = {"kind": "train", "target": common["target"], "source": source, "arm": arm,
-                "strategy": strategy, "fraction": fraction, "arch": arch}
-        payload = {"kind": "train", "target": common["target"],
-                   "per_class": common["per_class"], "model": model, "run": config.to_dict()}
-        out.append(Task(config, tags, payload,
-                        f"{arm} {source or 'scratch'} -> {common['target']} f={fraction} "
-                        f"seed {seed}"))
+        rep_seed = common["split_seed"] + s if folds else common["split_seed"]
+        for f in range(folds) if folds else [0]:
+            config = training_run(b, fp, strategy, options, train, seed=seed,
+                                  fraction=fraction, layer=spec.layer, split_seed=rep_seed,
+                                  split=common["split"], folds=folds, fold=f,
+                                  **common["fingerprints"])
+            tags = {"kind": "train", "target": target, "source": source, "arm": arm,
+                    "strategy": strategy, "fraction": fraction, "arch": arch,
+                    "target_size": common["target_size"]}  # what the folds follow
+            payload = {"kind": "train", "target": target, "per_class": common["per_class"],
+                       "val_data": common["val_data"], "test_data": common["test_data"],
+                       "model": model, "run": config.to_dict()}
+            where = f" fold {f + 1}/{folds}" if folds else ""
+            out.append(Task(config, tags, payload,
+                            f"{arm} {source or 'scratch'} -> {target} f={fraction} "
+                            f"seed {seed}{where}"))
     return out
 
 

@@ -9,6 +9,10 @@ metrics and budgets. Validated in one place, with one-line errors.
     seeds = 3
     metrics = ["logme", "hscore_reg", "linear_probe", "knn"]
     db = "sqlite:///ucr-transfer.db"
+    splits = 5                   # K-fold cross-validation (1: one split; default: by size)
+    check_budget = false         # also the baseline at twice the budget
+    # val_data = {"ucr:GunPoint" = "gunpoint-val.npz"}   # a target's own validation set
+    # test_data = {"ucr:GunPoint" = "gunpoint-test.npz"} # ... and test set (then splits = 1)
 
     [train]                      # TrainConfig fields
     epochs = 30
@@ -30,7 +34,7 @@ from transferscope.config import DEFAULT_SEEDS, TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.strategies import make_strategy
 from transferscope.metrics import model_metrics
-from transferscope.registry import check_options, check_types
+from transferscope.registry import check_options, check_types, suggest
 from transferscope.scoring import DEFAULT_METRICS
 
 
@@ -63,7 +67,16 @@ class Budgets:
 @dataclass
 class StudySpec:
     """A study: the grid targets x sources x strategies x fractions x seeds, its metrics,
-    training settings, pretraining entries and budgets (see the module docstring)."""
+    training settings, pretraining entries and budgets (see the module docstring).
+
+    The evaluation protocol is ``tscope finetune``'s, so the two share runs: ``splits``
+    (``None``: 5-fold cross-validation for a target of fewer than 1000 samples without a test
+    set, else one split, :func:`transferscope.finetune.run.resolve_folds`; ``1``: one split;
+    ``K >= 2``: K folds, each seed a repetition with its own folds), ``check_budget`` (also
+    the baseline arm at twice the budget, arm ``"<baseline> x2 budget"``), and ``val_data`` /
+    ``test_data``: target name -> the dataset (name or path) used as that target's validation
+    / test set.
+    """
 
     name: str
     targets: list
@@ -81,6 +94,10 @@ class StudySpec:
     strategy_options: dict = field(default_factory=dict)
     pretrain: list = field(default_factory=list)
     budgets: Budgets = field(default_factory=Budgets)
+    splits: int | None = None
+    check_budget: bool = False
+    val_data: dict = field(default_factory=dict)
+    test_data: dict = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -180,6 +197,22 @@ def validate(spec: StudySpec) -> None:
     bad = [f for f in spec.fractions if not 0 < f <= 1]
     if bad:
         raise InputError(f"Expected fractions in (0, 1], got {bad}")
+    if spec.splits is not None and spec.splits < 1:
+        raise InputError(f"Expected splits a whole number >= 1, got {spec.splits}; e.g. "
+                         "splits = 5 (5-fold cross-validation) or splits = 1 (one split)")
+    for key in ("val_data", "test_data"):
+        table = getattr(spec, key)
+        for target, name in table.items():
+            if target not in spec.targets:
+                raise InputError(f"Expected {key} only for the study's targets "
+                                 f"({', '.join(map(str, spec.targets))}), got "
+                                 f"{target!r}{suggest(target, spec.targets)}")
+            if not isinstance(name, str) or not name:
+                raise InputError(f"Expected a dataset name or path for {key} of {target!r}, "
+                                 f"got {name!r}; e.g. {key} = {{\"{target}\" = \"val.npz\"}}")
+    if spec.test_data and spec.splits is not None and spec.splits >= 2:
+        raise InputError(f"Expected splits = 1 (or none) with test_data (the given test set is "
+                         f"the test part), got splits = {spec.splits}; drop one of them")
     model_metrics(spec.metrics, "a study")  # leep / nce too: NaN for sources without a head
     pre = {p.name: p for p in spec.pretrain}
     if len(pre) != len(spec.pretrain):
@@ -199,8 +232,19 @@ def validate(spec: StudySpec) -> None:
     if unknown:
         raise InputError(f"Expected [strategy_options] only for the study's strategies "
                          f"{spec.strategies + [spec.baseline]}, got {sorted(unknown)}")
-    n = (len(spec.targets) * len(spec.sources) * len(spec.strategies) * len(spec.fractions)
-         * spec.seeds)
+    n = (sum(max_folds(spec, t) for t in spec.targets) * len(spec.sources)
+         * len(spec.strategies) * len(spec.fractions) * spec.seeds)
     if n > spec.budgets.max_runs:
         raise InputError(f"Expected at most budgets.max_runs = {spec.budgets.max_runs} "
-                         f"transfer runs, got a grid of {n}; shrink the grid or raise the budget")
+                         f"transfer runs, got a grid of {n} (seeds x folds each; with splits "
+                         "unset a target may get 5 folds); shrink the grid or raise the budget")
+
+
+def max_folds(spec: StudySpec, target: str) -> int:
+    """Runs per seed of one arm on ``target`` (its folds, or 1), at most: with ``splits``
+    unset, the folds a small target gets (the size is known only once it is loaded)."""
+    from transferscope.finetune.run import AUTO_FOLDS
+
+    if spec.splits is None:
+        return 1 if target in spec.test_data else AUTO_FOLDS
+    return max(spec.splits, 1)

@@ -1,6 +1,7 @@
 """What one study task does, in whatever process or Ray worker runs it: pretrain a source,
-score a (target, source) pair, or train one arm for one seed. Tasks are plain dicts and
-results plain JSON-able dicts, so any executor can carry them; workers never write the store.
+score a (target, source) pair, or train one arm for one seed (and fold). Tasks are plain dicts
+and results plain JSON-able dicts, so any executor can carry them; workers never write the
+store.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from transferscope.data import load_dataset, subsample
 
 @functools.lru_cache(maxsize=8)
 def target_data(spec: str, per_class: int | None):
-    """A study target, subsampled to ``per_class`` (seed 0); cached per process."""
+    """A study target, subsampled to ``per_class`` (seed 0), or with ``None`` a dataset as
+    it is (a target's validation or test set); cached per process."""
     return subsample(load_dataset(spec), per_class=per_class, seed=0)
 
 
@@ -38,15 +40,18 @@ def execute(task: dict) -> dict:
 
 def _train(task: dict) -> dict:
     from transferscope.config import RunConfig
-    from transferscope.finetune.run import correct_on, make_split, run_metrics, train_run
+    from transferscope.finetune.run import correct_on, run_metrics, split_of, train_run
 
     rc = RunConfig.from_dict(task["run"])  # the run's identity is also what trains it
     data = target_data(task["target"], task["per_class"])
+    given = {k: target_data(task[k], None) if task.get(k) else None
+             for k in ("val_data", "test_data")}  # used whole, as finetune uses them
     b = backend(task["model"])
-    split = make_split(b, data, rc.split_seed, rc.fraction, rc.split)
-    net, hist = train_run(b, split, rc, label=task.get("label"))
-    return {"metrics": run_metrics(net, hist, correct_on(net, split.test)),
-            "epochs": hist.epochs, "timings": {"train_s": hist.wall_s}}
+    split = split_of(b, data, rc, **given)  # checked against the run's fingerprints
+    epochs = []  # every epoch of every learning rate tried, as finetune logs them
+    net, hist = train_run(b, split, rc, label=task.get("label"), on_epoch=epochs.append)
+    return {"metrics": run_metrics(net, hist, correct_on(net, split.test), split.idx[2]),
+            "epochs": epochs, "timings": {"train_s": hist.wall_s}}
 
 
 def _scores(task: dict) -> dict:

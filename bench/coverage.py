@@ -4,10 +4,11 @@
     python bench/coverage.py --dir /tmp/digits --source true [--seeds 20] [--draws 1140]
 
 Trains ``--seeds`` seeds of each arm (transfer from the source vs the same LeNet from scratch,
-the default budget floor, learning-rate grid and augmentation, the given test set; both arms
-through ``finetune``, runs kept in an SQLite store beside the results so an interrupted bench
-resumes), then draws 3-seed subsets (every one of the C(20, 3) = 1140 by default) and counts
-how often each subset's 95 % interval of the gain contains the all-seeds gain:
+the default budget floor and augmentation, the learning-rate grid ``--lr-grid``, the given test
+set; both arms through ``finetune``, runs kept in an SQLite store beside the results so an
+interrupted bench resumes), then draws 3-seed subsets (every one of the C(20, 3) = 1140 by
+default) and counts how often each subset's 95 % interval of the gain contains the all-seeds
+gain:
 
 - ``t``: :func:`transferscope.verdict.paired_gain` (t interval, test-sample and seed levels,
   Satterthwaite degrees of freedom), what the verdict uses now;
@@ -52,10 +53,13 @@ def main(argv=None) -> int:
     ap.add_argument("--subset", type=int, default=3)
     ap.add_argument("--draws", type=int, default=1140)
     ap.add_argument("--test-subset", type=int, default=200)
+    ap.add_argument("--lr-grid", default="1,3,10,30",
+                    help="learning-rate multipliers (default: the grid on which neither arm of "
+                         "the digits cases chooses an edge)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE.parent / "src"))
     from transferscope.data import load_dataset
-    from transferscope.finetune import finetune
+    from transferscope.finetune import TrainConfig, finetune
     from transferscope.store import open_store
     from transferscope.verdict import paired_gain, stack_correctness
 
@@ -67,8 +71,9 @@ def main(argv=None) -> int:
     out = HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
     store = open_store(f"sqlite:///{out / f'coverage_{args.source}.db'}")
+    grid = tuple(float(m) for m in args.lr_grid.split(","))
     res = finetune(data, model, "full", seeds=args.seeds, layer="10", test_data=test,
-                   store=store)
+                   store=store, config=TrainConfig(lr_grid=grid))
     runs = {arm: {} for arm in ("transfer", "scratch")}
     for r in store.list(state="finished"):
         arm = (r["tags"] or {}).get("arm")

@@ -360,6 +360,11 @@ def cmd_finetune(args) -> int:
     res = finetune(data, _model(args, args.model), args.strategy, save_dir=args.save,
                    target_acc=args.target_acc, **kw)
     rows = [dict(r) for r in res.arms]
+    if args.format != "table":  # machine-readable: every row carries the comparison
+        g, lo, hi = res.gain
+        rows = [dict(r, gain=g, gain_lo=lo, gain_hi=hi, verdict=res.verdict,
+                     reading=res.reading, mde=res.gain.mde, power=res.power,
+                     evaluation=res.evaluation) for r in rows]
     print(render(rows, args.format))
     if args.format == "table":
         g, lo, hi = res.gain

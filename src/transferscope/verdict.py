@@ -155,7 +155,8 @@ def paired_gain(transfer_correct, scratch_correct, *, level: float = 0.95) -> Ga
     1946, "An approximate distribution of estimates of variance components"), so with few
     seeds the seed level widens the interval as a t interval over seeds does (a bootstrap
     over 3 seed values under-covers: ``bench/coverage.py``). The sample-by-seed interaction
-    enters both levels, which errs on the wide side.
+    enters both levels, which errs on the wide side; the test level is at least ``3 / n**2``
+    (two arms that agree on every test sample have not shown that they are equal).
 
     Parameters
     ----------
@@ -181,7 +182,10 @@ def paired_gain(transfer_correct, scratch_correct, *, level: float = 0.95) -> Ga
     diff = t - s  # (seeds, n_test)
     k, n = diff.shape
     gain = float(diff.mean())
-    v_test = float(diff.mean(axis=0).var(ddof=1)) / n if n > 1 else 0.0
+    # the test level never below 3 / n^2: with few or no samples on which the arms differ,
+    # the rate of such samples is only known to be below ~3 / n (the rule of three, Hanley &
+    # Lippman-Hand 1983), so an interval of width 0 would claim what n samples cannot show
+    v_test = max(float(diff.mean(axis=0).var(ddof=1)) / n if n > 1 else 0.0, 3.0 / n ** 2)
     v_seed = float(diff.mean(axis=1).var(ddof=1)) / k if k > 1 else 0.0
     var = v_test + v_seed
     se = float(np.sqrt(var))

@@ -220,3 +220,12 @@ def test_a_choice_at_the_edge_of_the_grid_is_said():
     assert len(notes) == 1 and notes[0].startswith("transfer: 3 of 3 runs chose the largest")
     assert "--lr-grid 0.9,3,9" in notes[0]
     assert edge_notes({"transfer": [Run(1.0)]}, (1.0,)) == []
+
+
+def test_arms_that_agree_everywhere_have_not_shown_they_are_equal():
+    same = np.tile(np.arange(40) % 2, (3, 1))
+    g = paired_gain(same, same)
+    assert g.gain == 0 and g.low < -0.05 and g.high > 0.05  # rule of three: se >= sqrt(3)/40
+    assert g.reading() == "too little evidence"
+    big = np.tile(np.arange(20000) % 2, (3, 1))
+    assert paired_gain(big, big).reading() == "no effect"

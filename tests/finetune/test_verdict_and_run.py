@@ -130,6 +130,10 @@ def test_cli_finetune(tmp_path, capsys):
                  "--save", str(tmp_path / "saved"), "--format", "json", "--db", db])
     out = capsys.readouterr().out
     assert code == 0 and [r["arm"] for r in json.loads(out)] == ["transfer", "scratch"]
+    rows = json.loads(out)
+    assert rows[0]["verdict"] in ("POSITIVE", "NEGATIVE", "INCONCLUSIVE")
+    assert "18 test samples and 2 seeds, gains smaller than +-" in rows[0]["power"]
+    assert rows[0]["mde"] > 0 and rows[1]["gain"] == rows[0]["gain"]
     card = (tmp_path / "saved" / "README.md").read_text()
     assert "Transfer vs scratch" in card and "scratch" in card
     from transferscope.store import SQLRunStore as RunStore

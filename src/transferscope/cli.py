@@ -298,7 +298,7 @@ def _train_config(args):
                        seed=args.seed, device=args.device, precision=args.precision,
                        num_workers=args.num_workers, augment=args.augment,
                        min_steps=args.min_steps,
-                       lr_grid=tuple(_floats(args.lr_grid, "--lr-grid", "0.3,1,3")))
+                       lr_grid=tuple(_floats(args.lr_grid, "--lr-grid", "0.1,1,10")))
 
 
 def _eval_options(args) -> dict:

@@ -72,7 +72,10 @@ class TrainConfig:
         Learning-rate multipliers tried per run, each arm on its own learning rates (every
         ``lr`` and ``*_lr`` option of its strategy times the multiplier); the run keeps the
         one with the best validation accuracy (ties: lower validation loss, then the
-        multiplier closest to 1) and records it. ``(1.0,)``: no search.
+        multiplier closest to 1) and records it. The default spans two decades on a log
+        scale (Bengio 2012, "Practical recommendations for gradient-based training"): the
+        strategies' rates suit large pretrained networks, a small network from scratch often
+        wants 10x more. ``(1.0,)``: no search.
     augment : str
         Data augmentation of training batches, both arms alike (never of validation or test
         data): ``"image"`` (random crop with zero padding + horizontal flip), ``"series"``
@@ -93,7 +96,7 @@ class TrainConfig:
     precision: str = "auto"
     num_workers: int = 0
     min_steps: int = 500
-    lr_grid: tuple = (0.3, 1.0, 3.0)
+    lr_grid: tuple = (0.1, 1.0, 10.0)
     augment: str = "auto"
 
     def __post_init__(self):
@@ -111,7 +114,7 @@ class TrainConfig:
         if not grid or not all(isinstance(m, (int, float)) and not isinstance(m, bool)
                                and m > 0 and m == m for m in grid) or len(set(grid)) < len(grid):
             raise InputError(f"Expected lr_grid distinct multipliers > 0, got "
-                             f"{self.lr_grid!r}; e.g. --lr-grid 0.3,1,3 (1: no search)")
+                             f"{self.lr_grid!r}; e.g. --lr-grid 0.1,1,10 (1: no search)")
         self.lr_grid = tuple(float(m) for m in grid)
         check_workers(self.num_workers)
         if self.augment not in AUGMENTS:

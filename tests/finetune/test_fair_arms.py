@@ -229,3 +229,21 @@ def test_arms_that_agree_everywhere_have_not_shown_they_are_equal():
     assert g.reading() == "too little evidence"
     big = np.tile(np.arange(20000) % 2, (3, 1))
     assert paired_gain(big, big).reading() == "no effect"
+
+
+def test_cli_states_the_protocol_power_and_budget_check(tmp_path, capsys, model):
+    from transferscope.cli import main
+
+    for name, d in (("s", series(60)), ("t", series(30))):
+        np.savez(tmp_path / f"{name}.npz", X=d.inputs, y=d.labels)
+    code = main(["finetune", "--data", str(tmp_path / "s.npz"), "--test-data",
+                 str(tmp_path / "t.npz"), "--model", model, "--strategy", "full", "--layer", "4",
+                 "--seeds", "2", "--epochs", "1", "--min-steps", "8", "--lr-grid", "1,3",
+                 "--check-budget", "--no-db", "--batch-size", "16"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "test samples: the given test set (30 samples), the same for every seed" in out
+    assert "with 30 test samples and 2 seeds, gains smaller than +-" in out
+    assert "at least 8 optimiser steps" in out and "x1/3 of its arm's rates" in out
+    assert "budget check: scratch at twice the budget reaches" in out
+    assert "scratch x2 budget" in out

@@ -38,7 +38,7 @@ def _save(path: Path, x, y) -> None:
 
 
 def prepare_data(out: Path, per_class: int = 20, small_test: int = 8, seed: int = 0,
-                 dataset: str = "mnist5k") -> None:
+                 dataset: str = "mnist5k", same_classes: bool = False) -> None:
     """``source.npz`` (classes 0-4), ``source_shuffled.npz`` (their labels shuffled),
     ``target_train.npz`` (``per_class`` of each of 5-9), ``target_test.npz`` (the rest of 5-9),
     ``target_test_small.npz`` (``small_test`` of each class of that test set).
@@ -46,7 +46,9 @@ def prepare_data(out: Path, per_class: int = 20, small_test: int = 8, seed: int 
     ``mnist5k``: the 5,000 digits split by class. ``fashion-mnist``: the source is classes 0-4
     (T-shirt, trouser, pullover, dress, coat) of the 60,000 training images, the target classes
     5-9 (sandal, shirt, sneaker, bag, ankle boot) of the 10,000 test images: disjoint images
-    and classes, a related domain."""
+    and classes, a related domain. ``same_classes`` (Fashion-MNIST): the source is all 10
+    classes of the training images, the target all 10 classes of the test images (the same
+    task on new images: a model pretrained on a large set of the same kind)."""
     from transferscope.data import load_dataset
 
     data = load_dataset(dataset)
@@ -54,11 +56,14 @@ def prepare_data(out: Path, per_class: int = 20, small_test: int = 8, seed: int 
     rng = np.random.default_rng(seed)
     pool = np.arange(len(y)) >= 60000 if dataset == "fashion-mnist" else np.ones(len(y), bool)
     src = (y < 5) & ~pool if dataset == "fashion-mnist" else y < 5
+    if same_classes:  # Fashion-MNIST only: every class, training images vs test images
+        src = ~pool
+        y = y + 5 * pool  # target classes 5-14: the same garments under new class codes
     _save(out / "source.npz", x[src], y[src])
     _save(out / "source_shuffled.npz", x[src], rng.permutation(y[src]))
-    tgt = np.flatnonzero((y >= 5) & pool)
+    tgt = np.flatnonzero((y >= 5) & pool)  # with same_classes: all of the pool
     train, small = [], []
-    for c in range(5, 10):
+    for c in np.unique(y[tgt]):
         members = rng.permutation(tgt[y[tgt] == c])
         train.append(members[:per_class])
         small.append(members[per_class:per_class + small_test])
@@ -105,13 +110,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="/tmp/digits")
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "fashion-mnist"))
+    ap.add_argument("--same-classes", action="store_true",
+                    help="Fashion-MNIST: source and target share all 10 classes")
     ap.add_argument("--sources", default="true,shuffled",
                     help="which sources to pretrain (memorising 30,000 shuffled Fashion-MNIST "
                          "labels takes long: --sources true there)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prepare_data(out, args.per_class, dataset=args.dataset)
+    if args.same_classes and args.dataset != "fashion-mnist":
+        ap.error("--same-classes needs --dataset fashion-mnist")
+    prepare_data(out, args.per_class, dataset=args.dataset, same_classes=args.same_classes)
     names = [n for n in args.sources.split(",") if n]
     if "true" in names:
         pretrain(out, "true", "source.npz", epochs=30, patience=5)

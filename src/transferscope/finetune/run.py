@@ -568,7 +568,7 @@ def edge_notes(runs: dict, grid) -> list[str]:
                                  (grid[0], grid[0] / grid[1], "smallest")):
             n = sum(c == edge for c in chosen)
             if n > len(chosen) / 2:
-                shifted = ",".join(f"{m * step:.2g}" for m in grid)
+                shifted = ",".join(f"{float(f'{m * step:.2g}'):g}" for m in grid)
                 out.append(f"{arm}: {n} of {len(chosen)} runs chose the {side} learning-rate "
                            f"multiplier (x{edge:g}); the best may lie beyond the grid, so this "
                            f"arm may be under-tuned: try --lr-grid {shifted}")

@@ -112,7 +112,8 @@ class TrainConfig:
                              " e.g. --min-steps 500 (0: the epochs alone set the budget)")
         grid = tuple(self.lr_grid) if isinstance(self.lr_grid, (list, tuple)) else None
         if not grid or not all(isinstance(m, (int, float)) and not isinstance(m, bool)
-                               and m > 0 and m == m for m in grid) or len(set(grid)) < len(grid):
+                               and 0 < m < float("inf") for m in grid) \
+                or len(set(grid)) < len(grid):
             raise InputError(f"Expected lr_grid distinct multipliers > 0, got "
                              f"{self.lr_grid!r}; e.g. --lr-grid 0.1,1,10 (1: no search)")
         self.lr_grid = tuple(float(m) for m in grid)

@@ -184,6 +184,10 @@ case("finetune: more folds than samples per class", lambda d: finetune(d, "--spl
      needle="at least 20 samples per class for 20-fold")
 case("finetune: --lr-grid 0", lambda d: finetune(d, "--lr-grid", "0"),
      needle="Expected lr_grid distinct multipliers > 0")
+case("finetune: --lr-grid infinite", lambda d: finetune(d, "--lr-grid", "1,inf"),
+     needle="Expected lr_grid distinct multipliers > 0")
+case("finetune: --lr-grid nan", lambda d: finetune(d, "--lr-grid", "nan"),
+     needle="Expected lr_grid distinct multipliers > 0")
 case("finetune: --lr-grid repeated", lambda d: finetune(d, "--lr-grid", "1,1"),
      needle="Expected lr_grid distinct multipliers > 0")
 case("finetune: --lr-grid not numbers", lambda d: finetune(d, "--lr-grid", "low,high"),

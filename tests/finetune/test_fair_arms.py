@@ -247,3 +247,15 @@ def test_cli_states_the_protocol_power_and_budget_check(tmp_path, capsys, model)
     assert "at least 8 optimiser steps" in out and "x1/3 of its arm's rates" in out
     assert "budget check: scratch at twice the budget reaches" in out
     assert "scratch x2 budget" in out
+
+
+def test_learning_curves_carry_the_budget_check(model):
+    from transferscope.finetune import learning_curves
+
+    curves = learning_curves(series(), model, "full", fractions=(0.5, 1.0), seeds=1,
+                             splits=1, layer="4", config=cfg(min_steps=4),
+                             check_budget=True)
+    assert [p["fraction"] for p in curves["points"]] == [0.5, 1.0]
+    for p in curves["points"]:
+        assert p["budget_verdict"] in ("POSITIVE", "NEGATIVE", "INCONCLUSIVE")
+        assert p["budget_holds"] == (p["budget_verdict"] == p["verdict"])

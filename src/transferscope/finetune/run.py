@@ -799,7 +799,9 @@ def learning_curves(data: Dataset, model, strategy: str | None = None, *,
     Returns
     -------
     dict
-        :func:`transferscope.verdict.summarise_curves` of the per-fraction points.
+        :func:`transferscope.verdict.summarise_curves` of the per-fraction points (each with
+        the gain, its interval and verdict; with ``check_budget``, ``budget_verdict`` and
+        ``budget_holds``).
     """
     fractions = sorted(float(f) for f in fractions)
     points = []
@@ -809,9 +811,12 @@ def learning_curves(data: Dataset, model, strategy: str | None = None, *,
             results.append(finetune(data, model, strategy, train_fraction=f, **kw))
             bar.update(fraction=f)
     for f, res in zip(fractions, results, strict=True):
-        t, s = res.arms
+        t, s = res.arms[:2]  # (with the budget check, the doubled baseline is third)
         points.append({"fraction": f, "n_train": t["n_train"], "transfer_acc": t["test_acc"],
                        "scratch_acc": s["test_acc"], "gain": res.gain[0],
                        "gain_lo": res.gain[1], "gain_hi": res.gain[2], "verdict": res.verdict,
                        "transfer_best_s": t["best_s"], "scratch_best_s": s["best_s"]})
+        if res.budget_check is not None:
+            points[-1].update(budget_verdict=res.budget_check["verdict"],
+                              budget_holds=res.budget_check["holds"])
     return summarise_curves(points)

@@ -136,6 +136,8 @@ def test_cli_finetune(tmp_path, capsys):
     assert rows[0]["mde"] > 0 and rows[1]["gain"] == rows[0]["gain"]
     card = (tmp_path / "saved" / "README.md").read_text()
     assert "Transfer vs scratch" in card and "scratch" in card
+    assert "Evidence: " in card and "gains smaller than" in card
+    assert "the strategy's times 1, chosen on validation" in card
     from transferscope.store import SQLRunStore as RunStore
 
     runs = RunStore(db).list()

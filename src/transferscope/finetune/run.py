@@ -778,7 +778,8 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
         path = save_model(net, save_dir, classes=np.unique(data.labels),
                           model_name=backend.name, run=best.config,
                           verdict={"arms": rows, "gain": tuple(gain), "verdict": verdict,
-                                   "rule": result.rule, "power": result.power})
+                                   "rule": result.rule, "power": result.power,
+                                   "lr_scale": best.metrics.get("lr_scale", 1.0)})
         store.set_artifacts(best.config, {"model_dir": str(path.resolve())})
     return result
 

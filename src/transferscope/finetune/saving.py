@@ -31,7 +31,9 @@ def save_model(model: TransferModel, directory, *, classes, model_name: str,
     run : RunConfig, optional
         The run that trained it (recorded in config.json).
     verdict : dict, optional
-        ``arms``, ``gain``, ``verdict``, ``rule`` for the model card.
+        ``arms``, ``gain``, ``verdict``, ``rule`` (and optionally ``power``, the verdict's
+        power statement, and ``lr_scale``, this run's learning-rate multiplier) for the model
+        card.
 
     Returns
     -------
@@ -73,6 +75,11 @@ def save_model(model: TransferModel, directory, *, classes, model_name: str,
         if g:
             lines += ["", f"Gain {g[0]:+.4f} (95% CI [{g[1]:+.4f}, {g[2]:+.4f}]): "
                           f"**{verdict.get('verdict')}**. {verdict.get('rule', '')}"]
+        if verdict.get("power"):
+            lines += ["", f"Evidence: {verdict['power']}."]
+        if verdict.get("lr_scale") is not None:
+            lines += ["", f"This model's learning rates: the strategy's times "
+                          f"{verdict['lr_scale']:g}, chosen on validation."]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     return out
 

@@ -5,8 +5,7 @@ scratch test accuracies, the gain with its paired interval (seeds and test sampl
 of a cross-validated seed assembled into one row: the same numbers ``tscope finetune`` gives
 for those runs), its minimum detectable effect and the verdict (with ``check_budget``, also
 against the baseline at twice the budget); per (target, source) the transferability scores and
-the risk label. Then, per metric,
-for the largest fraction of each strategy:
+the risk label. Then, per metric, for the largest fraction of each strategy:
 
 - weighted Kendall tau (``scipy.stats.weightedtau``) between a target's source scores and the
   sources' fine-tuned test accuracy, averaged over targets;

@@ -348,6 +348,13 @@ def make_split(backend, data: Dataset, split_seed: int = 0,
     return Split(tr, va, te, classes, (part["train"], part["val"], part["test"]))
 
 
+def heldout_fingerprints(val_data: Dataset | None, test_data: Dataset | None) -> dict:
+    """``{"val_data": fp, "test_data": fp}`` for :func:`~transferscope.config.training_run`
+    (``""`` for a part taken from ``data``)."""
+    return {"val_data": val_data.fingerprint if val_data is not None else "",
+            "test_data": test_data.fingerprint if test_data is not None else ""}
+
+
 def split_of(backend, data: Dataset, config: RunConfig, *, val_data: Dataset | None = None,
              test_data: Dataset | None = None, num_workers: int = 0) -> Split:
     """The split a run's :class:`RunConfig` names (what a study worker or a retrain
@@ -688,8 +695,7 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
     store = store if store is not None else open_store(None)
     backend = finetunable_backend(model, data)
     fingerprint = data.fingerprint  # hashed once, not per run
-    extra = {"val_data": val_data.fingerprint if val_data is not None else "",
-             "test_data": test_data.fingerprint if test_data is not None else ""}
+    extra = heldout_fingerprints(val_data, test_data)
     arms = {"transfer": (strategy, strategy_options, cfg),
             baseline: (baseline, baseline_options or {}, cfg)}
     if check_budget:
@@ -723,17 +729,17 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
                         bar.line(f"{run_label(rc, arm)}: reused, finished before in the store")
                 del split
 
-    def correctness(arm) -> np.ndarray:  # (seeds, n_test), every sample at its own column
-        return stack_correctness([[dict(r.metrics, test_index=idx.tolist())
-                                   for idx, r in zip(test_idx[s], runs[arm][s], strict=True)]
-                                  for s in range(seeds)])
-
-    n_test = correctness("transfer").shape[1]
+    # per arm (seeds, n_test): every sample at its own column, assembled once
+    correct = {arm: stack_correctness([[dict(r.metrics, test_index=idx.tolist())
+                                        for idx, r in zip(test_idx[s], runs[arm][s],
+                                                          strict=True)]
+                                       for s in range(seeds)]) for arm in arms}
+    n_test = correct["transfer"].shape[1]
     flat = {arm: [r for rs in runs[arm] for r in rs] for arm in arms}
     rows = []
     for arm, (name, _, _) in arms.items():
         m = [r.metrics for r in flat[arm]]
-        per_seed = correctness(arm).mean(axis=1)
+        per_seed = correct[arm].mean(axis=1)
         mean, lo, hi = mean_ci(per_seed, bounds=(0.0, 1.0))
         rows.append({"arm": arm, "strategy": name, "test_acc": mean, "ci_lo": lo, "ci_hi": hi,
                      "seeds": seeds, "n_train": int(np.mean(n_train)),
@@ -749,11 +755,11 @@ def finetune(data: Dataset, model, strategy: str | None = None, *,
         target_acc = min(max(a for _, a in c) for cs in curves.values() for c in cs)
     for row in rows:
         row["time_to_target_s"] = time_to_target(curves[row["arm"]], target_acc)
-    gain = paired_gain(correctness("transfer"), correctness(baseline))
+    gain = paired_gain(correct["transfer"], correct[baseline])
     verdict = negative_transfer_verdict(gain.low, gain.high, margin)
     budget = None
     if check_budget:
-        doubled = paired_gain(correctness("transfer"), correctness(f"{baseline} x2 budget"))
+        doubled = paired_gain(correct["transfer"], correct[f"{baseline} x2 budget"])
         again = negative_transfer_verdict(doubled.low, doubled.high, margin)
         budget = {"gain": doubled, "verdict": again, "holds": again == verdict,
                   "baseline_acc": rows[2]["test_acc"]}

@@ -25,6 +25,7 @@ from transferscope.finetune.run import (
     check_seeds,
     default_split,
     finetunable_backend,
+    heldout_fingerprints,
     make_split,
     run_or_reuse,
 )
@@ -101,8 +102,7 @@ def verify(data: Dataset, model, rec: Recommendation, *, seeds: int = DEFAULT_SE
                        num_workers=cfg.num_workers)
     fingerprint = data.fingerprint
     held = {"split": default_split(val_data is not None, test_data is not None),
-            "val_data": val_data.fingerprint if val_data is not None else "",
-            "test_data": test_data.fingerprint if test_data is not None else ""}
+            **heldout_fingerprints(val_data, test_data)}
     lrs = {k: v for k, v in (("lr", lr), ("backbone_lr", backbone_lr)) if v is not None}
     rows, correct, done = [], {}, {}
     for c in configurations(rec, backend, cfg.epochs):

@@ -20,7 +20,12 @@ from dataclasses import dataclass
 
 from transferscope.config import RunConfig, TrainConfig, training_run
 from transferscope.errors import InputError, note
-from transferscope.finetune.run import default_split, doubled_budget, resolve_folds
+from transferscope.finetune.run import (
+    default_split,
+    doubled_budget,
+    heldout_fingerprints,
+    resolve_folds,
+)
 from transferscope.finetune.strategies import resolved_options
 from transferscope.metrics import model_metrics
 from transferscope.names import parse_model_name
@@ -172,8 +177,8 @@ def _protocol(spec: StudySpec, target: str) -> dict:
     return {"target": target, "per_class": spec.budgets.per_class, "split_seed": 0,
             "target_size": len(data), "val_data": val, "test_data": test, "folds": folds,
             "split": default_split(val is not None, test is not None, folds),
-            "fingerprints": {"val_data": target_data(val, None).fingerprint if val else "",
-                             "test_data": target_data(test, None).fingerprint if test else ""}}
+            "fingerprints": heldout_fingerprints(target_data(val, None) if val else None,
+                                                 target_data(test, None) if test else None)}
 
 
 def _train_tasks(spec, common, b, arch, fp, arm, source, model, strategy, fraction,

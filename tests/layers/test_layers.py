@@ -31,19 +31,62 @@ def test_cka_identity_invariances_and_both_forms():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50, 8))
     q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
-    assert linear_cka(x, x) == pytest.approx(1.0)
-    assert linear_cka(x, 3.0 * x @ q + 5.0) == pytest.approx(1.0)  # rotation, scale, shift
+    for debiased in (True, False):
+        assert linear_cka(x, x, debiased=debiased) == pytest.approx(1.0)
+        # rotation, scale, shift
+        assert linear_cka(x, 3.0 * x @ q + 5.0, debiased=debiased) == pytest.approx(1.0)
+        assert linear_cka(x, np.ones((50, 3)), debiased=debiased) == 0.0
     y = rng.standard_normal((50, 8))
-    assert linear_cka(x, y) < 0.4  # unrelated
+    assert linear_cka(x, y, debiased=False) < 0.4  # unrelated
     # n < d takes the Gram form; it must equal the feature-space form
     wide_x, wide_y = rng.standard_normal((6, 20)), rng.standard_normal((6, 20))
     xc, yc = wide_x - wide_x.mean(0), wide_y - wide_y.mean(0)
     want = (np.linalg.norm(yc.T @ xc) ** 2
             / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
-    assert linear_cka(wide_x, wide_y) == pytest.approx(want, rel=1e-12)
-    assert linear_cka(x, np.ones((50, 3))) == 0.0
+    assert linear_cka(wide_x, wide_y, debiased=False) == pytest.approx(want, rel=1e-12)
     with pytest.raises(InputError, match="same n samples"):
         linear_cka(x, y[:10])
+    with pytest.raises(InputError, match="at least 4 samples"):
+        linear_cka(x[:3], y[:3])
+
+
+def _unbiased_hsic(k, m):
+    """Song et al. (JMLR 2012), eq. 5, written out on the n x n kernels."""
+    n = len(k)
+    k, m = k - np.diag(np.diag(k)), m - np.diag(np.diag(m))
+    one = np.ones(n)
+    return (np.trace(k @ m) + (one @ k @ one) * (one @ m @ one) / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * (one @ k @ m @ one)) / (n * (n - 3))
+
+
+@pytest.mark.parametrize("n,dx,dy", [(40, 5, 7), (12, 30, 25)])  # feature and Gram forms
+def test_debiased_cka_matches_the_unbiased_hsic_formula(n, dx, dy):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, dx)) + 3.0  # uncentred: the estimator is shift-invariant
+    y = x[:, :1] * rng.standard_normal((1, dy)) + rng.standard_normal((n, dy))
+    k, m = x @ x.T, y @ y.T
+    want = _unbiased_hsic(k, m) / np.sqrt(_unbiased_hsic(k, k) * _unbiased_hsic(m, m))
+    assert linear_cka(x, y) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("n", [60, 300])
+def test_debiased_cka_tells_a_related_layer_from_noise_where_the_plain_one_cannot(n):
+    """Independent random features: plain CKA about 0.96 (n = 60) or 0.81 (n = 300) at
+    d = 1280, the debiased one about 0; a representation that shares a low-rank signal with
+    the other stays clearly above that null."""
+    rng = np.random.default_rng(n)
+    d = 1280
+    plain, debiased = [], []
+    for _ in range(10):
+        a, b = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+        plain.append(linear_cka(a, b, debiased=False))
+        debiased.append(linear_cka(a, b))
+    assert min(plain) > 0.75  # the bias the issue measured
+    assert abs(np.mean(debiased)) < 0.02 and max(np.abs(debiased)) < 0.06
+    z = rng.standard_normal((n, 10))  # a shared 10-dim signal plus as much noise per feature
+    a = z @ rng.standard_normal((10, d)) + 3.0 * rng.standard_normal((n, d))
+    b = z @ rng.standard_normal((10, d)) + 3.0 * rng.standard_normal((n, d))
+    assert linear_cka(a, b) > 10 * max(np.abs(debiased))
 
 
 # -- head width ---------------------------------------------------------------------------------
@@ -74,7 +117,7 @@ def test_profile_scores_every_layer_on_the_training_split(tmp_path):
     for r in prof.rows:
         assert set(r) >= {"logme", "linear_probe", "random_linear_probe", "margin",
                           "cka_random", "score", "dim"}
-        assert 0 <= r["score"] <= 1 and -1e-9 <= r["cka_random"] <= 1 + 1e-9
+        assert 0 <= r["score"] <= 1 and -1 <= r["cka_random"] <= 1 + 1e-9
         assert r["margin"] == pytest.approx(r["linear_probe"] - r["random_linear_probe"])
     assert max(r["score"] for r in prof.rows) == 1.0
     again = layer_profile(d, tiny_backend(), cfg)  # cached features, seeded metrics

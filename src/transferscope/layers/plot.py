@@ -1,5 +1,5 @@
 """The layer profile as a figure (PNG and SVG): normalised transferability per layer with the
-consensus, and the primary metric against the random twin with the linear CKA."""
+consensus, and the primary metric against the random twin with the debiased linear CKA."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def plot_profile(profile: LayerProfile, out_dir, *, cut: str | None = None,
     b.plot(x, profile.column(p), marker="o", label=f"{p} (pretrained)")
     b.plot(x, profile.column(f"random_{p}"), marker="o", ls="--", label=f"{p} (random twin)")
     b.plot(x, profile.column("cka_random"), marker="s", color="grey",
-           label="linear CKA to random twin")
+           label="debiased linear CKA to random twin")
     b.set_ylabel("value")
     b.set_xticks(x, layers, rotation=60, ha="right", fontsize=8)
     for ax in (a, b):

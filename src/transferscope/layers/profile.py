@@ -1,5 +1,6 @@
 """Layer profile: transferability of every block's pooled features, and how far each layer
-moved from its random-init twin (linear CKA).
+moved from its random-init twin (debiased linear CKA: about 0 when a layer is no closer to
+its twin than independent noise, whatever its width).
 
 Features come from one pass over the model's layers (through the feature cache) on the
 training part of the fine-tuning split only (the same seeded 60/20/20 split as

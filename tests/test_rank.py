@@ -120,7 +120,7 @@ def test_cli_rank_on_series_and_image_folders(tmp_path, capsys):
                  f"torch:{tmp_path / 'fcn.py'}:fcn", "--layer", "2", "--metric", "logme,knn",
                  "--subsamples", "3", "--cache-dir", str(tmp_path / "c"), "--format", "csv"])
     out = capsys.readouterr().out
-    assert code == 0 and out.splitlines()[0].startswith("model,role,logme")
+    assert code == 0 and out.splitlines()[0].startswith("model,role,dim,logme")
     for cls in ("a", "b"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(6):

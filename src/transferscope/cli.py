@@ -176,9 +176,13 @@ def _rank_rows(result, fmt):
     if fmt != "table":
         return result.rows
     metrics = result.config.metrics
+    if result.config.width != "none":
+        print(f"scored after the same width transform for every model: "
+              f"{result.config.width}", file=sys.stderr)
     shown = []
     for r in result.rows:
-        row = {"model": parse_model_name(r["model"]).short(), "role": r["role"]}
+        row = {"model": parse_model_name(r["model"]).short(), "role": r["role"],
+               "dim": r["dim"]}
         for m in metrics:
             row[m] = f"{r[m]:.4g}" + _interval(r[m + "_lo"], r[m + "_hi"], "")
         row["P(first)"] = "" if "p_first" not in r else f"{r['p_first']:.2f}"
@@ -211,7 +215,8 @@ def cmd_rank(args) -> int:
     cfg = RankConfig(metrics=_metric_names(args.metric), subsamples=args.subsamples,
                      seed=args.seed, baselines=not args.no_baselines, layer=args.layer,
                      batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir,
-                     num_workers=args.num_workers, precision=args.precision)
+                     num_workers=args.num_workers, precision=args.precision,
+                     width=args.width)
     result = rank(_load_data(args), [_model(args, m) for m in args.model], cfg)
     print(render(_rank_rows(result, args.format), args.format))
     for line in result.notes:
@@ -847,6 +852,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "%(default)s; --bootstrap is the old name)")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the random-init twins and the raw-input baseline")
+    p.add_argument("--width", default=rank_defaults.width, metavar="none|pca[:K]|standardize",
+                   help="the same transform of every model's features before scoring, so "
+                        "that scores do not reward width: pca:K keeps the top K principal "
+                        "components (pca: K = 64), standardize z-scores each dimension "
+                        "(default %(default)s)")
     p.add_argument("--layer", help="take features from this layer of every model "
                                     "(default: the penultimate layer)")
     p.add_argument("--batch-size", type=int, default=rank_defaults.batch_size,

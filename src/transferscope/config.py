@@ -180,7 +180,7 @@ class RunConfig:
     head_width : int
         Hidden units of the head (0: linear).
     scoring : dict
-        For scores: ``metrics`` and ``subsamples``.
+        For scores: ``metrics``, ``subsamples`` and ``width``.
     """
 
     kind: str

@@ -27,6 +27,7 @@ from transferscope.data import Dataset, subsample
 from transferscope.errors import InputError
 from transferscope.metrics import get_metric, model_metrics
 from transferscope.metrics.sampling import stratified_subsample
+from transferscope.metrics.width import check_width, equalize_width
 from transferscope.names import parse_model_name
 from transferscope.progress import unit
 from transferscope.scoring import DEFAULT_METRICS
@@ -81,6 +82,10 @@ class RankConfig:
         ``"fp16"`` (CUDA only) for extraction; see :mod:`transferscope.precision`.
     metric_options : dict
         Options passed to the metrics that accept them.
+    width : str
+        The same transform of every model's features before scoring, so that scores do not
+        reward feature width: ``"none"``, ``"pca:K"`` (``"pca"``: K = 64) or
+        ``"standardize"`` (:mod:`transferscope.metrics.width`).
     """
 
     metrics: tuple = DEFAULT_METRICS
@@ -98,6 +103,7 @@ class RankConfig:
     num_workers: int = 0
     precision: str = "auto"
     metric_options: dict = field(default_factory=dict)
+    width: str = "none"
 
     def __post_init__(self):
         from transferscope.data.stream import check_workers
@@ -108,6 +114,7 @@ class RankConfig:
         check_precision(self.precision)
         check_workers(self.num_workers)
         self.primary = primary_metric(self.metrics, self.primary)
+        self.width = check_width(self.width)
         if self.subsamples < 0:
             raise InputError(f"Expected subsamples >= 0, got {self.subsamples}")
         if not 0 < self.subsample_ratio < 1:
@@ -181,9 +188,9 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
     Returns
     -------
     RankResult
-        Per model: each metric with its interval (``<m>``, ``<m>_lo``, ``<m>_hi``), ``role``,
-        ``p_first``, margins over the random twin and raw input with intervals, ``risk``,
-        ``seconds``.
+        Per model: ``role``, ``dim`` (its feature width, before any ``width`` transform), each
+        metric with its interval (``<m>``, ``<m>_lo``, ``<m>_hi``), ``p_first``, margins over
+        the random twin and raw input with intervals, ``risk``, ``seconds``.
     """
     from transferscope.backends import FinetunableBackend, create_backend
     from transferscope.backends.simple import random_twin
@@ -224,7 +231,7 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
             names["raw"] = parse_model_name("raw")
             order.append("raw")
 
-    scores, seconds, headless = {}, {}, []
+    scores, seconds, dims, headless = {}, {}, {}, []
     with unit(f"rank on {data.name}", len(order), "model") as bar:
         for name in order:
             start = time.perf_counter()
@@ -234,6 +241,8 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
                     "num_workers": cfg.num_workers, "precision": cfg.precision}
             feats = extract_features(backend, data, [layer], **opts)
             x = next(iter(feats.values()))
+            dims[name] = int(x.shape[1])
+            x = equalize_width(x, cfg.width)
             probs = extract_source_probs(backend, data, **opts) if source_metrics else None
             if source_metrics and probs is None:
                 headless.append(name)
@@ -249,7 +258,7 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
         boot = np.where(np.isnan(boot), -np.inf, boot)
     rows = []
     for name in order:
-        row = {"model": name, "role": names[name].role}
+        row = {"model": name, "role": names[name].role, "dim": dims[name]}
         for m in cfg.metrics:
             lo, hi = _interval(scores[name][m], cfg.subsample_ratio)
             row[m] = float(scores[name][m][0])

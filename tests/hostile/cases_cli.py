@@ -67,6 +67,10 @@ case("cli: --format xml", lambda d: ["metrics", "--format", "xml"], needle="inva
 # -- rank --------------------------------------------------------------------------------------
 case("rank: no --data", lambda d: ["rank", "--model", "raw"], needle="--data")
 case("rank: no --model", lambda d: ["rank", "--data", series(d)[0]], needle="--model")
+case("rank: --width pca:0", lambda d: rank(d, "--width", "pca:0"),
+     needle="Expected pca:K with an integer K >= 1")
+case("rank: unknown --width", lambda d: rank(d, "--width", "tsne"),
+     needle="Expected a width setting among none, pca[:K], standardize")
 case("rank: misspelt metric", lambda d: rank(d, "--metric", "logmee"),
      needle="did you mean 'logme'")
 case("rank: leep for a model without a classifier head",

@@ -82,7 +82,7 @@ def _grid_runs(spec: StudySpec, store: RunStore) -> list[dict]:
     seeds = set(range(spec.train.seed, spec.train.seed + spec.seeds))
     options = {s: resolved_options(s, spec.strategy_options.get(s, {}))
                for s in [*spec.strategies, spec.baseline]}
-    scoring = {"metrics": list(spec.metrics), "subsamples": spec.budgets.subsamples}
+    scoring = spec.scoring()
     cells, fields = {}, {f.name for f in dataclasses.fields(RunConfig)}
     for r in store.list(study=spec.name, state="finished"):
         t, c = r["tags"] or {}, r["config"] or {}
@@ -157,8 +157,9 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
         (by seed, then fold); with ``check_budget``, against the baseline at twice the
         budget: ``budget_acc``, ``budget_gain`` (``_lo``, ``_hi``), ``budget_verdict``,
         ``budget_holds`` (the same verdict) and ``budget_runs`` (None where those runs are
-        missing); and (when scored) each metric's value with ``<metric>_flags_negative`` and
-        ``risk``.
+        missing); and (when scored) the source's feature width ``dim``, each metric's value,
+        its random-init twin's and the raw input's (``<metric>_random``, ``<metric>_raw``),
+        ``<metric>_flags_negative`` and ``risk``.
     """
     store = store or open_store(spec.db)
     budget_arm = f"{spec.baseline} x2 budget"
@@ -205,8 +206,11 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
             twin = next((x for x in rows if x["role"] == "random-twin"), None)
             raw = next((x for x in rows if x["role"] == "raw-baseline"), None)
             row["risk"] = cand.get("risk")
+            row["dim"] = cand.get("dim")
             for m in spec.metrics:
                 row[m] = cand[m]
+                for label, x in (("random", twin), ("raw", raw)):
+                    row[f"{m}_{label}"] = x[m] if x is not None else float("nan")
                 below = [cand[m] < x[m] for x in (twin, raw) if x is not None]
                 row[f"{m}_flags_negative"] = bool(any(below))
         pairs.append(row)

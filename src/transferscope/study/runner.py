@@ -134,15 +134,14 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
                     b.check_input(target_data(name, None))
             fp = data.fingerprint
             archs[target].setdefault(arch, model)
-            scoring = {"metrics": list(spec.metrics), "subsamples": spec.budgets.subsamples}
+            scoring = spec.scoring()
             tasks.append(Task(
                 RunConfig(kind="scores", data=fp, model=b.identity(), seed=0,
                           layer=spec.layer or b.default_layer(), scoring=scoring),
                 {"kind": "scores", "target": target, "source": source},
                 {"kind": "scores", "target": target, "per_class": per_class,
                  "split_seed": common[target]["split_seed"], "layer": spec.layer,
-                 "model": model, "metrics": list(spec.metrics),
-                 "subsamples": spec.budgets.subsamples},
+                 "model": model, **scoring},
                 f"scores {source} -> {target}"))
             for strategy in spec.strategies:
                 for fraction in spec.fractions:

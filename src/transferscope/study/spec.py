@@ -13,6 +13,7 @@ metrics and budgets. Validated in one place, with one-line errors.
     check_budget = false         # also the baseline at twice the budget
     # val_data = {"ucr:GunPoint" = "gunpoint-val.npz"}   # a target's own validation set
     # test_data = {"ucr:GunPoint" = "gunpoint-test.npz"} # ... and test set (then splits = 1)
+    # width = "pca:64"           # the same feature transform before scoring (rank --width)
 
     [train]                      # TrainConfig fields
     epochs = 30
@@ -34,6 +35,7 @@ from transferscope.config import DEFAULT_SEEDS, TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.strategies import make_strategy
 from transferscope.metrics import model_metrics
+from transferscope.metrics.width import check_width
 from transferscope.registry import check_options, check_types, suggest
 from transferscope.scoring import DEFAULT_METRICS
 
@@ -75,7 +77,8 @@ class StudySpec:
     ``K >= 2``: K folds, each seed a repetition with its own folds), ``check_budget`` (also
     the baseline arm at twice the budget, arm ``"<baseline> x2 budget"``), and ``val_data`` /
     ``test_data``: target name -> the dataset (name or path) used as that target's validation
-    / test set.
+    / test set. ``width`` is the feature transform every source gets before it is scored
+    (:mod:`transferscope.metrics.width`).
     """
 
     name: str
@@ -98,7 +101,14 @@ class StudySpec:
     check_budget: bool = False
     val_data: dict = field(default_factory=dict)
     test_data: dict = field(default_factory=dict)
+    width: str = "none"
     path: Path | None = None
+
+    def scoring(self) -> dict:
+        """What a scoring run's identity records (``RunConfig.scoring``): the metrics, the
+        subsamples behind their intervals and the width transform."""
+        return {"metrics": list(self.metrics), "subsamples": self.budgets.subsamples,
+                "width": self.width}
 
     @property
     def artifacts_dir(self) -> Path:
@@ -214,6 +224,7 @@ def validate(spec: StudySpec) -> None:
         raise InputError(f"Expected splits = 1 (or none) with test_data (the given test set is "
                          f"the test part), got splits = {spec.splits}; drop one of them")
     model_metrics(spec.metrics, "a study")  # leep / nce too: NaN for sources without a head
+    spec.width = check_width(spec.width)
     pre = {p.name: p for p in spec.pretrain}
     if len(pre) != len(spec.pretrain):
         raise InputError("Expected distinct [[pretrain]] names, got duplicates")

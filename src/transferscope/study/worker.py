@@ -62,7 +62,7 @@ def _scores(task: dict) -> dict:
     # the transferability scores see the training part of the fine-tuning split only
     part = training_part(data, task["split_seed"])
     cfg = RankConfig(metrics=tuple(task["metrics"]), subsamples=task["subsamples"],
-                     layer=task["layer"], seed=0)
+                     layer=task["layer"], seed=0, width=task.get("width", "none"))
     res = rank(part, [task["model"]], cfg)
     return {"metrics": {"rows": res.rows, "rule": res.rule}}
 

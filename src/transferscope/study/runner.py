@@ -109,7 +109,9 @@ def resolve_sources(spec: StudySpec, store: RunStore) -> dict[str, str] | None:
 
 
 def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
-    """Sources outer, targets inner: each source model is loaded and hashed once."""
+    """Sources outer, targets inner: each source model is loaded and hashed once. A target's
+    baseline runs for an architecture come right before the first transfer runs that need
+    them, so an interrupted study has complete pairs to evaluate."""
     pre = {p.name: p for p in spec.pretrain}
     per_class = spec.budgets.per_class
     common = {t: _protocol(spec, t) for t in spec.targets}
@@ -133,7 +135,9 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
                 if name is not None:
                     b.check_input(target_data(name, None))
             fp = data.fingerprint
-            archs[target].setdefault(arch, model)
+            if arch not in archs[target]:  # the baseline arm of this architecture, first:
+                archs[target][arch] = model  # a pair can be judged as soon as it finishes
+                tasks += _baseline_tasks(spec, common[target], b, fp, model)
             scoring = spec.scoring()
             tasks.append(Task(
                 RunConfig(kind="scores", data=fp, model=b.identity(), seed=0,
@@ -151,18 +155,20 @@ def main_tasks(spec: StudySpec, sources: dict[str, str]) -> list[Task]:
         note(f"{', '.join(head_metrics)}: not scored for {', '.join(headless)} (no classifier "
              "head, so no source probabilities; [[pretrain]] sources keep their backbone "
              "only); NaN in their scores")
-    for target in spec.targets:
-        fp = target_data(target, per_class).fingerprint
-        for model in archs[target].values():
-            for fraction in spec.fractions:
-                b = backend(model)
-                tasks += _train_tasks(spec, common[target], b, b.architecture(), fp,
-                                      spec.baseline, None, model, spec.baseline, fraction)
-                if spec.check_budget:
-                    tasks += _train_tasks(spec, common[target], b, b.architecture(), fp,
-                                          f"{spec.baseline} x2 budget", None, model,
-                                          spec.baseline, fraction,
-                                          train=doubled_budget(spec.train))
+    return tasks
+
+
+def _baseline_tasks(spec: StudySpec, common: dict, b, fp: str, model: str) -> list[Task]:
+    """The baseline arm (and with ``check_budget`` the arm at twice the budget) of one
+    architecture on one target, every fraction."""
+    tasks = []
+    for fraction in spec.fractions:
+        tasks += _train_tasks(spec, common, b, b.architecture(), fp, spec.baseline, None, model,
+                              spec.baseline, fraction)
+        if spec.check_budget:
+            tasks += _train_tasks(spec, common, b, b.architecture(), fp,
+                                  f"{spec.baseline} x2 budget", None, model, spec.baseline,
+                                  fraction, train=doubled_budget(spec.train))
     return tasks
 
 

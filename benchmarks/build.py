@@ -3,11 +3,16 @@
     python benchmarks/build.py                # every part (images, series) -> results/<part>.json
     python benchmarks/build.py images         # one part
 
+then it refits the advisor shipped with the package (``src/transferscope/advise/advisor.json``)
+on every saved part and writes its leave-one-target-out evaluation, beside every single
+metric's, to ``results/advisor_loto.json`` (:mod:`transferscope.advise.evaluation`).
+
 Each part is a study spec (``benchmarks/<part>.toml``); run it first with
 ``tscope study run benchmarks/<part>.toml`` (resumable: what has finished is kept). This
 script reads the study's store alone (no model is loaded) through
-:func:`transferscope.study.evaluate.collect`, the numbers ``tscope study evaluate`` and
-``tscope finetune`` give, and writes one record per (source, target) pair:
+:func:`transferscope.advise.records.study_records` (on
+:func:`transferscope.study.evaluate.collect`: the numbers ``tscope study evaluate`` and
+``tscope finetune`` give) and writes one record per (source, target) pair:
 
 - ``scores``: each metric for the source, its random-init twin and the raw input
   (``{metric: {"value", "random", "raw"}}``), the source's feature width ``dim`` and the
@@ -34,7 +39,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,81 +57,59 @@ def _commit() -> str:
 
 def build(part: str) -> dict:
     """The truth of one benchmark part from its study's store (see the module docstring)."""
+    from transferscope.advise.records import study_records
     from transferscope.store import open_store
     from transferscope.study import load_spec
-    from transferscope.study.evaluate import collect
     from transferscope.study.runner import study_status
 
     path = HERE / f"{part}.toml"
     spec = load_spec(path)
     store = open_store(spec.db)
-    rows = collect(spec, store)["pairs"]
-    runs = {r["id"]: r for r in store.list(study=spec.name, state="finished")}
+    records = study_records(spec, store, MODALITY.get(part, part))
+    runs = store.list(study=spec.name, state="finished")
+    cpu = sum(float((r.get("timings") or {}).get("train_s") or 0.0) for r in runs)
     status = study_status(spec)
-    sizes = _target_sizes(spec, rows)
-    pairs = defaultdict(lambda: {"truth": {}})
-    for r in rows:
-        rec = pairs[(r["target"], r["source"])]
-        rec.update(target=r["target"], source=r["source"], modality=MODALITY.get(part, part))
-        if "dim" in r:
-            rec["scores"] = {m: {"value": r[m], "random": r.get(f"{m}_random"),
-                                 "raw": r.get(f"{m}_raw")} for m in spec.metrics if m in r}
-            rec["dim"], rec["risk"] = r["dim"], r.get("risk")
-        size = rec["truth"].setdefault(str(r["fraction"]), {
-            "scratch_acc": r["scratch_acc"], "strategies": {}, "seeds": r["seeds"],
-            **sizes[(r["target"], r["fraction"])]})
-        size["strategies"][r["strategy"]] = {
-            k: r[k] for k in ("transfer_acc", "gain", "gain_lo", "gain_hi", "verdict", "mde",
-                              "reading")}
-    out = []
-    for rec in pairs.values():
-        for size in rec["truth"].values():
-            strategies = size["strategies"]
-            best = max(strategies, key=lambda s: strategies[s]["transfer_acc"])
-            size.update(best_strategy=best, best_acc=strategies[best]["transfer_acc"],
-                        lp_acc=strategies.get("linear_probe", {}).get("transfer_acc"),
-                        beats_scratch=strategies[best]["gain"] > 0,
-                        verdict=strategies[best]["verdict"],
-                        complete=sorted(strategies) == sorted(spec.strategies))
-        out.append(rec)
-    cpu = sum(float((r.get("timings") or {}).get("train_s") or 0.0) for r in runs.values())
     return {"benchmark": part, "spec": str(path.relative_to(ROOT)),
             "spec_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "commit": _commit(),
-            "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "runs": {k: status[k] for k in status if isinstance(status[k], dict)},
+            "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "runs": {k: v for k, v in status.items() if isinstance(v, dict)},
             "cpu_seconds": round(cpu, 1), "metrics": list(spec.metrics),
             "strategies": list(spec.strategies), "fractions": list(spec.fractions),
-            "pairs": sorted(out, key=lambda p: (p["target"], p["source"]))}
+            "pairs": records}
 
 
-def _target_sizes(spec, rows) -> dict:
-    """(target, fraction) -> training samples per class at that fraction (the training part
-    of the study's split of the target, times the fraction) and classes."""
-    import numpy as np
+def fit_shipped(parts=PARTS) -> dict:
+    """Fit the advisor on every part's saved records, write it where the package ships it
+    (``src/transferscope/advise/advisor.json``), and write its leave-one-target-out
+    evaluation against every single metric to ``benchmarks/results/advisor_loto.json``."""
+    from transferscope.advise.evaluation import evaluate_advice
+    from transferscope.advise.model import SHIPPED, fit_advisor
 
-    from transferscope.study.runner import _protocol
-
-    out = {}
-    for target, fraction in {(r["target"], r["fraction"]) for r in rows}:
-        proto = _protocol(spec, target)
-        split = proto["split"]
-        share = split[0] / sum(split) if split else 1.0 - 1.0 / max(proto["folds"], 2)
-        from transferscope.study.worker import target_data
-
-        labels = np.asarray(target_data(target, spec.budgets.per_class).labels)
-        classes = len(np.unique(labels))
-        out[(target, fraction)] = {
-            "per_class": round(len(labels) / classes * share * fraction, 1),
-            "classes": classes}
-    return out
+    records, sources = [], []
+    for part in parts:
+        path = HERE / "results" / f"{part}.json"
+        if path.exists():
+            records += json.loads(path.read_text())["pairs"]
+            sources.append(str(path.relative_to(ROOT)))
+    adv = fit_advisor(records, source="benchmark: " + ", ".join(sources))
+    adv.to_json(SHIPPED)
+    loto = evaluate_advice(records)
+    (HERE / "results" / "advisor_loto.json").write_text(
+        json.dumps({"trained_on": adv.trained_on, **loto}, indent=1) + "\n")
+    return loto
 
 
 def main(argv=None) -> int:
-    """Write ``benchmarks/results/<part>.json`` for each part asked for."""
+    """Write ``benchmarks/results/<part>.json`` for each part asked for, then refit the
+    shipped advisor on all saved parts and evaluate it leave-one-target-out."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("parts", nargs="*", choices=PARTS, help="parts (default: all)")
+    ap.add_argument("parts", nargs="*", help=f"parts among {', '.join(PARTS)} (default: all)")
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        ap.error(f"expected parts among {', '.join(PARTS)}, got {', '.join(unknown)}")
     (HERE / "results").mkdir(exist_ok=True)
     for part in args.parts or PARTS:
         res = build(part)
@@ -136,6 +118,16 @@ def main(argv=None) -> int:
         done = sum(1 for p in res["pairs"] for s in p["truth"].values() if s["complete"])
         print(f"{part}: {len(res['pairs'])} pairs ({done} complete (pair, size) cells), "
               f"{res['cpu_seconds'] / 3600:.2f} CPU hours -> {dest.relative_to(ROOT)}",
+              file=sys.stderr)
+    loto = fit_shipped()
+    for row in loto["rows"]:
+        print(f"{row['predictor']:>13}: tau_w {row['tau']:+.3f} [{row['tau_lo']:+.3f}, "
+              f"{row['tau_hi']:+.3f}], top-1 regret {row['regret']:.3f} (median "
+              f"{row['median_regret']:.3f}), NT F1 {row['f1']:.2f} "
+              f"({row['nt_flagged']} flagged, {row['nt_actual']} negative)"
+              + (f", Brier {row['brier']:.3f}, ECE {row['ece']:.3f}, strategy "
+                 f"{row['strategy_acc']:.2f} vs always-LP {row['always_lp_acc']:.2f} / "
+                 f"always-full {row['always_full_acc']:.2f}" if "brier" in row else ""),
               file=sys.stderr)
     return 0
 

@@ -229,6 +229,67 @@ def cmd_rank(args) -> int:
     return 0
 
 
+def cmd_advise(args) -> int:
+    """``tscope advise``: one table for the target (predicted fine-tuned accuracy with an
+    interval, P(beats scratch), strategy, cut layer, head width, evidence); or, with
+    ``--fit``, refit the advisor on the user's own studies and write it as JSON.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
+    from transferscope.advise.api import advise
+
+    if args.fit:
+        from transferscope.advise.model import fit_advisor
+        from transferscope.advise.records import study_records
+        from transferscope.study import load_spec
+
+        records = [r for path in args.fit for r in study_records(load_spec(path))]
+        adv = fit_advisor(records, source=", ".join(args.fit))
+        out = adv.to_json(args.out)
+        t = adv.trained_on
+        print(f"advisor fitted on {t['examples']} (source, target, size) cells of "
+              f"{t['targets']} targets (fingerprint {t['fingerprint']}) -> {out}; use it with "
+              f"tscope advise --advisor {out}")
+        return 0
+    if not args.data or not args.model:
+        raise InputError("Expected --data and at least one --model (or --fit SPEC to refit "
+                         "the advisor), got " + ("no --data" if not args.data else "no --model")
+                         + "; e.g. tscope advise --data mnist5k --model effnet-lite:0")
+    result = advise(_load_data(args), [_model(args, m) for m in args.model],
+                    advisor=args.advisor, layers=not args.no_layers,
+                    subsamples=args.subsamples, seed=args.seed, width=args.width,
+                    batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir)
+    if args.format != "table":
+        print(render(result.rows, args.format))
+        return 0
+    from transferscope.names import parse_model_name
+
+    shown = [{"model": parse_model_name(r["model"]).short(),
+              "fine-tuned acc [95%]": f"{r['pred_acc']:.3f} [{r['pred_acc_lo']:.3f}, "
+                                      f"{r['pred_acc_hi']:.3f}]",
+              "P(beats scratch)": f"{r['p_beats_scratch']:.2f}", "strategy": r["strategy"],
+              "cut": r["cut"], "head": r["head_width"] or "linear", "risk": r["risk"],
+              "evidence": r["evidence"]} for r in result.rows]
+    print(render(shown, "table"))
+    t = result.advisor
+    print(f"\nadvisor: fitted on {t.get('examples')} benchmark cells of {t.get('targets')} "
+          f"targets ({t.get('source') or 'shipped'}; fingerprint {t.get('fingerprint')}); "
+          "accuracy interval: 95% of held-out-target errors; strategy accuracies predicted: "
+          + " | ".join(f"{parse_model_name(r['model']).short()}: {r['strategy_evidence']}"
+                       for r in result.rows))
+    for line in result.notes:
+        print(f"note: {line}", file=sys.stderr)
+    return 0
+
+
 DEMO_CASES = (
     ("images: scikit-learn digits (8x8, 30 per class)", "sklearn:digits", ["effnet-lite:0"], 30),
     ("text: Debian fortunes, 6 categories (30 per class)", "fortunes", ["minilm"], 30),
@@ -510,6 +571,14 @@ def cmd_study(args) -> int:
     if args.format == "table":
         print(f"\nshare of (target, source, strategy, fraction) cells with NEGATIVE transfer: "
               f"{result['share_negative']:.2f} of {len(result['pairs'])}")
+        advice = result["advice"]
+        if advice["rows"]:
+            print(f"\nthe advisor and each metric, leave-one-target-out over "
+                  f"{advice['targets']} targets (tau, regret: per (target, size) cell; NT: "
+                  "negative transfer = the best strategy's verdict is NEGATIVE):")
+            print(render(advice["rows"], "table"))
+        else:
+            print(f"\n{advice['note']}")
     return 0
 
 
@@ -646,6 +715,9 @@ EXAMPLES = {
     "score": "tscope score feats.npz --metric logme,hscore_reg,knn,linear_probe",
     "rank": "tscope rank --data path/to/class_folders --model effnet-lite:0 --model "
             "effnet-lite:2 --per-class 20",
+    "advise": "tscope advise --data path/to/class_folders --model effnet-lite:0 --model "
+              "effnet-lite:2 --per-class 20\n  tscope advise --fit my-study.toml --out "
+              "my-advisor.json",
     "demo": "tscope demo",
     "finetune": "tscope finetune --data ucr:GunPoint --model torch:fcn.py:fcn@fcn.safetensors "
                 "--strategy lp_ft --seeds 3",
@@ -677,21 +749,9 @@ def _subcommand(sub, name: str, help_text: str, description: str, func, parents=
     return p
 
 
-def _parents() -> dict[str, argparse.ArgumentParser]:
-    """Options shared by several subcommands (each defined once; defaults from the API)."""
-    from transferscope.config import AUGMENTS, DEFAULT_SEEDS, TrainConfig
-    from transferscope.precision import PRECISIONS
-    from transferscope.progress import ProgressSettings
-    from transferscope.store import DEFAULT_URL
-
-    train = TrainConfig()
-    out = {}
-    p = out["format"] = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--format", choices=FORMATS, default="table",
-                   help="output: a table (default), json or csv")
-
-    p = out["data"] = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--data", required=True,
+def _data_options(p: argparse.ArgumentParser, required: bool) -> None:
+    """The options naming a target dataset and how to read and subsample it."""
+    p.add_argument("--data", required=required,
                    help="class-folder directory, table (.csv/.tsv/.parquet/.jsonl), .npz/.npy, "
                         ".ts/.arff, or a built-in (sklearn:digits, mnist5k, fashion-mnist, "
                         "mnist1d, ucr:<Name>, fortunes[:cat,...])")
@@ -714,6 +774,23 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--unequal", choices=("error", "pad", "resample"),
                    help="UCR series of unequal lengths: refuse them (default), pad them with "
                    "zeros or linearly resample them to the longest")
+
+
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """Options shared by several subcommands (each defined once; defaults from the API)."""
+    from transferscope.config import AUGMENTS, DEFAULT_SEEDS, TrainConfig
+    from transferscope.precision import PRECISIONS
+    from transferscope.progress import ProgressSettings
+    from transferscope.store import DEFAULT_URL
+
+    train = TrainConfig()
+    out = {}
+    p = out["format"] = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="output: a table (default), json or csv")
+
+    for key, required in (("data", True), ("data_optional", False)):
+        _data_options(out.setdefault(key, argparse.ArgumentParser(add_help=False)), required)
 
     p = out["compute"] = argparse.ArgumentParser(add_help=False)
     p.add_argument("--seed", type=int, default=0, help="seed of subsampling, splits and "
@@ -861,6 +938,34 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: the penultimate layer)")
     p.add_argument("--batch-size", type=int, default=rank_defaults.batch_size,
                    help="samples per forward pass (default %(default)s)")
+
+    p = _subcommand(sub, "advise", "one answer per model: accuracy, P(beats scratch), strategy",
+                    "Predict each candidate's fine-tuned accuracy (with an interval), the "
+                    "probability that fine-tuning beats training from scratch, the strategy, "
+                    "cut layer and head width, from its transferability scores, with the "
+                    "evidence; the predictor is fitted on the project's benchmark (--fit "
+                    "refits it on your own studies).", cmd_advise,
+                    [par["data_optional"], par["cache"], par["preprocessing"], par["format"],
+                     par["progress"]])
+    p.add_argument("--model", action="append", default=[],
+                   help="candidate model, repeatable (names as for tscope rank)")
+    p.add_argument("--advisor", metavar="FILE",
+                   help="an advisor JSON written by --fit (default: the shipped one)")
+    p.add_argument("--no-layers", action="store_true",
+                   help="skip the layer profiles: each model's default layer, a linear head")
+    p.add_argument("--subsamples", type=int, default=10, metavar="N",
+                   help="subsamples behind the score intervals (default %(default)s)")
+    p.add_argument("--width", default=rank_defaults.width, metavar="none|pca[:K]|standardize",
+                   help="feature transform before scoring (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=rank_defaults.batch_size,
+                   help="samples per forward pass (default %(default)s)")
+    p.add_argument("--device", help="torch device, e.g. cuda (default: cuda if available)")
+    p.add_argument("--fit", nargs="+", metavar="SPEC",
+                   help="refit the advisor on these study specs' finished runs (their stores) "
+                        "and write it to --out")
+    p.add_argument("--out", default="advisor.json", metavar="FILE",
+                   help="where --fit writes the advisor (default %(default)s)")
 
     p = _subcommand(sub, "demo", "rank shipped models on built-in data (offline, minutes)",
                     "The main job on built-in data and shipped models, offline.", cmd_demo,

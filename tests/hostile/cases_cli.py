@@ -71,6 +71,22 @@ case("rank: --width pca:0", lambda d: rank(d, "--width", "pca:0"),
      needle="Expected pca:K with an integer K >= 1")
 case("rank: unknown --width", lambda d: rank(d, "--width", "tsne"),
      needle="Expected a width setting among none, pca[:K], standardize")
+case("advise: no --data", lambda d: ["advise", "--model", "raw"],
+     needle="Expected --data and at least one --model")
+case("advise: no --model", lambda d: ["advise", "--data", series(d)[0]],
+     needle="Expected --data and at least one --model")
+def _broken_advisor(d):
+    (d / "a.json").write_text("{")
+    data, model = series(d)
+    return ["advise", "--data", data, "--model", model, "--advisor", str(d / "a.json"),
+            "--no-layers"]
+
+
+case("advise: an advisor file that is not JSON", _broken_advisor,
+     needle="Expected an advisor JSON file")
+case("advise: --fit a spec that does not exist", lambda d: ["advise", "--fit",
+                                                             str(d / "nope.toml")],
+     needle="does not exist")
 case("rank: misspelt metric", lambda d: rank(d, "--metric", "logmee"),
      needle="did you mean 'logme'")
 case("rank: leep for a model without a classifier head",

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -48,6 +49,24 @@ def test_study_runs_resumes_without_duplicates_and_evaluates(study_dir):
             p["verdict"] == "NEGATIVE" for p in ev["pairs"] if p["fraction"] == 1.0)
         if r["metric"] != "risk":
             assert r["targets"] == 2 and r["regret"] >= 0
+
+    # the advisor, refitted leave-one-target-out on the study, against each metric
+    advice = ev["advice"]
+    assert advice["targets"] == 2 and advice["note"] == ""
+    assert [r["predictor"] for r in advice["rows"]] == ["advisor", "logme", "hscore_reg"]
+    for r in advice["rows"]:
+        assert r["cells"] == 4 and r["examples"] == 8 and r["regret"] >= 0
+    assert 0 <= advice["rows"][0]["brier"] <= 1 and advice["rows"][0]["strategy_acc"] == 1.0
+    # ... and refitted on it for the user: tscope advise --fit
+    from transferscope.advise.records import study_records
+
+    records = study_records(spec)
+    assert len(records) == 4 and all(s["complete"] for r in records
+                                     for s in r["truth"].values())
+    out = study_dir.parent / "mine.json"
+    assert main(["advise", "--fit", str(study_dir), "--out", str(out)]) == 0
+    mine = json.loads(out.read_text())
+    assert mine["trained_on"]["examples"] == 8 and mine["trained_on"]["targets"] == 2
 
 
 def test_report_renders_in_headless_chromium(study_dir, tmp_path):

@@ -313,15 +313,17 @@ def _prf(flags, actual):
 
 
 class StudyEvaluation(dict):
-    """What :func:`evaluate` returns: a dict with ``pairs``, ``metrics`` and
-    ``share_negative``; :meth:`to_frame` gives either table as a DataFrame."""
+    """What :func:`evaluate` returns: a dict with ``pairs``, ``metrics``, ``share_negative``
+    and ``advice`` (the advisor and each metric judged leave-one-target-out:
+    :func:`transferscope.advise.evaluation.evaluate_advice`); :meth:`to_frame` gives a table
+    as a DataFrame."""
 
     def to_frame(self, table: str = "metrics"):
         """One table of the evaluation as a DataFrame.
 
         Parameters
         ----------
-        table : {"metrics", "pairs"}
+        table : {"metrics", "pairs", "advice"}
             ``"metrics"``: one row per (strategy, metric) at the largest fraction, with
             ``strategy``, ``fraction``, ``metric``, ``pairs``, ``targets``, ``tau``,
             ``pearson``, ``regret`` (each with ``_lo`` / ``_hi``), ``neg_flagged``,
@@ -330,7 +332,9 @@ class StudyEvaluation(dict):
             no tau, Pearson or regret. ``"pairs"``: one row per (target,
             source, strategy, fraction) as :func:`collect` gives it (seeds, folds,
             accuracies, ``gain`` with its interval, ``verdict``, ``mde``, ``reading``, the
-            budget check's columns, times, run ids, scores and flags).
+            budget check's columns, times, run ids, scores and flags). ``"advice"``: one row
+            per predictor (the advisor, then each metric) of the leave-one-target-out
+            evaluation.
 
         Returns
         -------
@@ -340,11 +344,13 @@ class StudyEvaluation(dict):
         from transferscope.frames import frame
 
         first = {"metrics": ["strategy", "fraction", "metric"],
-                 "pairs": ["target", "source", "strategy", "fraction"]}
+                 "pairs": ["target", "source", "strategy", "fraction"],
+                 "advice": ["predictor"]}
         if table not in first:
-            raise InputError(f"Expected table 'metrics' or 'pairs', got {table!r}; e.g. "
-                             "evaluation.to_frame('pairs')")
-        return frame(self[table], first[table], share_negative=self["share_negative"])
+            raise InputError(f"Expected table 'metrics', 'pairs' or 'advice', got {table!r}; "
+                             "e.g. evaluation.to_frame('pairs')")
+        rows = self["advice"]["rows"] if table == "advice" else self[table]
+        return frame(rows, first[table], share_negative=self["share_negative"])
 
 
 def evaluate(spec: StudySpec, store: RunStore | None = None) -> StudyEvaluation:
@@ -411,4 +417,28 @@ def evaluate(spec: StudySpec, store: RunStore | None = None) -> StudyEvaluation:
     verdicts = [p["verdict"] for p in pairs]
     return StudyEvaluation(pairs=pairs, metrics=rows,
                            share_negative=(verdicts.count("NEGATIVE") / len(verdicts))
-                           if verdicts else float("nan"))
+                           if verdicts else float("nan"),
+                           advice=_advice(spec, pairs))
+
+
+def _advice(spec: StudySpec, pairs: list[dict]) -> dict:
+    """The advisor refitted on this study leave-one-target-out, judged against each metric
+    (:func:`transferscope.advise.evaluation.evaluate_advice`); ``{"rows": [], "note": ...}``
+    when the study has too few finished cells or targets for it."""
+    from transferscope.advise.evaluation import evaluate_advice
+    from transferscope.advise.records import records_from_pairs, study_sizes
+
+    records = records_from_pairs(pairs, spec.metrics, spec.strategies,
+                                 study_sizes(spec, pairs))
+    targets = {r["target"] for r in records if any(s["complete"] for s in r["truth"].values())}
+    if len(targets) < 2:
+        return {"rows": [], "reliability": [], "targets": len(targets),
+                "note": f"advisor not evaluated: {len(targets)} target(s) with every strategy "
+                        "finished; leave-one-target-out needs at least 2"}
+    try:
+        out = evaluate_advice(records, spec.metrics)
+    except InputError as exc:
+        return {"rows": [], "reliability": [], "targets": len(targets),
+                "note": f"advisor not evaluated: {exc}"}
+    out["note"] = ""
+    return out

@@ -139,6 +139,34 @@ def _curves(plt, pairs):
     return [("Learning curves: transfer vs scratch", _svg(fig))]
 
 
+def _advice(plt, advice: dict) -> list[str]:
+    """The advisor against each metric, leave-one-target-out, and its reliability diagram."""
+    out = ["<h2>The advisor and each metric, leave-one-target-out</h2>"]
+    if not advice["rows"]:
+        return out + [f"<p>{html.escape(advice['note'])}</p>"]
+    out.append(_table(advice["rows"], [
+        "predictor", "cells", "tau", "tau_lo", "tau_hi", "regret", "regret_lo", "regret_hi",
+        "median_regret", "nt_flagged", "nt_actual", "precision", "recall", "f1", "f1_lo",
+        "f1_hi", "brier", "ece", "strategy_acc", "always_lp_acc", "always_full_acc", "note"]))
+    rel = advice["reliability"]
+    if rel:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+        ax.scatter([b["mean_p"] for b in rel], [b["observed"] for b in rel],
+                   s=[20 + 10 * b["n"] for b in rel], label="bins (size: examples)")
+        ax.set_xlabel("predicted P(fine-tuning beats scratch)")
+        ax.set_ylabel("observed share that beat scratch")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        out.append(f"<h3>Reliability of P(beats scratch)</h3><figure>{_svg(fig)}</figure>")
+    out.append(f"<p>{advice['targets']} targets held out in turn; tau: weighted Kendall tau "
+               "between the predicted order and the fine-tuned accuracy per (target, size) "
+               "cell; regret: accuracy lost by taking the top-predicted source; NT: negative "
+               "transfer (the best strategy's verdict NEGATIVE).</p>")
+    return out
+
+
 def _scatter(plt, pairs, metric_rows, metrics):
     out = []
     for m in metrics:
@@ -246,6 +274,7 @@ def write_report(spec: StudySpec, out, store: RunStore | None = None) -> Path:
                                         "tau_lo", "tau_hi", "pearson", "regret", "regret_lo",
                                         "regret_hi", "neg_flagged", "neg_actual", "precision",
                                         "recall", "note"]))
+    parts += _advice(plt, ev["advice"])
     parts.append("<h2>Verdicts</h2>")
     budget = (["budget_acc", "budget_gain", "budget_verdict", "budget_holds"]
               if spec.check_budget else [])

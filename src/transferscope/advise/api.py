@@ -1,0 +1,145 @@
+"""``advise``: one table for the user's target: models ordered by predicted fine-tuned accuracy
+with an interval, P(fine-tuning beats training from scratch), the strategy, cut layer and head
+width, and the evidence behind each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from transferscope.advise.features import METRICS, candidate_features
+from transferscope.advise.model import Advisor, load_advisor
+from transferscope.errors import InputError
+
+TRAIN_SHARE = 0.8  # of the target a fine-tuning run trains on (the rest: validation)
+
+
+@dataclass
+class AdviceResult:
+    """Rows (one per candidate, best predicted first), the advisor's provenance and notes;
+    :meth:`to_frame` gives a DataFrame."""
+
+    rows: list[dict]
+    advisor: dict
+    notes: list[str] = field(default_factory=list)
+
+    def to_frame(self):
+        """The rows as a pandas DataFrame, one per candidate model."""
+        from transferscope.frames import frame
+
+        return frame(self.rows)
+
+
+def _scores_of(rows: list[dict], metrics) -> list[dict]:
+    """Candidates from rank rows: each metric for the model, its twin and the raw input."""
+    from transferscope.names import parse_model_name
+
+    by_name = {r["model"]: r for r in rows}
+    raw = next((r for r in rows if r["role"] == "raw-baseline"), None)
+    out = []
+    for r in rows:
+        if r["role"] != "candidate":
+            continue
+        twin = by_name.get(parse_model_name(r["model"]).twin())
+        scores = {m: {"value": r.get(m), "random": twin.get(m) if twin else None,
+                      "raw": raw.get(m) if raw else None} for m in metrics}
+        out.append({"model": r["model"], "scores": scores, "dim": r["dim"], "rank_row": r})
+    return out
+
+
+def _evidence(c: dict) -> str:
+    s = c["scores"]
+    parts = []
+    for m in ("linear_probe", "knn"):
+        v = s[m]
+        if v["value"] is not None:
+            line = f"{m} {v['value']:.3f}"
+            extra = [f"{v['value'] - v[b]:+.3f} vs {b}" for b in ("random", "raw")
+                     if v[b] is not None]
+            parts.append(line + (f" ({', '.join(extra)})" if extra else ""))
+    return "; ".join(parts)
+
+
+def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool = True,
+           subsamples: int = 10, seed: int = 0, width: str = "none", batch_size: int = 64,
+           device: str | None = None, cache_dir: str | None = None) -> AdviceResult:
+    """Advise on candidate models for a target: predicted fine-tuned accuracy, P(beats
+    scratch), strategy, cut layer and head width.
+
+    The candidates are ranked with their random-init twins and the raw input
+    (:func:`transferscope.rank.rank`, metrics :data:`~transferscope.advise.features.METRICS`);
+    the advisor (:mod:`transferscope.advise.model`, fitted on the project's benchmark unless
+    another is given) turns those scores into predictions; with ``layers`` every candidate's
+    layers are profiled (:func:`transferscope.layers.analyse_layers`) for the cut and head.
+
+    Parameters
+    ----------
+    data : Dataset
+        The target, N labelled samples.
+    models : list of str or Backend
+        Candidate models (at least one).
+    advisor : Advisor or str, optional
+        A fitted advisor or the path of its JSON (default: the shipped one).
+    layers : bool
+        Profile each candidate's layers for the cut layer and head width (slower); else the
+        model's default layer and a linear head.
+    subsamples, seed, width, batch_size, device, cache_dir
+        Ranking settings (:class:`transferscope.rank.RankConfig`).
+
+    Returns
+    -------
+    AdviceResult
+        One row per candidate, best predicted accuracy first: ``model``, ``pred_acc`` with
+        ``pred_acc_lo`` / ``pred_acc_hi`` (95 %), ``p_beats_scratch``, ``strategy``,
+        ``cut``, ``head_width``, ``dim``, ``risk`` (rank's label), ``evidence`` (the
+        probes' accuracies and margins), ``strategy_evidence``.
+    """
+    from transferscope.rank import rank
+
+    adv = advisor if isinstance(advisor, Advisor) else load_advisor(advisor)
+    built = {b.name: b for b in models if not isinstance(b, str)}
+    if not models:
+        raise InputError("Expected at least one model to advise on, got none; e.g. "
+                         "--model effnet-lite:0 --model effnet-lite:1")
+    ranked = rank(data, models, metrics=METRICS, subsamples=subsamples, seed=seed,
+                  baselines=True, width=width, batch_size=batch_size, device=device,
+                  cache_dir=cache_dir)
+    cands = _scores_of(ranked.rows, METRICS)
+    labels = np.asarray(data.labels)
+    classes = len(np.unique(labels))
+    per_class = len(labels) / classes * TRAIN_SHARE
+    pred = adv.predict(candidate_features(cands, per_class, classes))
+    rows = []
+    for i, c in enumerate(cands):
+        per = {s: float(v[i]) for s, v in pred["strategy_acc"].items()}
+        row = {"model": c["model"], "pred_acc": float(np.clip(pred["acc"][i], 0, 1)),
+               "pred_acc_lo": float(np.clip(pred["acc_lo"][i], 0, 1)),
+               "pred_acc_hi": float(np.clip(pred["acc_hi"][i], 0, 1)),
+               "p_beats_scratch": float(pred["p_beats"][i]), "strategy": pred["strategy"][i],
+               "cut": None, "head_width": 0, "dim": c["dim"],
+               "risk": c["rank_row"].get("risk"), "evidence": _evidence(c),
+               "strategy_evidence": ", ".join(f"{s} {v:.3f}" for s, v in
+                                              sorted(per.items(), key=lambda kv: -kv[1]))}
+        rows.append(row)
+    notes = []
+    if layers:
+        from transferscope.backends import FinetunableBackend, create_backend
+        from transferscope.layers import analyse_layers
+
+        for row in rows:
+            b = built.get(row["model"]) or create_backend(row["model"])
+            if not isinstance(b, FinetunableBackend):
+                notes.append(f"{row['model']}: no layers to profile; its default layer")
+                row["cut"] = b.default_layer()
+                continue
+            rec = analyse_layers(data, b).recommendation
+            row["cut"], row["head_width"] = rec.cut, rec.head_width
+    else:
+        from transferscope.backends import create_backend
+
+        for row in rows:
+            row["cut"] = (built.get(row["model"]) or create_backend(row["model"])).default_layer()
+        notes.append("cut: each model's default layer and a linear head (layers not profiled)")
+    rows.sort(key=lambda r: -r["pred_acc"])
+    return AdviceResult(rows=rows, advisor=adv.trained_on, notes=notes)

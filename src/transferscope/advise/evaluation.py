@@ -1,0 +1,160 @@
+"""How often is the advice right? Leave-one-target-out on benchmark records, for the advisor
+and for every single metric.
+
+Per (target, data size) cell of candidates:
+
+- weighted Kendall tau (``scipy.stats.weightedtau``, Vigna 2015) between the predicted order
+  (the advisor's predicted accuracy, or a metric's value) and the measured fine-tuned accuracy;
+- top-1 regret: accuracy lost by fine-tuning the top-predicted candidate instead of the best;
+
+then over all examples:
+
+- negative transfer (the best strategy's verdict is NEGATIVE): precision, recall and F1 of the
+  flags (advisor: P(beats scratch) < 0.5; a metric: below its random-init twin or the raw
+  input, as ``tscope study evaluate`` flags);
+- advisor only: calibration of P(beats scratch) against "the best strategy's gain > 0": Brier
+  score, expected calibration error over 10 equal-width bins (Naeini et al., AAAI 2015) and
+  the reliability bins; strategy accuracy (recommended = measured best) against "always
+  linear probe" and "always full fine-tuning".
+
+Means over cells come with 95 % BCa bootstrap intervals over the cells
+(:func:`transferscope.study.evaluate._mean_ci`: none with fewer than 5 cells); F1, precision
+and recall with a percentile bootstrap over examples (draws where they are undefined are
+dropped and counted).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transferscope.advise.model import loto_predictions
+
+BINS = 10
+
+
+def _cells(ex):
+    """(target, size) -> indices of its examples."""
+    out = {}
+    for i, (target, _, frac) in enumerate(ex.keys):
+        out.setdefault((target, frac), []).append(i)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def _rank_stats(pred, acc, cells):
+    import scipy.stats
+
+    taus, regrets = [], []
+    for idx in cells.values():
+        p, a = pred[idx], acc[idx]
+        ok = np.isfinite(p)
+        if ok.sum() < 2:
+            continue
+        p, a = p[ok], a[ok]
+        taus.append(scipy.stats.weightedtau(p, a)[0] if np.ptp(p) > 0 and np.ptp(a) > 0
+                    else np.nan)
+        regrets.append(a.max() - a[np.argmax(p)])
+    return np.array(taus, float), np.array(regrets, float)
+
+
+def _f1(flags, actual):
+    tp = float((flags & actual).sum())
+    if not flags.sum() or not actual.sum():
+        return float("nan"), float("nan"), float("nan")
+    precision, recall = tp / flags.sum(), tp / actual.sum()
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return float(precision), float(recall), float(f1)
+
+
+def calibration(p, y, bins: int = BINS) -> dict:
+    """Brier score, expected calibration error and reliability bins of probabilities ``p``
+    (shape (n,)) for binary outcomes ``y`` (shape (n,))."""
+    p, y = np.asarray(p, float), np.asarray(y, float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rel, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            rel.append({"bin": [float(edges[b]), float(edges[b + 1])], "n": int(m.sum()),
+                        "mean_p": float(p[m].mean()), "observed": float(y[m].mean())})
+            ece += m.mean() * abs(p[m].mean() - y[m].mean())
+    return {"brier": float(np.mean((p - y) ** 2)), "ece": float(ece), "reliability": rel}
+
+
+def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
+    """Leave-one-target-out evaluation of the advisor and of each metric on ``records``.
+
+    Parameters
+    ----------
+    records : list of dict
+        Benchmark records (:func:`~transferscope.advise.records.records_from_pairs`).
+    metrics : sequence of str, optional
+        Metrics to judge alone (default: every metric the records carry).
+    seed : int
+        Seed of the bootstrap intervals.
+
+    Returns
+    -------
+    dict
+        ``rows``: one per predictor (``advisor``, then each metric) with ``cells``,
+        ``examples``, ``tau`` / ``regret`` (means with ``_lo`` / ``_hi``), ``median_regret``,
+        ``nt_flagged``, ``nt_actual``, ``precision``, ``recall``, ``f1`` (with ``_lo`` /
+        ``_hi``) and ``note``; for the advisor also ``brier``, ``ece``,
+        ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``. ``reliability``: the
+        advisor's bins. ``targets``: how many targets were held out in turn.
+    """
+    from transferscope.study.evaluate import MIN_TARGETS, N_BOOT, _boot, _mean_ci
+
+    pred = loto_predictions(records)
+    ex = pred["examples"]
+    cells = _cells(ex)
+    if metrics is None:
+        metrics = sorted({m for r in records for m in (r.get("scores") or {})})
+    values = {}
+    for m in metrics:
+        v, flag = np.full(len(ex.acc), np.nan), np.zeros(len(ex.acc), bool)
+        for i, (target, source, _) in enumerate(ex.keys):
+            rec = next(r for r in records if r["target"] == target and r["source"] == source)
+            s = (rec.get("scores") or {}).get(m) or {}
+            if s.get("value") is not None:
+                v[i] = s["value"]
+                flag[i] = any(s.get(b) is not None and s["value"] < s[b]
+                              for b in ("random", "raw"))
+        values[m] = (v, flag)
+    rows = []
+    for name, score, flags in [("advisor", pred["acc"], pred["p_beats"] < 0.5),
+                               *[(m, v, f) for m, (v, f) in values.items()]]:
+        taus, regrets = _rank_stats(score, ex.acc, cells)
+        row = {"predictor": name, "cells": len(cells), "examples": len(ex.acc)}
+        notes = []
+        for key, v in (("tau", taus), ("regret", regrets)):
+            row[key], row[f"{key}_lo"], row[f"{key}_hi"], n = _mean_ci(v, seed)
+            if 0 < n < MIN_TARGETS:
+                notes.append(f"{key}: {n} cells, fewer than {MIN_TARGETS}: no interval")
+        row["median_regret"] = float(np.nanmedian(regrets)) if len(regrets) else float("nan")
+        precision, recall, f1 = _f1(flags, ex.negative)
+        row.update(nt_flagged=int(flags.sum()), nt_actual=int(ex.negative.sum()),
+                   precision=precision, recall=recall, f1=f1)
+        for k, key in enumerate(("precision", "recall", "f1")):
+            if row[key] != row[key]:
+                row[f"{key}_lo"] = row[f"{key}_hi"] = float("nan")
+                continue
+            lo, hi, dropped = _boot(lambda i, k=k, f=flags: _f1(f[i], ex.negative[i])[k],
+                                    len(ex.acc), seed + 1 + k)
+            row[f"{key}_lo"], row[f"{key}_hi"] = lo, hi
+            if dropped:
+                notes.append(f"{key}: undefined on {dropped} of {N_BOOT} bootstrap draws, "
+                             "dropped")
+        if name == "advisor":
+            cal = calibration(pred["p_beats"], ex.beats)
+            row.update(brier=cal["brier"], ece=cal["ece"])
+            row["strategy_acc"] = float(np.mean([s == b for s, b in
+                                                 zip(pred["strategy"], ex.best_strategy,
+                                                     strict=True)]))
+            row["always_lp_acc"] = float(np.mean([b == "linear_probe"
+                                                  for b in ex.best_strategy]))
+            row["always_full_acc"] = float(np.mean([b == "full" for b in ex.best_strategy]))
+            reliability = cal["reliability"]
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    return {"rows": rows, "reliability": reliability, "targets": len(set(ex.groups))}

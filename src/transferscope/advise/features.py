@@ -1,0 +1,78 @@
+"""What the advisor looks at: a fixed vector per (candidate model, target), from what the tool
+already computes (``tscope rank`` with baselines).
+
+Per candidate, with its random-init twin's and the raw input's scores on the same target:
+
+- the linear probe's and kNN's cross-validated accuracies (comparable across targets) and their
+  margins over the twin and over the raw input;
+- for LogME, shrinkage H-score, SFDA and N-LEEP (whose scales differ from target to target),
+  the candidate's rank among the candidates on that target, scaled to [0, 1] (1: first; 0.5
+  for a single candidate), and whether it scores above its twin;
+- the target: log samples per class, log classes; the model: log feature width.
+
+A missing value (a metric that was not computed) is NaN; the predictor fills it with its
+training mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ACCURACY_METRICS = ("linear_probe", "knn")
+RANKED_METRICS = ("logme", "hscore_reg", "sfda", "nleep")
+METRICS = ACCURACY_METRICS + RANKED_METRICS  # what advise scores
+FEATURES = tuple(
+    [f for m in ACCURACY_METRICS for f in (m, f"{m}_vs_random", f"{m}_vs_raw")]
+    + [f for m in RANKED_METRICS for f in (f"{m}_rank", f"{m}_above_random")]
+    + ["log_per_class", "log_classes", "log_dim"])
+
+
+def _get(scores: dict, metric: str, which: str) -> float:
+    v = (scores.get(metric) or {}).get(which)
+    return float("nan") if v is None else float(v)
+
+
+def candidate_features(candidates: list[dict], per_class: float, classes: int) -> np.ndarray:
+    """The feature vectors of the candidate models on one target.
+
+    Parameters
+    ----------
+    candidates : list of dict
+        Each with ``scores`` (``{metric: {"value", "random", "raw"}}``: the candidate's, its
+        random-init twin's and the raw input's score) and ``dim`` (its feature width).
+    per_class : float
+        Training samples per class of the target.
+    classes : int
+        Classes of the target.
+
+    Returns
+    -------
+    ndarray of shape (n_candidates, len(FEATURES))
+        Columns in :data:`FEATURES` order; NaN where a score is missing.
+    """
+    n = len(candidates)
+    out = np.full((n, len(FEATURES)), np.nan)
+    col = {f: i for i, f in enumerate(FEATURES)}
+    for i, c in enumerate(candidates):
+        s = c.get("scores") or {}
+        for m in ACCURACY_METRICS:
+            v = _get(s, m, "value")
+            out[i, col[m]] = v
+            out[i, col[f"{m}_vs_random"]] = v - _get(s, m, "random")
+            out[i, col[f"{m}_vs_raw"]] = v - _get(s, m, "raw")
+        for m in RANKED_METRICS:
+            v, r = _get(s, m, "value"), _get(s, m, "random")
+            if v == v and r == r:
+                out[i, col[f"{m}_above_random"]] = float(v > r)
+        out[i, col["log_dim"]] = np.log(max(float(c.get("dim") or np.nan), 1.0))
+    for m in RANKED_METRICS:
+        v = np.array([_get(c.get("scores") or {}, m, "value") for c in candidates])
+        ok = np.isfinite(v)
+        if ok.sum() == 1:
+            out[ok, col[f"{m}_rank"]] = 0.5
+        elif ok.sum() > 1:
+            order = v[ok].argsort().argsort()  # 0 = lowest
+            out[ok, col[f"{m}_rank"]] = order / (ok.sum() - 1)
+    out[:, col["log_per_class"]] = np.log(max(per_class, 1.0))
+    out[:, col["log_classes"]] = np.log(max(classes, 2))
+    return out

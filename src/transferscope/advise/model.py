@@ -1,0 +1,267 @@
+"""The advisor's predictor: small, interpretable, fitted on benchmark records, stored as JSON.
+
+Three linear models over the standardised :data:`~transferscope.advise.features.FEATURES`
+(missing values filled with the training mean, i.e. 0 after standardising):
+
+- fine-tuned accuracy (the best strategy's test accuracy): ridge regression (Hoerl & Kennard,
+  1970), with an interval of +- the 95th percentile of the absolute leave-one-target-out
+  residuals (a split-conformal band over targets: Lei et al., JASA 2018);
+- P(fine-tuning beats training from scratch): L2-regularised logistic regression, fitted by
+  Newton's method (its probabilities are judged by their calibration: Brier score, ECE);
+- per strategy, its test accuracy (ridge); the recommended strategy is the one predicted
+  best among those the benchmark measured.
+
+Every example is one (source, target, data size) cell of a benchmark record whose strategies
+all finished; leave-one-target-out holds out a target's every source and size at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transferscope.advise.features import FEATURES, candidate_features
+from transferscope.errors import InputError
+
+RIDGE_ALPHA = 3.0
+LOGISTIC_C = 1.0
+LEVEL = 0.95
+SHIPPED = Path(__file__).with_name("advisor.json")
+
+
+@dataclass
+class Examples:
+    """Training examples: ``X`` (n, n_features), the truths, and their ``groups`` (target)."""
+
+    X: np.ndarray
+    acc: np.ndarray
+    beats: np.ndarray
+    negative: np.ndarray
+    strategy_acc: dict
+    best_strategy: list
+    groups: list
+    keys: list
+
+
+def examples(records: list[dict]) -> Examples:
+    """One example per complete (pair, data size) cell of ``records``
+    (:func:`~transferscope.advise.records.records_from_pairs`), features computed among the
+    candidates of the same target and size."""
+    by_cell = {}
+    for rec in records:
+        if "scores" not in rec:
+            continue
+        for frac, size in rec["truth"].items():
+            if size.get("complete"):
+                by_cell.setdefault((rec["target"], frac), []).append((rec, size))
+    X, acc, beats, neg, best, groups, keys = [], [], [], [], [], [], []
+    strat = {}
+    for (target, frac), cell in sorted(by_cell.items()):
+        size0 = cell[0][1]
+        X.append(candidate_features([r for r, _ in cell], size0["per_class"], size0["classes"]))
+        for rec, size in cell:
+            acc.append(size["best_acc"])
+            beats.append(size["beats_scratch"])
+            neg.append(size["verdict"] == "NEGATIVE")
+            best.append(size["best_strategy"])
+            groups.append(target)
+            keys.append((target, rec["source"], frac))
+            for s, arm in size["strategies"].items():
+                strat.setdefault(s, {})[len(acc) - 1] = arm["transfer_acc"]
+    n = len(acc)
+    strategy_acc = {s: np.array([v.get(i, np.nan) for i in range(n)]) for s, v in strat.items()}
+    return Examples(np.vstack(X) if X else np.zeros((0, len(FEATURES))), np.array(acc, float),
+                    np.array(beats, bool), np.array(neg, bool), strategy_acc, best, groups,
+                    keys)
+
+
+def _ridge(z, y, alpha):
+    a = z.T @ z + alpha * np.eye(z.shape[1])
+    coef = np.linalg.solve(a, z.T @ (y - y.mean()))
+    return coef, float(y.mean())
+
+
+def _logistic(z, y, c):
+    """L2-penalised logistic regression (penalty 1/(2C) ||w||^2, intercept free), Newton."""
+    zz = np.c_[z, np.ones(len(z))]
+    w = np.zeros(zz.shape[1])
+    pen = np.r_[np.full(z.shape[1], 1.0 / c), 0.0]
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-zz @ w))
+        g = zz.T @ (p - y) + pen * w
+        h = (zz * (p * (1 - p))[:, None]).T @ zz + np.diag(pen) + 1e-9 * np.eye(len(w))
+        step = np.linalg.solve(h, g)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w[:-1], float(w[-1])
+
+
+@dataclass
+class Advisor:
+    """A fitted predictor (see the module docstring); :meth:`to_json` / :func:`load_advisor`."""
+
+    features: list
+    mean: list
+    scale: list
+    accuracy: dict  # coef, intercept, halfwidth
+    beats: dict  # coef, intercept
+    strategies: dict  # name -> coef, intercept
+    trained_on: dict = field(default_factory=dict)
+
+    def _z(self, x):
+        x = np.asarray(x, float)
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        return np.where(np.isfinite(z), z, 0.0)
+
+    def predict(self, x) -> dict:
+        """Predictions for feature rows.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, len(features))
+
+        Returns
+        -------
+        dict
+            ``acc``, ``acc_lo``, ``acc_hi``, ``p_beats`` (arrays of shape (n,)),
+            ``strategy_acc`` (``{strategy: (n,)}``) and ``strategy`` (list of n names).
+        """
+        z = self._z(x)
+        acc = z @ np.asarray(self.accuracy["coef"]) + self.accuracy["intercept"]
+        hw = self.accuracy["halfwidth"]
+        logit = z @ np.asarray(self.beats["coef"]) + self.beats["intercept"]
+        per = {s: z @ np.asarray(m["coef"]) + m["intercept"] for s, m in self.strategies.items()}
+        names = sorted(per)
+        best = [names[i] for i in np.argmax(np.stack([per[s] for s in names]), axis=0)] \
+            if names else [None] * len(z)
+        return {"acc": acc, "acc_lo": acc - hw, "acc_hi": acc + hw,
+                "p_beats": 1.0 / (1.0 + np.exp(-logit)), "strategy_acc": per,
+                "strategy": best}
+
+    def to_json(self, path) -> Path:
+        """Write the advisor as JSON (plain lists and numbers)."""
+        path = Path(path)
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        return path
+
+
+def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = LOGISTIC_C,
+                halfwidth: float | None = None, source: str = "") -> Advisor:
+    """Fit the advisor on benchmark records.
+
+    Parameters
+    ----------
+    records : list of dict
+        :func:`~transferscope.advise.records.records_from_pairs` records.
+    alpha, c : float
+        Ridge penalty; inverse logistic penalty (on standardised features).
+    halfwidth : float, optional
+        The accuracy interval's half-width; default: from leave-one-target-out residuals
+        (:func:`loto_predictions`), or 0.1 with fewer than 3 targets.
+    source : str
+        Where the records came from (recorded in ``trained_on``).
+
+    Returns
+    -------
+    Advisor
+
+    Raises
+    ------
+    InputError
+        With fewer than 4 complete examples, or without both outcomes of "beats scratch".
+    """
+    ex = examples(records)
+    if len(ex.acc) < 4:
+        raise InputError(f"Expected at least 4 finished (source, target, size) cells with "
+                         f"every strategy to fit the advisor, got {len(ex.acc)}; let the "
+                         "study finish more runs")
+    finite = np.isfinite(ex.X)
+    count = finite.sum(axis=0)
+    x0 = np.where(finite, ex.X, 0.0)
+    mean = x0.sum(axis=0) / np.maximum(count, 1)  # a feature never measured: 0
+    scale = np.sqrt((np.where(finite, ex.X - mean, 0.0) ** 2).sum(axis=0)
+                    / np.maximum(count, 1))
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    z = np.where(np.isfinite(ex.X), (ex.X - mean) / scale, 0.0)
+    coef, b = _ridge(z, ex.acc, alpha)
+    if ex.beats.all() or not ex.beats.any():
+        w, wb = np.zeros(z.shape[1]), float(np.log((ex.beats.mean() + 0.5 / len(z))
+                                                   / (1 - ex.beats.mean() + 0.5 / len(z))))
+    else:
+        w, wb = _logistic(z, ex.beats.astype(float), c)
+    strategies = {}
+    for s, y in ex.strategy_acc.items():
+        ok = np.isfinite(y)
+        if ok.sum() >= 4:
+            sc, sb = _ridge(z[ok], y[ok], alpha)
+            strategies[s] = {"coef": sc.tolist(), "intercept": sb}
+    if halfwidth is None:
+        halfwidth = 0.1
+        if len(set(ex.groups)) >= 3:
+            pred = loto_predictions(records, alpha=alpha, c=c, halfwidth=0.0)
+            halfwidth = float(np.quantile(np.abs(pred["acc"] - ex.acc), LEVEL))
+    blob = json.dumps([[list(k) for k in ex.keys], ex.X.round(12).tolist(), ex.acc.tolist()],
+                      default=str)
+    return Advisor(features=list(FEATURES), mean=mean.tolist(), scale=scale.tolist(),
+                   accuracy={"coef": coef.tolist(), "intercept": b, "halfwidth": halfwidth},
+                   beats={"coef": w.tolist(), "intercept": wb}, strategies=strategies,
+                   trained_on={"source": source, "examples": len(ex.acc),
+                               "targets": len(set(ex.groups)),
+                               "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],
+                               "alpha": alpha, "c": c})
+
+
+def loto_predictions(records: list[dict], **fit_options) -> dict:
+    """Leave-one-target-out predictions for every example of ``records``: each target's
+    examples predicted by an advisor fitted on the other targets.
+
+    Returns
+    -------
+    dict
+        ``examples`` (:class:`Examples`), and arrays of shape (n,) ``acc``, ``acc_lo``,
+        ``acc_hi``, ``p_beats``, plus ``strategy`` (list of n names) and ``strategy_acc``.
+    """
+    ex = examples(records)
+    n = len(ex.acc)
+    out = {"acc": np.full(n, np.nan), "acc_lo": np.full(n, np.nan),
+           "acc_hi": np.full(n, np.nan), "p_beats": np.full(n, np.nan),
+           "strategy": [None] * n, "strategy_acc": {}, "examples": ex}
+    groups = np.array(ex.groups)
+    opts = {**fit_options, "halfwidth": fit_options.get("halfwidth") or 0.0}
+    for g in sorted(set(ex.groups)):
+        held = [r for r in records if r["target"] != g]
+        adv = fit_advisor(held, **opts)
+        idx = np.flatnonzero(groups == g)
+        p = adv.predict(ex.X[idx])
+        for k in ("acc", "acc_lo", "acc_hi", "p_beats"):
+            out[k][idx] = p[k]
+        for j, i in enumerate(idx):
+            out["strategy"][i] = p["strategy"][j]
+    return out
+
+
+def load_advisor(path=None) -> Advisor:
+    """The advisor stored at ``path`` (default: the one shipped with the package).
+
+    Raises
+    ------
+    InputError
+        When the file is missing or not an advisor of this version's features.
+    """
+    path = Path(path) if path else SHIPPED
+    try:
+        data = json.loads(path.read_text())
+        adv = Advisor(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"Expected an advisor JSON file (tscope advise --fit writes one), "
+                         f"got {path}: {exc}") from None
+    if list(adv.features) != list(FEATURES):
+        raise InputError(f"Expected an advisor over this version's features, got one over "
+                         f"{len(adv.features)} other features in {path}; refit it with "
+                         "tscope advise --fit")
+    return adv

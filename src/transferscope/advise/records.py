@@ -1,0 +1,102 @@
+"""Benchmark records: one per (source, target) pair, with its scores and its measured truth.
+
+The one conversion from a study's evaluated pairs (:func:`transferscope.study.evaluate.collect`:
+one row per target, source, strategy and data size) to the records the advisor learns from and
+is judged on. ``benchmarks/build.py`` writes them as JSON; ``tscope study evaluate`` and
+``tscope advise --fit`` build them from a store.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
+                       modality: str | None = None) -> list[dict]:
+    """Group a study's evaluated pairs into one record per (target, source).
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`~transferscope.study.evaluate.collect`'s ``pairs``.
+    metrics : sequence of str
+        The study's metrics.
+    strategies : sequence of str
+        The study's strategies (a size is ``complete`` when all of them have a result).
+    sizes : dict
+        ``(target, fraction) -> {"per_class": float, "classes": int}``: the training samples
+        per class at that data size, and the classes.
+    modality : str, optional
+        Recorded in every record (``image``, ``series``, ``text``).
+
+    Returns
+    -------
+    list of dict
+        Sorted by (target, source). Each: ``target``, ``source``, ``modality``; when scored,
+        ``scores`` (``{metric: {"value", "random", "raw"}}``), ``dim`` and ``risk``; ``truth``:
+        ``{fraction (str): {"per_class", "classes", "seeds", "scratch_acc", "strategies":
+        {strategy: {"transfer_acc", "gain", "gain_lo", "gain_hi", "verdict", "mde",
+        "reading"}}, "best_strategy", "best_acc", "lp_acc", "beats_scratch", "verdict",
+        "complete"}}``, where the best strategy has the highest transfer accuracy, and
+        ``beats_scratch`` / ``verdict`` are its gain > 0 and its verdict.
+    """
+    pairs = defaultdict(lambda: {"truth": {}})
+    for r in rows:
+        rec = pairs[(r["target"], r["source"])]
+        rec.update(target=r["target"], source=r["source"], modality=modality)
+        if "dim" in r:
+            rec["scores"] = {m: {"value": r[m], "random": r.get(f"{m}_random"),
+                                 "raw": r.get(f"{m}_raw")} for m in metrics if m in r}
+            rec["dim"], rec["risk"] = r["dim"], r.get("risk")
+        size = rec["truth"].setdefault(str(r["fraction"]), {
+            **sizes[(r["target"], r["fraction"])], "seeds": r["seeds"],
+            "scratch_acc": r["scratch_acc"], "strategies": {}})
+        size["strategies"][r["strategy"]] = {
+            k: r[k] for k in ("transfer_acc", "gain", "gain_lo", "gain_hi", "verdict", "mde",
+                              "reading")}
+    out = []
+    for rec in pairs.values():
+        for size in rec["truth"].values():
+            arms = size["strategies"]
+            best = max(sorted(arms), key=lambda s: arms[s]["transfer_acc"])
+            size.update(best_strategy=best, best_acc=arms[best]["transfer_acc"],
+                        lp_acc=arms.get("linear_probe", {}).get("transfer_acc"),
+                        beats_scratch=bool(arms[best]["gain"] > 0),
+                        verdict=arms[best]["verdict"],
+                        complete=sorted(arms) == sorted(strategies))
+        out.append(rec)
+    return sorted(out, key=lambda p: (p["target"], p["source"]))
+
+
+def study_sizes(spec, rows) -> dict:
+    """``(target, fraction) -> {"per_class", "classes"}`` for a study's evaluated pairs: the
+    training samples per class (the training part of the study's split of the target, times
+    the fraction) and the classes (read from the target data)."""
+    import numpy as np
+
+    from transferscope.study.runner import _protocol
+    from transferscope.study.worker import target_data
+
+    out, cache = {}, {}
+    for target, fraction in {(r["target"], r["fraction"]) for r in rows}:
+        if target not in cache:
+            proto = _protocol(spec, target)
+            split = proto["split"]
+            share = split[0] / sum(split) if split else 1.0 - 1.0 / max(proto["folds"], 2)
+            labels = np.asarray(target_data(target, spec.budgets.per_class).labels)
+            classes = len(np.unique(labels))
+            cache[target] = (len(labels) / classes * share, classes)
+        per_class, classes = cache[target]
+        out[(target, fraction)] = {"per_class": round(per_class * fraction, 1),
+                                   "classes": classes}
+    return out
+
+
+def study_records(spec, store=None, modality: str | None = None) -> list[dict]:
+    """The records of a study's finished pairs (:func:`records_from_pairs` on
+    :func:`~transferscope.study.evaluate.collect`), read from its store."""
+    from transferscope.study.evaluate import collect
+
+    rows = collect(spec, store)["pairs"]
+    return records_from_pairs(rows, spec.metrics, spec.strategies, study_sizes(spec, rows),
+                              modality)

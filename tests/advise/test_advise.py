@@ -1,0 +1,211 @@
+"""The advisor: features, fit, JSON, leave-one-target-out evaluation, advise and its CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from transferscope.advise.evaluation import calibration, evaluate_advice
+from transferscope.advise.features import FEATURES, candidate_features
+from transferscope.advise.model import examples, fit_advisor, load_advisor, loto_predictions
+from transferscope.advise.records import records_from_pairs
+from transferscope.errors import InputError
+
+
+def _synthetic(n_targets=8, n_sources=5, seed=0):
+    """Benchmark records where the truth follows the probe: fine-tuned accuracy rises with
+    the linear probe's margin over the random twin, a negative margin means negative
+    transfer, and the linear probe wins on few samples per class, full fine-tuning on many."""
+    rng = np.random.default_rng(seed)
+    rows, sizes = [], {}
+    for t in range(n_targets):
+        base = rng.uniform(0.5, 0.8)
+        for s in range(n_sources):
+            margin = rng.uniform(-0.2, 0.3)
+            lp = base + margin
+            scores = {"linear_probe": lp, "knn": lp - 0.05 + rng.normal(0, 0.02),
+                      "logme": margin * 3 + rng.normal(0, 0.3),
+                      "hscore_reg": rng.normal(), "sfda": rng.normal(), "nleep": rng.normal()}
+            for frac, per_class in ((0.1, 8.0), (1.0, 80.0)):
+                sizes[(f"t{t}", frac)] = {"per_class": per_class, "classes": 5}
+                scratch = base + (0.02 if frac == 1.0 else -0.05)
+                gain_full = 0.6 * margin + (0.04 if frac == 1.0 else -0.04)
+                gain_lp = 0.6 * margin + (-0.03 if frac == 1.0 else 0.03)
+                for strategy, gain in (("linear_probe", gain_lp), ("full", gain_full)):
+                    g = gain + rng.normal(0, 0.01)
+                    row = {"target": f"t{t}", "source": f"s{s}", "strategy": strategy,
+                           "fraction": frac, "seeds": 3, "scratch_acc": scratch,
+                           "transfer_acc": scratch + g, "gain": g, "gain_lo": g - 0.03,
+                           "gain_hi": g + 0.03, "mde": 0.04, "reading": "effect",
+                           "verdict": ("NEGATIVE" if g + 0.03 < 0 else "POSITIVE"
+                                       if g - 0.03 > 0 else "INCONCLUSIVE"),
+                           "dim": 64, "risk": "RISK"}
+                    for m, v in scores.items():
+                        row[m] = v
+                        row[f"{m}_random"] = v - margin if m in ("linear_probe", "knn") else 0.0
+                        row[f"{m}_raw"] = base - 0.1 if m in ("linear_probe", "knn") else 0.0
+                    rows.append(row)
+    metrics = ["linear_probe", "knn", "logme", "hscore_reg", "sfda", "nleep"]
+    return records_from_pairs(rows, metrics, ["linear_probe", "full"], sizes, "image")
+
+
+def test_records_group_pairs_and_pick_the_best_strategy():
+    recs = _synthetic(n_targets=2, n_sources=2)
+    assert len(recs) == 4 and set(recs[0]["truth"]) == {"0.1", "1.0"}
+    for rec in recs:
+        for size in rec["truth"].values():
+            arms = size["strategies"]
+            assert size["best_acc"] == max(a["transfer_acc"] for a in arms.values())
+            assert arms[size["best_strategy"]]["transfer_acc"] == size["best_acc"]
+            assert size["beats_scratch"] == (arms[size["best_strategy"]]["gain"] > 0)
+            assert size["complete"] and size["per_class"] in (8.0, 80.0)
+
+
+def test_features_rank_candidates_within_a_target():
+    cands = [{"scores": {"linear_probe": {"value": 0.8, "random": 0.5, "raw": 0.6},
+                         "logme": {"value": v, "random": 0.0, "raw": 1.0}}, "dim": 64}
+             for v in (1.0, 3.0, 2.0)]
+    x = candidate_features(cands, per_class=20, classes=4)
+    col = {f: i for i, f in enumerate(FEATURES)}
+    assert x.shape == (3, len(FEATURES))
+    np.testing.assert_allclose(x[:, col["logme_rank"]], [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(x[:, col["linear_probe_vs_random"]], 0.3)
+    np.testing.assert_allclose(x[:, col["log_per_class"]], np.log(20))
+    assert np.isnan(x[:, col["sfda_rank"]]).all()  # not scored: NaN, filled by the predictor
+    assert (x[:, col["logme_above_random"]] == 1).all()
+
+
+def test_the_advisor_learns_the_truth_held_out_target_by_target():
+    recs = _synthetic()
+    res = evaluate_advice(recs)
+    adv = next(r for r in res["rows"] if r["predictor"] == "advisor")
+    noise = next(r for r in res["rows"] if r["predictor"] == "sfda")  # unrelated to truth
+    assert res["targets"] == 8 and adv["cells"] == 16 and adv["examples"] == 80
+    assert adv["tau"] > 0.6 and adv["tau"] > noise["tau"] + 0.3
+    assert adv["regret"] < noise["regret"]
+    assert adv["f1"] > 0.7 and adv["ece"] < 0.2 and adv["brier"] < 0.2
+    # the strategy depends on the data size, so neither constant can be right everywhere
+    assert adv["strategy_acc"] > max(adv["always_lp_acc"], adv["always_full_acc"])
+    assert adv["tau_lo"] <= adv["tau"] <= adv["tau_hi"]
+
+
+def test_loto_never_sees_the_held_out_target():
+    recs = _synthetic(n_targets=4)
+    a = loto_predictions(recs)
+    # corrupt one target's truth: its own held-out predictions must not move
+    bad = json.loads(json.dumps(recs))
+    for rec in bad:
+        if rec["target"] == "t0":
+            for size in rec["truth"].values():
+                size["best_acc"] = 0.0
+    b = loto_predictions(bad)
+    t0 = [i for i, k in enumerate(a["examples"].keys) if k[0] == "t0"]
+    np.testing.assert_allclose(a["acc"][t0], b["acc"][t0])
+    others = [i for i, k in enumerate(a["examples"].keys) if k[0] != "t0"]
+    assert not np.allclose(a["acc"][others], b["acc"][others])
+
+
+def test_fit_json_round_trip_and_refusals(tmp_path):
+    recs = _synthetic(n_targets=4)
+    adv = fit_advisor(recs, source="synthetic")
+    path = adv.to_json(tmp_path / "a.json")
+    again = load_advisor(path)
+    x = examples(recs).X
+    for k in ("acc", "p_beats"):
+        np.testing.assert_allclose(adv.predict(x)[k], again.predict(x)[k])
+    assert adv.trained_on["examples"] == 40 and adv.trained_on["targets"] == 4
+    assert adv.accuracy["halfwidth"] > 0
+    with pytest.raises(InputError, match="at least 4 finished"):
+        fit_advisor(recs[:1])
+    data = json.loads(path.read_text())
+    data["features"] = data["features"][:-1]
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="this version's features"):
+        load_advisor(tmp_path / "b.json")
+    (tmp_path / "c.json").write_text("{")
+    with pytest.raises(InputError, match="Expected an advisor JSON"):
+        load_advisor(tmp_path / "c.json")
+
+
+def test_calibration_of_known_probabilities():
+    p = np.array([0.1, 0.1, 0.9, 0.9])
+    y = np.array([0, 0, 1, 1])
+    cal = calibration(p, y)
+    assert cal["brier"] == pytest.approx(0.01) and cal["ece"] == pytest.approx(0.1)
+    assert [b["n"] for b in cal["reliability"]] == [2, 2]
+
+
+def test_the_shipped_advisor_loads():
+    adv = load_advisor()
+    assert adv.features == list(FEATURES) and adv.trained_on["examples"] >= 4
+
+
+NET = """
+import torch
+from torch import nn
+
+def fcn(width=8):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(1, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+                         nn.Flatten())
+
+def wide():
+    return fcn(32)
+"""
+
+
+@pytest.fixture
+def target(tmp_path):
+    (tmp_path / "net.py").write_text(NET)
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    x = rng.standard_normal((60, 1, 24)) + y[:, None, None] * np.linspace(0, 1, 24)
+    np.savez(tmp_path / "s.npz", X=x.astype(np.float32), y=y)
+    adv = fit_advisor(_synthetic(n_targets=4), source="synthetic")
+    return tmp_path, adv.to_json(tmp_path / "advisor.json")
+
+
+def test_advise_orders_candidates_with_predictions_and_evidence(target):
+    from transferscope.advise.api import advise
+    from transferscope.data import load_dataset
+
+    d, adv = target
+    models = [f"torch:{d / 'net.py'}:fcn", f"torch:{d / 'net.py'}:wide"]
+    res = advise(load_dataset(str(d / "s.npz")), models, advisor=str(adv), layers=False,
+                 subsamples=2, cache_dir=str(d / "c"))
+    assert sorted(r["model"] for r in res.rows) == sorted(models)
+    preds = [r["pred_acc"] for r in res.rows]
+    assert preds == sorted(preds, reverse=True)
+    for r in res.rows:
+        assert r["pred_acc_lo"] <= r["pred_acc"] <= r["pred_acc_hi"]
+        assert 0 < r["p_beats_scratch"] < 1 and r["strategy"] in ("linear_probe", "full")
+        assert "linear_probe" in r["evidence"] and "vs random" in r["evidence"]
+        assert r["cut"] and r["head_width"] == 0
+    assert {r["dim"] for r in res.rows} == {8, 32}
+    profiled = advise(load_dataset(str(d / "s.npz")), models[:1], advisor=str(adv),
+                      layers=True, subsamples=2, cache_dir=str(d / "c"))
+    assert profiled.rows[0]["cut"] in ("0", "1", "2", "3")
+
+
+def test_cli_advise_and_fit(target, capsys):
+    from tests.study.conftest import PAIR_SPEC, write_study
+    from transferscope.cli import main
+
+    d, adv = target
+    model = f"torch:{d / 'net.py'}:fcn"
+    assert main(["advise", "--data", str(d / "s.npz"), "--model", model, "--advisor", str(adv),
+                 "--no-layers", "--subsamples", "2", "--cache-dir", str(d / "c"), "--quiet",
+                 "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["model"] == model and 0 < rows[0]["p_beats_scratch"] < 1
+    assert main(["advise", "--data", str(d / "s.npz"), "--model", model, "--advisor", str(adv),
+                 "--no-layers", "--subsamples", "2", "--cache-dir", str(d / "c"),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "P(beats scratch)" in out and "advisor: fitted on 40 benchmark cells" in out
+    # --fit on a study with too few finished cells: one clear error, nothing written
+    (d / "study").mkdir()
+    spec = write_study(d / "study", PAIR_SPEC)
+    assert main(["advise", "--fit", str(spec), "--out", str(d / "mine.json")]) == 2
+    assert "at least 4 finished" in capsys.readouterr().err
+    assert not (d / "mine.json").exists()

@@ -10,7 +10,7 @@ metric's, to ``results/advisor_loto.json`` (:mod:`transferscope.advise.evaluatio
 Each part is a study spec (``benchmarks/<part>.toml``); run it first with
 ``tscope study run benchmarks/<part>.toml`` (resumable: what has finished is kept). This
 script reads the study's store alone (no model is loaded) through
-:func:`transferscope.advise.records.study_records` (on
+:func:`transferscope.study.evaluate.study_records` (on
 :func:`transferscope.study.evaluate.collect`: the numbers ``tscope study evaluate`` and
 ``tscope finetune`` give) and writes one record per (source, target) pair:
 
@@ -57,9 +57,9 @@ def _commit() -> str:
 
 def build(part: str) -> dict:
     """The truth of one benchmark part from its study's store (see the module docstring)."""
-    from transferscope.advise.records import study_records
     from transferscope.store import open_store
     from transferscope.study import load_spec
+    from transferscope.study.evaluate import study_records
     from transferscope.study.runner import study_status
 
     path = HERE / f"{part}.toml"

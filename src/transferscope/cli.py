@@ -248,8 +248,8 @@ def cmd_advise(args) -> int:
 
     if args.fit:
         from transferscope.advise.model import fit_advisor
-        from transferscope.advise.records import study_records
         from transferscope.study import load_spec
+        from transferscope.study.evaluate import study_records
 
         records = [r for path in args.fit for r in study_records(load_spec(path))]
         adv = fit_advisor(records, source=", ".join(args.fit))

@@ -369,3 +369,67 @@ def _inverse(xs, ys, target):
                 return xs[0]
             return xs[i - 1] + (xs[i] - xs[i - 1]) * (target - ys[i - 1]) / (y - ys[i - 1])
     return None
+
+
+N_BOOT = 2000
+MIN_BOOT_ITEMS = 5  # items (targets, cells) with a value needed for an interval over them
+
+
+def bootstrap_interval(values_fn, n_items: int, seed: int = 0) -> tuple[float, float, int]:
+    """95 % percentile bootstrap of a statistic of ``n_items`` resampled items whose value can
+    be undefined on a draw (precision without a flagged pair): those draws are dropped and
+    counted, so the interval is conditional on the statistic existing.
+
+    Returns
+    -------
+    lo, hi : float
+        NaN when every draw was undefined.
+    dropped : int
+        Draws (of :data:`N_BOOT`) on which the statistic was undefined.
+    """
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(N_BOOT):
+        v = values_fn(rng.integers(0, n_items, n_items))
+        if v == v:
+            stats.append(v)
+    dropped = N_BOOT - len(stats)
+    if not stats:
+        return float("nan"), float("nan"), dropped
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(lo), float(hi), dropped
+
+
+def mean_interval(v, seed: int = 0) -> tuple[float, float, float, int]:
+    """Mean over targets (NaN-skipping) and its 95 % BCa bootstrap interval over the targets
+    with a value (``scipy.stats.bootstrap``; Efron & Tibshirani, "An Introduction to the
+    Bootstrap", 1993, ch. 14), or no interval (NaN) with fewer than :data:`MIN_BOOT_ITEMS`:
+    resampling 2-4 values gives a handful of distinct means, not a 95 % interval.
+
+    Returns
+    -------
+    mean, lo, hi : float
+    n : int
+        Targets with a value.
+    """
+    import warnings
+
+    import scipy.stats
+
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = float(v.mean())
+    if len(v) < MIN_BOOT_ITEMS:
+        return mean, float("nan"), float("nan"), len(v)
+    if np.ptp(v) == 0:
+        return mean, mean, mean, len(v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BCa's degenerate-data warning: handled below
+        ci = scipy.stats.bootstrap((v,), np.mean, n_resamples=N_BOOT, confidence_level=0.95,
+                                   method="BCa", random_state=seed).confidence_interval
+    lo, hi = float(ci.low), float(ci.high)
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined: the percentile interval
+        lo, hi, _ = bootstrap_interval(lambda idx: float(v[idx].mean()), len(v), seed)
+    return mean, lo, hi, len(v)

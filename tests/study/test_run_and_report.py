@@ -58,7 +58,7 @@ def test_study_runs_resumes_without_duplicates_and_evaluates(study_dir):
         assert r["cells"] == 4 and r["examples"] == 8 and r["regret"] >= 0
     assert 0 <= advice["rows"][0]["brier"] <= 1 and advice["rows"][0]["strategy_acc"] == 1.0
     # ... and refitted on it for the user: tscope advise --fit
-    from transferscope.advise.records import study_records
+    from transferscope.study.evaluate import study_records
 
     records = study_records(spec)
     assert len(records) == 4 and all(s["complete"] for r in records

@@ -18,7 +18,7 @@ then over all examples:
   linear probe" and "always full fine-tuning".
 
 Means over cells come with 95 % BCa bootstrap intervals over the cells
-(:func:`transferscope.study.evaluate._mean_ci`: none with fewer than 5 cells); F1, precision
+(:func:`transferscope.verdict.mean_interval`: none with fewer than 5 cells); F1, precision
 and recall with a percentile bootstrap over examples (draws where they are undefined are
 dropped and counted).
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from transferscope.advise.model import loto_predictions
+from transferscope.verdict import MIN_BOOT_ITEMS, N_BOOT, bootstrap_interval, mean_interval
 
 BINS = 10
 
@@ -103,7 +104,6 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``. ``reliability``: the
         advisor's bins. ``targets``: how many targets were held out in turn.
     """
-    from transferscope.study.evaluate import MIN_TARGETS, N_BOOT, _boot, _mean_ci
 
     pred = loto_predictions(records)
     ex = pred["examples"]
@@ -128,9 +128,9 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         row = {"predictor": name, "cells": len(cells), "examples": len(ex.acc)}
         notes = []
         for key, v in (("tau", taus), ("regret", regrets)):
-            row[key], row[f"{key}_lo"], row[f"{key}_hi"], n = _mean_ci(v, seed)
-            if 0 < n < MIN_TARGETS:
-                notes.append(f"{key}: {n} cells, fewer than {MIN_TARGETS}: no interval")
+            row[key], row[f"{key}_lo"], row[f"{key}_hi"], n = mean_interval(v, seed)
+            if 0 < n < MIN_BOOT_ITEMS:
+                notes.append(f"{key}: {n} cells, fewer than {MIN_BOOT_ITEMS}: no interval")
         row["median_regret"] = float(np.nanmedian(regrets)) if len(regrets) else float("nan")
         precision, recall, f1 = _f1(flags, ex.negative)
         row.update(nt_flagged=int(flags.sum()), nt_actual=int(ex.negative.sum()),
@@ -139,8 +139,8 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
             if row[key] != row[key]:
                 row[f"{key}_lo"] = row[f"{key}_hi"] = float("nan")
                 continue
-            lo, hi, dropped = _boot(lambda i, k=k, f=flags: _f1(f[i], ex.negative[i])[k],
-                                    len(ex.acc), seed + 1 + k)
+            lo, hi, dropped = bootstrap_interval(
+                lambda i, k=k, f=flags: _f1(f[i], ex.negative[i])[k], len(ex.acc), seed + 1 + k)
             row[f"{key}_lo"], row[f"{key}_hi"] = lo, hi
             if dropped:
                 notes.append(f"{key}: undefined on {dropped} of {N_BOOT} bootstrap draws, "

@@ -2,8 +2,9 @@
 
 The one conversion from a study's evaluated pairs (:func:`transferscope.study.evaluate.collect`:
 one row per target, source, strategy and data size) to the records the advisor learns from and
-is judged on. ``benchmarks/build.py`` writes them as JSON; ``tscope study evaluate`` and
-``tscope advise --fit`` build them from a store.
+is judged on. :func:`transferscope.study.evaluate.study_records` builds them from a study's
+store (``tscope study evaluate``, ``tscope advise --fit``, ``benchmarks/build.py``, which saves
+them as JSON).
 """
 
 from __future__ import annotations
@@ -66,37 +67,3 @@ def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
                         complete=sorted(arms) == sorted(strategies))
         out.append(rec)
     return sorted(out, key=lambda p: (p["target"], p["source"]))
-
-
-def study_sizes(spec, rows) -> dict:
-    """``(target, fraction) -> {"per_class", "classes"}`` for a study's evaluated pairs: the
-    training samples per class (the training part of the study's split of the target, times
-    the fraction) and the classes (read from the target data)."""
-    import numpy as np
-
-    from transferscope.study.runner import _protocol
-    from transferscope.study.worker import target_data
-
-    out, cache = {}, {}
-    for target, fraction in {(r["target"], r["fraction"]) for r in rows}:
-        if target not in cache:
-            proto = _protocol(spec, target)
-            split = proto["split"]
-            share = split[0] / sum(split) if split else 1.0 - 1.0 / max(proto["folds"], 2)
-            labels = np.asarray(target_data(target, spec.budgets.per_class).labels)
-            classes = len(np.unique(labels))
-            cache[target] = (len(labels) / classes * share, classes)
-        per_class, classes = cache[target]
-        out[(target, fraction)] = {"per_class": round(per_class * fraction, 1),
-                                   "classes": classes}
-    return out
-
-
-def study_records(spec, store=None, modality: str | None = None) -> list[dict]:
-    """The records of a study's finished pairs (:func:`records_from_pairs` on
-    :func:`~transferscope.study.evaluate.collect`), read from its store."""
-    from transferscope.study.evaluate import collect
-
-    rows = collect(spec, store)["pairs"]
-    return records_from_pairs(rows, spec.metrics, spec.strategies, study_sizes(spec, rows),
-                              modality)

@@ -34,10 +34,15 @@ from transferscope.config import RunConfig
 from transferscope.errors import InputError
 from transferscope.store import RunStore, open_store
 from transferscope.study.spec import StudySpec
-from transferscope.verdict import negative_transfer_verdict, paired_gain, stack_correctness
-
-N_BOOT = 2000
-MIN_TARGETS = 5  # targets with a value needed for an interval over targets
+from transferscope.verdict import (
+    MIN_BOOT_ITEMS,
+    N_BOOT,
+    bootstrap_interval,
+    mean_interval,
+    negative_transfer_verdict,
+    paired_gain,
+    stack_correctness,
+)
 
 
 def _folds(spec: StudySpec, target: str, tags: dict) -> int | None:
@@ -234,66 +239,6 @@ def _budget_check(transfer: dict, doubled: dict, verdict: str) -> dict:
             "budget_holds": again == verdict, "budget_runs": [r["id"] for r in runs]}
 
 
-def _boot(values_fn, n_items: int, seed: int = 0) -> tuple[float, float, int]:
-    """95 % percentile bootstrap of a statistic of ``n_items`` resampled items whose value can
-    be undefined on a draw (precision without a flagged pair): those draws are dropped and
-    counted, so the interval is conditional on the statistic existing.
-
-    Returns
-    -------
-    lo, hi : float
-        NaN when every draw was undefined.
-    dropped : int
-        Draws (of :data:`N_BOOT`) on which the statistic was undefined.
-    """
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(N_BOOT):
-        v = values_fn(rng.integers(0, n_items, n_items))
-        if v == v:
-            stats.append(v)
-    dropped = N_BOOT - len(stats)
-    if not stats:
-        return float("nan"), float("nan"), dropped
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return float(lo), float(hi), dropped
-
-
-def _mean_ci(v, seed: int = 0) -> tuple[float, float, float, int]:
-    """Mean over targets (NaN-skipping) and its 95 % BCa bootstrap interval over the targets
-    with a value (``scipy.stats.bootstrap``; Efron & Tibshirani, "An Introduction to the
-    Bootstrap", 1993, ch. 14), or no interval (NaN) with fewer than :data:`MIN_TARGETS`:
-    resampling 2-4 values gives a handful of distinct means, not a 95 % interval.
-
-    Returns
-    -------
-    mean, lo, hi : float
-    n : int
-        Targets with a value.
-    """
-    import warnings
-
-    import scipy.stats
-
-    v = np.asarray(v, dtype=float)
-    v = v[np.isfinite(v)]
-    if not len(v):
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = float(v.mean())
-    if len(v) < MIN_TARGETS:
-        return mean, float("nan"), float("nan"), len(v)
-    if np.ptp(v) == 0:
-        return mean, mean, mean, len(v)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # BCa's degenerate-data warning: handled below
-        ci = scipy.stats.bootstrap((v,), np.mean, n_resamples=N_BOOT, confidence_level=0.95,
-                                   method="BCa", random_state=seed).confidence_interval
-    lo, hi = float(ci.low), float(ci.high)
-    if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined: the percentile interval
-        lo, hi, _ = _boot(lambda idx: float(v[idx].mean()), len(v), seed)
-    return mean, lo, hi, len(v)
-
-
 def _per_target(pairs, metric):
     """target -> (scores, accuracies) over its sources."""
     out = defaultdict(lambda: ([], []))
@@ -390,10 +335,10 @@ def evaluate(spec: StudySpec, store: RunStore | None = None) -> StudyEvaluation:
                                     for t in targets])
                 row["targets"] = len(targets)
                 for name, v in (("tau", taus), ("pearson", pears), ("regret", regrets)):
-                    row[name], row[f"{name}_lo"], row[f"{name}_hi"], n = _mean_ci(v)
-                    if 0 < n < MIN_TARGETS:
+                    row[name], row[f"{name}_lo"], row[f"{name}_hi"], n = mean_interval(v)
+                    if 0 < n < MIN_BOOT_ITEMS:
                         notes.append(f"{name}: {n} target(s) with a value, fewer than "
-                                     f"{MIN_TARGETS}: no interval")
+                                     f"{MIN_BOOT_ITEMS}: no interval")
                 flags = [p.get(f"{metric}_flags_negative", False) for p in sel]
             else:
                 flags = [p.get("risk") == "LIKELY-NEGATIVE" for p in sel]
@@ -405,8 +350,8 @@ def evaluate(spec: StudySpec, store: RunStore | None = None) -> StudyEvaluation:
                 if row[name] != row[name]:  # undefined on the data: no interval
                     row[f"{name}_lo"] = row[f"{name}_hi"] = float("nan")
                     continue
-                lo, hi, dropped = _boot(lambda idx, f=f, a=a, k=k: _prf(f[idx], a[idx])[k],
-                                        len(sel), seed=1 + k)
+                lo, hi, dropped = bootstrap_interval(
+                    lambda idx, f=f, a=a, k=k: _prf(f[idx], a[idx])[k], len(sel), seed=1 + k)
                 row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi
                 if dropped:
                     notes.append(f"{name}: undefined on {dropped} of {N_BOOT} bootstrap draws "
@@ -426,7 +371,7 @@ def _advice(spec: StudySpec, pairs: list[dict]) -> dict:
     (:func:`transferscope.advise.evaluation.evaluate_advice`); ``{"rows": [], "note": ...}``
     when the study has too few finished cells or targets for it."""
     from transferscope.advise.evaluation import evaluate_advice
-    from transferscope.advise.records import records_from_pairs, study_sizes
+    from transferscope.advise.records import records_from_pairs
 
     records = records_from_pairs(pairs, spec.metrics, spec.strategies,
                                  study_sizes(spec, pairs))
@@ -442,3 +387,38 @@ def _advice(spec: StudySpec, pairs: list[dict]) -> dict:
                 "note": f"advisor not evaluated: {exc}"}
     out["note"] = ""
     return out
+
+
+def study_sizes(spec, rows) -> dict:
+    """``(target, fraction) -> {"per_class", "classes"}`` for a study's evaluated pairs: the
+    training samples per class (the training part of the study's split of the target, times
+    the fraction) and the classes (read from the target data)."""
+    import numpy as np
+
+    from transferscope.study.runner import _protocol
+    from transferscope.study.worker import target_data
+
+    out, cache = {}, {}
+    for target, fraction in {(r["target"], r["fraction"]) for r in rows}:
+        if target not in cache:
+            proto = _protocol(spec, target)
+            split = proto["split"]
+            share = split[0] / sum(split) if split else 1.0 - 1.0 / max(proto["folds"], 2)
+            labels = np.asarray(target_data(target, spec.budgets.per_class).labels)
+            classes = len(np.unique(labels))
+            cache[target] = (len(labels) / classes * share, classes)
+        per_class, classes = cache[target]
+        out[(target, fraction)] = {"per_class": round(per_class * fraction, 1),
+                                   "classes": classes}
+    return out
+
+
+def study_records(spec, store=None, modality: str | None = None) -> list[dict]:
+    """The benchmark records of a study's finished pairs
+    (:func:`~transferscope.advise.records.records_from_pairs` on :func:`collect`), read from
+    its store."""
+    from transferscope.advise.records import records_from_pairs
+
+    rows = collect(spec, store)["pairs"]
+    return records_from_pairs(rows, spec.metrics, spec.strategies, study_sizes(spec, rows),
+                              modality)

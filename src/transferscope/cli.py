@@ -229,6 +229,20 @@ def cmd_rank(args) -> int:
     return 0
 
 
+def _advice_rows(result, shown: dict | None = None) -> list[dict]:
+    """An advice table's rows as the CLI shows them (``shown``: model name -> how to show
+    it; default its short name)."""
+    from transferscope.names import parse_model_name
+
+    shown = shown or {}
+    return [{"model": shown.get(r["model"]) or parse_model_name(r["model"]).short(),
+             "fine-tuned acc [95%]": f"{r['pred_acc']:.3f} [{r['pred_acc_lo']:.3f}, "
+                                     f"{r['pred_acc_hi']:.3f}]",
+             "P(beats scratch)": f"{r['p_beats_scratch']:.2f}", "strategy": r["strategy"],
+             "cut": r["cut"], "head": r["head_width"] or "linear", "risk": r["risk"],
+             "evidence": r["evidence"]} for r in result.rows]
+
+
 def cmd_advise(args) -> int:
     """``tscope advise``: one table for the target (predicted fine-tuned accuracy with an
     interval, P(beats scratch), strategy, cut layer, head width, evidence); or, with
@@ -272,13 +286,7 @@ def cmd_advise(args) -> int:
         return 0
     from transferscope.names import parse_model_name
 
-    shown = [{"model": parse_model_name(r["model"]).short(),
-              "fine-tuned acc [95%]": f"{r['pred_acc']:.3f} [{r['pred_acc_lo']:.3f}, "
-                                      f"{r['pred_acc_hi']:.3f}]",
-              "P(beats scratch)": f"{r['p_beats_scratch']:.2f}", "strategy": r["strategy"],
-              "cut": r["cut"], "head": r["head_width"] or "linear", "risk": r["risk"],
-              "evidence": r["evidence"]} for r in result.rows]
-    print(render(shown, "table"))
+    print(render(_advice_rows(result), "table"))
     t = result.advisor
     print(f"\nadvisor: fitted on {t.get('examples')} benchmark cells of {t.get('targets')} "
           f"targets ({t.get('source') or 'shipped'}; fingerprint {t.get('fingerprint')}); "
@@ -291,14 +299,16 @@ def cmd_advise(args) -> int:
 
 
 DEMO_CASES = (
-    ("images: scikit-learn digits (8x8, 30 per class)", "sklearn:digits", ["effnet-lite:0"], 30),
+    ("images: scikit-learn digits (8x8, 30 per class)", "sklearn:digits",
+     ["zoo:lenet-mnist", "zoo:lenet-shuffled", "effnet-lite:0"], 30),
     ("text: Debian fortunes, 6 categories (30 per class)", "fortunes", ["minilm"], 30),
 )
 
 
 def cmd_demo(args) -> int:
-    """``tscope demo``: rank shipped models on built-in image and text data, offline; a case whose
-    data or model is not installed is skipped with the reason.
+    """``tscope demo``: the advisor on built-in image and text data and shipped models,
+    offline: which candidate will transfer and which will not; a case whose data or model is
+    not installed is skipped with the reason.
 
     Parameters
     ----------
@@ -310,33 +320,44 @@ def cmd_demo(args) -> int:
     int
         The exit status, 0.
     """
-    from transferscope.data import load_dataset
-    from transferscope.rank import RULE, RankConfig, rank
+    from transferscope.advise.api import advise
+    from transferscope.data import load_dataset, subsample
 
-    print("transferscope demo: will these pretrained models transfer, and do they beat their "
-          "random-init twin and the raw input?\n")
+    print("transferscope demo: which of these pretrained models will transfer to the target, "
+          "and which will not? (the advisor fitted on the project's benchmark reads each "
+          "model's transferability scores against its random-init twin and the raw input; "
+          "nothing is fine-tuned)\n")
     for title, dataset, models, per_class in DEMO_CASES:
         try:
-            data = load_dataset(dataset)
-            models = [_resolve_demo_model(m) for m in models]
+            data = subsample(load_dataset(dataset), per_class=per_class, seed=args.seed)
+            shown = {_resolve_demo_model(m): m for m in models}
         except (InputError, OptionalDependencyError) as exc:
             print(f"== {title}: skipped ({exc})\n")
             continue
-        cfg = RankConfig(per_class=per_class, subsamples=args.subsamples, seed=args.seed)
-        result = rank(data, models, cfg)
+        result = advise(data, list(shown), layers=False, subsamples=args.subsamples,
+                        seed=args.seed)
         print(f"== {title}")
-        print(render(_rank_rows(result, "table"), "table"))
+        print(render(_advice_rows(result, shown), "table"))
+        rows = sorted(result.rows, key=lambda r: -r["p_beats_scratch"])
+        if len(rows) > 1:
+            top, low = rows[0], rows[-1]
+            print(f"most likely to transfer: {shown[top['model']]} (P(beats scratch) "
+                  f"{top['p_beats_scratch']:.2f}, {top['strategy']}); least likely: "
+                  f"{shown[low['model']]} (P(beats scratch) {low['p_beats_scratch']:.2f})")
         print()
-    print(RULE.format(primary="linear_probe"))
-    print("\nNext: rank your own models on your data, e.g.\n"
-          "  tscope rank --data path/to/image_folders --model effnet-lite:0 --model "
+    print("Next: advise on your own models and data, e.g.\n"
+          "  tscope advise --data path/to/image_folders --model effnet-lite:0 --model "
           "effnet-lite:2 --per-class 20\n"
-          "  tscope rank --data reviews.csv --text-column text --label-column label "
+          "  tscope advise --data reviews.csv --text-column text --label-column label "
           "--model hf:/path/to/model")
     return 0
 
 
 def _resolve_demo_model(name: str) -> str:
+    if name.startswith("zoo:"):
+        from transferscope.zoo import zoo_model
+
+        return zoo_model(name[4:])
     if name == "minilm":
         from transferscope.errors import require
 
@@ -967,7 +988,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="advisor.json", metavar="FILE",
                    help="where --fit writes the advisor (default %(default)s)")
 
-    p = _subcommand(sub, "demo", "rank shipped models on built-in data (offline, minutes)",
+    p = _subcommand(sub, "demo", "advise on shipped models on built-in data (offline, minutes)",
                     "The main job on built-in data and shipped models, offline.", cmd_demo,
                     [par["progress"]])
     p.add_argument("--subsamples", "--bootstrap", dest="subsamples", type=int, default=10,

@@ -209,3 +209,19 @@ def test_cli_advise_and_fit(target, capsys):
     assert main(["advise", "--fit", str(spec), "--out", str(d / "mine.json")]) == 2
     assert "at least 4 finished" in capsys.readouterr().err
     assert not (d / "mine.json").exists()
+
+
+def test_demo_advises_on_the_shipped_sources(monkeypatch, capsys):
+    """The demo's image case without its EfficientNet (slow on a CPU): the two shipped LeNets
+    on scikit-learn's digits, through the shipped advisor; a case whose data is missing is
+    skipped with the reason."""
+    from transferscope import cli
+
+    monkeypatch.setattr(cli, "DEMO_CASES", (
+        ("images", "sklearn:digits", ["zoo:lenet-mnist", "zoo:lenet-shuffled"], 10),
+        ("missing", "fortunes:no-such-category", ["minilm"], 10)))
+    assert cli.main(["demo", "--subsamples", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "zoo:lenet-mnist" in out and "zoo:lenet-shuffled" in out
+    assert "most likely to transfer:" in out and "P(beats scratch)" in out
+    assert "== missing: skipped (Expected a fortunes category" in out

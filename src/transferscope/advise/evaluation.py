@@ -15,7 +15,7 @@ then over all examples:
 - advisor only: calibration of P(beats scratch) against "the best strategy's gain > 0": Brier
   score, expected calibration error over 10 equal-width bins (Naeini et al., AAAI 2015) and
   the reliability bins; strategy accuracy (recommended = measured best) against "always
-  linear probe" and "always full fine-tuning".
+  linear probe", "always full fine-tuning" and the layer rule's four quadrants.
 
 Means over cells come with 95 % BCa bootstrap intervals over the cells
 (:func:`transferscope.verdict.mean_interval`: none with fewer than 5 cells); F1, precision
@@ -82,6 +82,27 @@ def calibration(p, y, bins: int = BINS) -> dict:
     return {"brier": float(np.mean((p - y) ** 2)), "ece": float(ece), "reliability": rel}
 
 
+def rule_strategies(records: list[dict], ex) -> list[str]:
+    """The four-quadrant rule of :func:`transferscope.layers.recommend` for each example:
+    small (fewer than ``small_per_class`` training samples per class) and similar (linear
+    probe at least ``min_margin`` above the random-init twin's) -> linear probe; small and
+    different -> freeze; large and similar -> LP-FT; large and different -> full."""
+    from transferscope.layers.recommend import RecommendConfig
+
+    cfg = RecommendConfig()
+    out = []
+    for target, source, frac in ex.keys:
+        rec = next(r for r in records if r["target"] == target and r["source"] == source)
+        lp = (rec.get("scores") or {}).get("linear_probe") or {}
+        margin = (lp["value"] - lp["random"]) if lp.get("value") is not None \
+            and lp.get("random") is not None else float("nan")
+        small = rec["truth"][frac]["per_class"] < cfg.small_per_class
+        similar = margin >= cfg.min_margin
+        out.append(("linear_probe" if similar else "freeze") if small
+                   else ("lp_ft" if similar else "full"))
+    return out
+
+
 def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
     """Leave-one-target-out evaluation of the advisor and of each metric on ``records``.
 
@@ -101,7 +122,9 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         ``examples``, ``tau`` / ``regret`` (means with ``_lo`` / ``_hi``), ``median_regret``,
         ``nt_flagged``, ``nt_actual``, ``precision``, ``recall``, ``f1`` (with ``_lo`` /
         ``_hi``) and ``note``; for the advisor also ``brier``, ``ece``,
-        ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``. ``reliability``: the
+        ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``, and ``rule_acc``: the
+        four-quadrant rule's (:func:`rule_strategies`) accuracy over the ``rule_examples``
+        where its strategy was measured. ``reliability``: the
         advisor's bins. ``targets``: how many targets were held out in turn.
     """
 
@@ -154,6 +177,12 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
             row["always_lp_acc"] = float(np.mean([b == "linear_probe"
                                                   for b in ex.best_strategy]))
             row["always_full_acc"] = float(np.mean([b == "full" for b in ex.best_strategy]))
+            rule = rule_strategies(records, ex)
+            measured = [i for i, s in enumerate(rule)
+                        if not np.isnan(ex.strategy_acc.get(s, np.full(len(rule), np.nan))[i])]
+            row["rule_acc"] = (float(np.mean([rule[i] == ex.best_strategy[i] for i in measured]))
+                               if measured else float("nan"))
+            row["rule_examples"] = len(measured)
             reliability = cal["reliability"]
         row["note"] = "; ".join(notes)
         rows.append(row)

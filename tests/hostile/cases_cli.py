@@ -84,6 +84,9 @@ def _broken_advisor(d):
 
 case("advise: an advisor file that is not JSON", _broken_advisor,
      needle="Expected an advisor JSON file")
+case("advise: unknown --width", lambda d: ["advise", "--data", series(d)[0], "--model",
+                                         series(d)[1], "--width", "umap", "--no-layers"],
+     needle="Expected a width setting among none, pca[:K], standardize")
 case("advise: --fit a spec that does not exist", lambda d: ["advise", "--fit",
                                                              str(d / "nope.toml")],
      needle="does not exist")

@@ -1,15 +1,15 @@
 """What advice costs next to fine-tuning the same models, on one benchmark target.
 
-    python bench/advise_cost.py [--target fashion-lo] [--no-layers]
+    python bench/advise_cost.py [--target fashion-lo] [--layers]
 
 ``tscope advise`` on the image benchmark's target (100 images per class) for its six LeNet
-sources, from a cold feature cache, with layer profiles (cut and head width) unless
-``--no-layers``; against fine-tuning the same six models with the "full" strategy under the
-benchmark's protocol (3 seeds, at least 500 steps, the learning rate chosen from 3), their
-from-scratch arms left out. The fine-tuning runs are the benchmark study's (its store:
-``benchmarks/store/images.db``); a run the study has not finished is trained here and stored
-there. Target (issue 16): advise <= 1/20 of the fine-tuning time. Prints a table and writes
-bench/results/advise_cost.json.
+sources, from a cold feature cache (as ``tscope advise`` does by default: scores once, no layer
+profiles; ``--layers`` adds the profiles for the cut and head width), against fine-tuning the
+same six models with the "full" strategy under the benchmark's protocol (3 seeds, at least 500
+steps, the learning rate chosen from 3), their from-scratch arms left out. The fine-tuning runs
+are the benchmark study's (its store: ``benchmarks/store/images.db``); a run the study has not
+finished is trained here and stored there. Target (issue 16): advise <= 1/20 of the
+fine-tuning time. Prints a table and writes bench/results/advise_cost[_layers].json.
 
 Run ``python benchmarks/make_data.py`` and the image study's pretraining first.
 """
@@ -31,7 +31,7 @@ ROOT = HERE.parent
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="fashion-lo")
-    ap.add_argument("--no-layers", action="store_true")
+    ap.add_argument("--layers", action="store_true")
     args = ap.parse_args(argv)
 
     import os
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     print(f"{len(models)} models on {len(data)} images of {args.target}; torch threads "
           f"{torch.get_num_threads()}")
     start = time.perf_counter()
-    result = advise(data, models, layers=not args.no_layers,
+    result = advise(data, models, layers=args.layers,
                     cache_dir=tempfile.mkdtemp(prefix="tscope-advise-cost-"))
     advise_s = time.perf_counter() - start
     finetune_s, trained_here = {}, 0
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
           f"{spec.seeds} seeds, transfer arm): {total:.1f} s; ratio 1/{1 / ratio:.0f} "
           f"(target <= 1/20: {'met' if ratio <= 1 / 20 else 'NOT met'}); runs trained here: "
           f"{trained_here}")
-    write_json(HERE / "results" / "advise_cost.json",
-               {"target": args.target, "models": len(models), "layers": not args.no_layers,
+    write_json(HERE / "results" / f"advise_cost{'_layers' if args.layers else ''}.json",
+               {"target": args.target, "models": len(models), "layers": args.layers,
                 "advise_s": advise_s, "finetune_s": total, "ratio": ratio,
                 "met": ratio <= 1 / 20, "rows": rows, "threads": torch.get_num_threads()})
     return 0

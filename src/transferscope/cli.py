@@ -278,7 +278,7 @@ def cmd_advise(args) -> int:
                          "the advisor), got " + ("no --data" if not args.data else "no --model")
                          + "; e.g. tscope advise --data mnist5k --model effnet-lite:0")
     result = advise(_load_data(args), [_model(args, m) for m in args.model],
-                    advisor=args.advisor, layers=not args.no_layers,
+                    advisor=args.advisor, layers=args.layers,
                     subsamples=args.subsamples, seed=args.seed, width=args.width,
                     batch_size=args.batch_size, device=args.device, cache_dir=args.cache_dir)
     if args.format != "table":
@@ -972,10 +972,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="candidate model, repeatable (names as for tscope rank)")
     p.add_argument("--advisor", metavar="FILE",
                    help="an advisor JSON written by --fit (default: the shipped one)")
-    p.add_argument("--no-layers", action="store_true",
-                   help="skip the layer profiles: each model's default layer, a linear head")
-    p.add_argument("--subsamples", type=int, default=10, metavar="N",
-                   help="subsamples behind the score intervals (default %(default)s)")
+    p.add_argument("--layers", action="store_true",
+                   help="profile every candidate's layers for the cut layer and head width "
+                        "(slower; default: each model's penultimate layer, a linear head)")
+    p.add_argument("--subsamples", type=int, default=0, metavar="N",
+                   help="subsamples behind score intervals and the rank risk label (default "
+                        "%(default)s: the advisor reads the scores alone)")
     p.add_argument("--width", default=rank_defaults.width, metavar="none|pca[:K]|standardize",
                    help="feature transform before scoring (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")

@@ -198,12 +198,12 @@ def test_cli_advise_and_fit(target, capsys):
     d, adv = target
     model = f"torch:{d / 'net.py'}:fcn"
     assert main(["advise", "--data", str(d / "s.npz"), "--model", model, "--advisor", str(adv),
-                 "--no-layers", "--subsamples", "2", "--cache-dir", str(d / "c"), "--quiet",
+                 "--subsamples", "2", "--cache-dir", str(d / "c"), "--quiet",
                  "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["model"] == model and 0 < rows[0]["p_beats_scratch"] < 1
     assert main(["advise", "--data", str(d / "s.npz"), "--model", model, "--advisor", str(adv),
-                 "--no-layers", "--subsamples", "2", "--cache-dir", str(d / "c"),
+                 "--subsamples", "2", "--cache-dir", str(d / "c"),
                  "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "P(beats scratch)" in out and "advisor: fitted on 40 benchmark cells" in out

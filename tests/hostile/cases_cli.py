@@ -78,14 +78,13 @@ case("advise: no --model", lambda d: ["advise", "--data", series(d)[0]],
 def _broken_advisor(d):
     (d / "a.json").write_text("{")
     data, model = series(d)
-    return ["advise", "--data", data, "--model", model, "--advisor", str(d / "a.json"),
-            "--no-layers"]
+    return ["advise", "--data", data, "--model", model, "--advisor", str(d / "a.json")]
 
 
 case("advise: an advisor file that is not JSON", _broken_advisor,
      needle="Expected an advisor JSON file")
 case("advise: unknown --width", lambda d: ["advise", "--data", series(d)[0], "--model",
-                                         series(d)[1], "--width", "umap", "--no-layers"],
+                                         series(d)[1], "--width", "umap"],
      needle="Expected a width setting among none, pca[:K], standardize")
 case("advise: --fit a spec that does not exist", lambda d: ["advise", "--fit",
                                                              str(d / "nope.toml")],

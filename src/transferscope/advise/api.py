@@ -61,8 +61,8 @@ def _evidence(c: dict) -> str:
     return "; ".join(parts)
 
 
-def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool = True,
-           subsamples: int = 10, seed: int = 0, width: str = "none", batch_size: int = 64,
+def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool = False,
+           subsamples: int = 0, seed: int = 0, width: str = "none", batch_size: int = 64,
            device: str | None = None, cache_dir: str | None = None) -> AdviceResult:
     """Advise on candidate models for a target: predicted fine-tuned accuracy, P(beats
     scratch), strategy, cut layer and head width.
@@ -84,7 +84,10 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
     layers : bool
         Profile each candidate's layers for the cut layer and head width (slower); else the
         model's default layer and a linear head.
-    subsamples, seed, width, batch_size, device, cache_dir
+    subsamples : int
+        Subsamples behind the score intervals and rank's risk label (0: the scores once; the
+        advisor reads the values alone, and the risk column is empty).
+    seed, width, batch_size, device, cache_dir
         Ranking settings (:class:`transferscope.rank.RankConfig`).
 
     Returns
@@ -118,7 +121,8 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
                "pred_acc_hi": float(np.clip(pred["acc_hi"][i], 0, 1)),
                "p_beats_scratch": float(pred["p_beats"][i]), "strategy": pred["strategy"][i],
                "cut": None, "head_width": 0, "dim": c["dim"],
-               "risk": c["rank_row"].get("risk"), "evidence": _evidence(c),
+               "risk": c["rank_row"].get("risk") if subsamples else "",
+               "evidence": _evidence(c),
                "strategy_evidence": ", ".join(f"{s} {v:.3f}" for s, v in
                                               sorted(per.items(), key=lambda kv: -kv[1]))}
         rows.append(row)
@@ -140,6 +144,7 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
 
         for row in rows:
             row["cut"] = (built.get(row["model"]) or create_backend(row["model"])).default_layer()
-        notes.append("cut: each model's default layer and a linear head (layers not profiled)")
+        notes.append("cut: each model's default layer and a linear head (layers not profiled; "
+                     "--layers profiles them)")
     rows.sort(key=lambda r: -r["pred_acc"])
     return AdviceResult(rows=rows, advisor=adv.trained_on, notes=notes)

@@ -63,6 +63,9 @@ def test_study_runs_resumes_without_duplicates_and_evaluates(study_dir):
     records = study_records(spec)
     assert len(records) == 4 and all(s["complete"] for r in records
                                      for s in r["truth"].values())
+    # sizes from the study's tags (60 samples, 3 classes, a 60/20/20 split), no data loaded
+    assert {(f, s["per_class"], s["classes"]) for r in records for f, s in r["truth"].items()} \
+        == {("0.5", 6.0, 3), ("1.0", 12.0, 3)}
     out = study_dir.parent / "mine.json"
     assert main(["advise", "--fit", str(study_dir), "--out", str(out)]) == 0
     mine = json.loads(out.read_text())

@@ -202,7 +202,9 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
                "transfer_best_s": float(np.mean([r["metrics"]["best_s"] for r in t_runs])),
                "scratch_best_s": float(np.mean([r["metrics"]["best_s"] for r in b_runs])),
                "transfer_runs": [r["id"] for r in t_runs],
-               "scratch_runs": [r["id"] for r in b_runs]}
+               "scratch_runs": [r["id"] for r in b_runs],
+               "target_size": t_runs[0]["tags"].get("target_size"),
+               "target_classes": t_runs[0]["tags"].get("target_classes")}
         if spec.check_budget:
             row.update(_budget_check(by_seed, doubled.get(key, {}), verdict))
         rows = scores.get((target, source))
@@ -392,24 +394,25 @@ def _advice(spec: StudySpec, pairs: list[dict]) -> dict:
 def study_sizes(spec, rows) -> dict:
     """``(target, fraction) -> {"per_class", "classes"}`` for a study's evaluated pairs: the
     training samples per class (the training part of the study's split of the target, times
-    the fraction) and the classes (read from the target data)."""
-    import numpy as np
-
-    from transferscope.study.runner import _protocol
+    the fraction) and the classes, from the sizes the study's tags record
+    (``target_size``, ``target_classes``); for runs planned before the tags had the classes,
+    from the target data itself."""
+    from transferscope.finetune.run import default_split
     from transferscope.study.worker import target_data
 
-    out, cache = {}, {}
-    for target, fraction in {(r["target"], r["fraction"]) for r in rows}:
-        if target not in cache:
-            proto = _protocol(spec, target)
-            split = proto["split"]
-            share = split[0] / sum(split) if split else 1.0 - 1.0 / max(proto["folds"], 2)
+    out = {}
+    for r in rows:
+        target = r["target"]
+        size, classes = r.get("target_size"), r.get("target_classes")
+        if size is None or classes is None:
             labels = np.asarray(target_data(target, spec.budgets.per_class).labels)
-            classes = len(np.unique(labels))
-            cache[target] = (len(labels) / classes * share, classes)
-        per_class, classes = cache[target]
-        out[(target, fraction)] = {"per_class": round(per_class * fraction, 1),
-                                   "classes": classes}
+            size, classes = len(labels), len(np.unique(labels))
+        folds = r.get("folds") or 0
+        split = default_split(target in spec.val_data, target in spec.test_data, folds)
+        share = (1.0 - 1.0 / folds if folds else 1.0) * split[0] / sum(split)
+        out[(target, r["fraction"])] = {
+            "per_class": round(size / classes * share * r["fraction"], 1),
+            "classes": int(classes)}
     return out
 
 

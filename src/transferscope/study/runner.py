@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from transferscope.config import RunConfig, TrainConfig, training_run
 from transferscope.errors import InputError, note
 from transferscope.finetune.run import (
@@ -180,7 +182,8 @@ def _protocol(spec: StudySpec, target: str) -> dict:
     data = target_data(target, spec.budgets.per_class)
     folds = resolve_folds(spec.splits, len(data), test is not None)
     return {"target": target, "per_class": spec.budgets.per_class, "split_seed": 0,
-            "target_size": len(data), "val_data": val, "test_data": test, "folds": folds,
+            "target_size": len(data), "target_classes": len(np.unique(np.asarray(data.labels))),
+            "val_data": val, "test_data": test, "folds": folds,
             "split": default_split(val is not None, test is not None, folds),
             "fingerprints": heldout_fingerprints(target_data(val, None) if val else None,
                                                  target_data(test, None) if test else None)}
@@ -204,7 +207,8 @@ def _train_tasks(spec, common, b, arch, fp, arm, source, model, strategy, fracti
                                   **common["fingerprints"])
             tags = {"kind": "train", "target": target, "source": source, "arm": arm,
                     "strategy": strategy, "fraction": fraction, "arch": arch,
-                    "target_size": common["target_size"]}  # what the folds follow
+                    "target_size": common["target_size"],  # what the folds follow
+                    "target_classes": common["target_classes"]}
             payload = {"kind": "train", "target": target, "per_class": common["per_class"],
                        "val_data": common["val_data"], "test_data": common["test_data"],
                        "model": model, "run": config.to_dict()}

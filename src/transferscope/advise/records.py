@@ -37,7 +37,8 @@ def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
         ``scores`` (``{metric: {"value", "random", "raw"}}``), ``dim`` and ``risk``; ``truth``:
         ``{fraction (str): {"per_class", "classes", "seeds", "scratch_acc", "strategies":
         {strategy: {"transfer_acc", "gain", "gain_lo", "gain_hi", "verdict", "mde",
-        "reading"}}, "best_strategy", "best_acc", "lp_acc", "beats_scratch", "verdict",
+        "reading"} (with the study's budget check also "budget_verdict", "budget_holds")},
+        "best_strategy", "best_acc", "lp_acc", "beats_scratch", "verdict",
         "complete"}}``, where the best strategy has the highest transfer accuracy, and
         ``beats_scratch`` / ``verdict`` are its gain > 0 and its verdict.
     """
@@ -54,7 +55,7 @@ def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
             "scratch_acc": r["scratch_acc"], "strategies": {}})
         size["strategies"][r["strategy"]] = {
             k: r[k] for k in ("transfer_acc", "gain", "gain_lo", "gain_hi", "verdict", "mde",
-                              "reading")}
+                              "reading", "budget_verdict", "budget_holds") if k in r}
     out = []
     for rec in pairs.values():
         for size in rec["truth"].values():

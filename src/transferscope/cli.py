@@ -238,7 +238,8 @@ def _advice_rows(result, shown: dict | None = None) -> list[dict]:
     return [{"model": shown.get(r["model"]) or parse_model_name(r["model"]).short(),
              "fine-tuned acc [95%]": f"{r['pred_acc']:.3f} [{r['pred_acc_lo']:.3f}, "
                                      f"{r['pred_acc_hi']:.3f}]",
-             "P(beats scratch)": f"{r['p_beats_scratch']:.2f}", "strategy": r["strategy"],
+             "P(beats scratch)": f"{r['p_beats_scratch']:.2f}",
+             "P(negative)": f"{r['p_negative']:.2f}", "strategy": r["strategy"],
              "cut": r["cut"], "head": r["head_width"] or "linear", "risk": r["risk"],
              "evidence": r["evidence"]} for r in result.rows]
 

@@ -94,7 +94,9 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
     -------
     AdviceResult
         One row per candidate, best predicted accuracy first: ``model``, ``pred_acc`` with
-        ``pred_acc_lo`` / ``pred_acc_hi`` (95 %), ``p_beats_scratch``, ``strategy``,
+        ``pred_acc_lo`` / ``pred_acc_hi`` (95 %), ``p_beats_scratch``, ``p_negative`` (of
+        negative transfer: the best strategy losing to scratch beyond its interval),
+        ``strategy``,
         ``cut``, ``head_width``, ``dim``, ``risk`` (rank's label), ``evidence`` (the
         probes' accuracies and margins), ``strategy_evidence``.
     """
@@ -119,7 +121,8 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
         row = {"model": c["model"], "pred_acc": float(np.clip(pred["acc"][i], 0, 1)),
                "pred_acc_lo": float(np.clip(pred["acc_lo"][i], 0, 1)),
                "pred_acc_hi": float(np.clip(pred["acc_hi"][i], 0, 1)),
-               "p_beats_scratch": float(pred["p_beats"][i]), "strategy": pred["strategy"][i],
+               "p_beats_scratch": float(pred["p_beats"][i]),
+               "p_negative": float(pred["p_negative"][i]), "strategy": pred["strategy"][i],
                "cut": None, "head_width": 0, "dim": c["dim"],
                "risk": c["rank_row"].get("risk") if subsamples else "",
                "evidence": _evidence(c),

@@ -10,7 +10,7 @@ Per (target, data size) cell of candidates:
 then over all examples:
 
 - negative transfer (the best strategy's verdict is NEGATIVE): precision, recall and F1 of the
-  flags (advisor: P(beats scratch) < 0.5; a metric: below its random-init twin or the raw
+  flags (advisor: P(negative transfer) > 0.5; a metric: below its random-init twin or the raw
   input, as ``tscope study evaluate`` flags);
 - advisor only: calibration of P(beats scratch) against "the best strategy's gain > 0": Brier
   score, expected calibration error over 10 equal-width bins (Naeini et al., AAAI 2015) and
@@ -145,7 +145,7 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
                               for b in ("random", "raw"))
         values[m] = (v, flag)
     rows = []
-    for name, score, flags in [("advisor", pred["acc"], pred["p_beats"] < 0.5),
+    for name, score, flags in [("advisor", pred["acc"], pred["p_negative"] > 0.5),
                                *[(m, v, f) for m, (v, f) in values.items()]]:
         taus, regrets = _rank_stats(score, ex.acc, cells)
         row = {"predictor": name, "cells": len(cells), "examples": len(ex.acc)}

@@ -8,6 +8,8 @@ Three linear models over the standardised :data:`~transferscope.advise.features.
   residuals (a split-conformal band over targets: Lei et al., JASA 2018);
 - P(fine-tuning beats training from scratch): L2-regularised logistic regression, fitted by
   Newton's method (its probabilities are judged by their calibration: Brier score, ECE);
+- P(negative transfer): the same on "the best strategy's verdict is NEGATIVE" (fine-tuning
+  loses to scratch beyond its interval: rarer than "does not beat scratch");
 - per strategy, its test accuracy (ridge); the recommended strategy is the one predicted
   best among those the benchmark measured.
 
@@ -101,6 +103,15 @@ def _logistic(z, y, c):
     return w[:-1], float(w[-1])
 
 
+def _binary(z, y, c):
+    """Logistic coefficients for outcome ``y``; with one outcome only, none and the smoothed
+    log-odds of its rate as the intercept."""
+    if y.all() or not y.any():
+        rate = (y.mean() * len(y) + 0.5) / (len(y) + 1.0)
+        return np.zeros(z.shape[1]), float(np.log(rate / (1 - rate)))
+    return _logistic(z, y.astype(float), c)
+
+
 @dataclass
 class Advisor:
     """A fitted predictor (see the module docstring); :meth:`to_json` / :func:`load_advisor`."""
@@ -110,6 +121,7 @@ class Advisor:
     scale: list
     accuracy: dict  # coef, intercept, halfwidth
     beats: dict  # coef, intercept
+    negative: dict  # coef, intercept
     strategies: dict  # name -> coef, intercept
     trained_on: dict = field(default_factory=dict)
 
@@ -128,19 +140,22 @@ class Advisor:
         Returns
         -------
         dict
-            ``acc``, ``acc_lo``, ``acc_hi``, ``p_beats`` (arrays of shape (n,)),
+            ``acc``, ``acc_lo``, ``acc_hi``, ``p_beats``, ``p_negative`` (arrays of shape
+            (n,)),
             ``strategy_acc`` (``{strategy: (n,)}``) and ``strategy`` (list of n names).
         """
         z = self._z(x)
         acc = z @ np.asarray(self.accuracy["coef"]) + self.accuracy["intercept"]
         hw = self.accuracy["halfwidth"]
         logit = z @ np.asarray(self.beats["coef"]) + self.beats["intercept"]
+        neg = z @ np.asarray(self.negative["coef"]) + self.negative["intercept"]
         per = {s: z @ np.asarray(m["coef"]) + m["intercept"] for s, m in self.strategies.items()}
         names = sorted(per)
         best = [names[i] for i in np.argmax(np.stack([per[s] for s in names]), axis=0)] \
             if names else [None] * len(z)
         return {"acc": acc, "acc_lo": acc - hw, "acc_hi": acc + hw,
-                "p_beats": 1.0 / (1.0 + np.exp(-logit)), "strategy_acc": per,
+                "p_beats": 1.0 / (1.0 + np.exp(-logit)),
+                "p_negative": 1.0 / (1.0 + np.exp(-neg)), "strategy_acc": per,
                 "strategy": best}
 
     def to_json(self, path) -> Path:
@@ -189,11 +204,8 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = L
     scale = np.where(scale > 1e-12, scale, 1.0)
     z = np.where(np.isfinite(ex.X), (ex.X - mean) / scale, 0.0)
     coef, b = _ridge(z, ex.acc, alpha)
-    if ex.beats.all() or not ex.beats.any():
-        w, wb = np.zeros(z.shape[1]), float(np.log((ex.beats.mean() + 0.5 / len(z))
-                                                   / (1 - ex.beats.mean() + 0.5 / len(z))))
-    else:
-        w, wb = _logistic(z, ex.beats.astype(float), c)
+    w, wb = _binary(z, ex.beats, c)
+    nw, nb = _binary(z, ex.negative, c)
     strategies = {}
     for s, y in ex.strategy_acc.items():
         ok = np.isfinite(y)
@@ -209,7 +221,8 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = L
                       default=str)
     return Advisor(features=list(FEATURES), mean=mean.tolist(), scale=scale.tolist(),
                    accuracy={"coef": coef.tolist(), "intercept": b, "halfwidth": halfwidth},
-                   beats={"coef": w.tolist(), "intercept": wb}, strategies=strategies,
+                   beats={"coef": w.tolist(), "intercept": wb},
+                   negative={"coef": nw.tolist(), "intercept": nb}, strategies=strategies,
                    trained_on={"source": source, "examples": len(ex.acc),
                                "targets": len(set(ex.groups)),
                                "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],
@@ -224,12 +237,14 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
     -------
     dict
         ``examples`` (:class:`Examples`), and arrays of shape (n,) ``acc``, ``acc_lo``,
-        ``acc_hi``, ``p_beats``, plus ``strategy`` (list of n names) and ``strategy_acc``.
+        ``acc_hi``, ``p_beats``, ``p_negative``, plus ``strategy`` (list of n names) and
+        ``strategy_acc``.
     """
     ex = examples(records)
     n = len(ex.acc)
     out = {"acc": np.full(n, np.nan), "acc_lo": np.full(n, np.nan),
            "acc_hi": np.full(n, np.nan), "p_beats": np.full(n, np.nan),
+           "p_negative": np.full(n, np.nan),
            "strategy": [None] * n, "strategy_acc": {}, "examples": ex}
     groups = np.array(ex.groups)
     opts = {**fit_options, "halfwidth": fit_options.get("halfwidth") or 0.0}
@@ -238,7 +253,7 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
         adv = fit_advisor(held, **opts)
         idx = np.flatnonzero(groups == g)
         p = adv.predict(ex.X[idx])
-        for k in ("acc", "acc_lo", "acc_hi", "p_beats"):
+        for k in ("acc", "acc_lo", "acc_hi", "p_beats", "p_negative"):
             out[k][idx] = p[k]
         for j, i in enumerate(idx):
             out["strategy"][i] = p["strategy"][j]

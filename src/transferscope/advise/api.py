@@ -130,6 +130,9 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
                                               sorted(per.items(), key=lambda kv: -kv[1]))}
         rows.append(row)
     notes = []
+    if width != "none":
+        notes.append(f"width {width}: the scores were transformed, the benchmark's advisor was "
+                     "fitted on untransformed ones (refit it on studies scored alike: --fit)")
     if layers:
         from transferscope.backends import FinetunableBackend, create_backend
         from transferscope.layers import analyse_layers

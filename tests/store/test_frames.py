@@ -123,7 +123,10 @@ def test_study_evaluation_frames(recorded):
     for k, v in ev["pairs"][0].items():
         assert _same(pairs.iloc[0][k], v)
     assert _same(pairs.attrs["share_negative"], ev["share_negative"])
-    with pytest.raises(InputError, match="Expected table 'metrics' or 'pairs', got 'runs'"):
+    advice = ev.to_frame("advice")  # one pair: too few targets to hold one out
+    assert len(advice) == 0 and "leave-one-target-out needs at least 2" in ev["advice"]["note"]
+    with pytest.raises(InputError,
+                       match="Expected table 'metrics', 'pairs' or 'advice', got 'runs'"):
         ev.to_frame("runs")
 
 

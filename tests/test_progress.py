@@ -192,7 +192,11 @@ def test_study_logs_runs_done_of_total(tmp_path, capsys):
         assert err[0] == "tscope: study tiny: start (3 runs)"
         assert any(re.match(r"tscope: study tiny: done, 3/3 runs in", ln) for ln in err)
         # a run in this process shows its epochs under the study's line
-        assert any(ln.startswith("tscope: study tiny [1/3 runs] > transfer ") and "epoch 1/1"
+        # (the scratch baseline first, then the scores, then the transfer run: a pair is
+        # complete as soon as its transfer run is)
+        assert any(ln.startswith("tscope: study tiny [0/3 runs] > scratch ") and "epoch 1/1"
+                   in ln for ln in err)
+        assert any(ln.startswith("tscope: study tiny [2/3 runs] > transfer ") and "epoch 1/1"
                    in ln for ln in err)
         assert main(["study", "run", str(path)]) == 0  # all finished: said, nothing run
         err = capsys.readouterr().err

@@ -190,7 +190,8 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
     RankResult
         Per model: ``role``, ``dim`` (its feature width, before any ``width`` transform), each
         metric with its interval (``<m>``, ``<m>_lo``, ``<m>_hi``), ``p_first``, margins over
-        the random twin and raw input with intervals, ``risk``, ``seconds``.
+        the random twin and raw input with intervals, ``risk``, ``seconds``, ``layer`` (the
+        layer scored).
     """
     from transferscope.backends import FinetunableBackend, create_backend
     from transferscope.backends.simple import random_twin
@@ -231,7 +232,7 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
             names["raw"] = parse_model_name("raw")
             order.append("raw")
 
-    scores, seconds, dims, headless = {}, {}, {}, []
+    scores, seconds, dims, used, headless = {}, {}, {}, {}, []
     with unit(f"rank on {data.name}", len(order), "model") as bar:
         for name in order:
             start = time.perf_counter()
@@ -241,7 +242,7 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
                     "num_workers": cfg.num_workers, "precision": cfg.precision}
             feats = extract_features(backend, data, [layer], **opts)
             x = next(iter(feats.values()))
-            dims[name] = int(x.shape[1])
+            dims[name], used[name] = int(x.shape[1]), layer
             x = equalize_width(x, cfg.width)
             probs = extract_source_probs(backend, data, **opts) if source_metrics else None
             if source_metrics and probs is None:
@@ -278,6 +279,7 @@ def rank(data: Dataset, models, config: RankConfig | None = None, **kw) -> RankR
         if row["role"] == "candidate":
             row["risk"] = _risk(margins)
         row["seconds"] = round(seconds[name], 3)
+        row["layer"] = used[name]
         rows.append(row)
     rows.sort(key=lambda r: (r["role"] != "candidate", np.isnan(r[p]), -np.nan_to_num(r[p])))
     return RankResult(rows=rows, rule=RULE.format(primary=p), config=cfg, notes=notes)

@@ -146,10 +146,8 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
             rec = analyse_layers(data, b).recommendation
             row["cut"], row["head_width"] = rec.cut, rec.head_width
     else:
-        from transferscope.backends import create_backend
-
-        for row in rows:
-            row["cut"] = (built.get(row["model"]) or create_backend(row["model"])).default_layer()
+        for row, c in zip(rows, cands, strict=True):
+            row["cut"] = c["rank_row"]["layer"]  # the layer rank scored: no second load
         notes.append("cut: each model's default layer and a linear head (layers not profiled; "
                      "--layers profiles them)")
     rows.sort(key=lambda r: -r["pred_acc"])

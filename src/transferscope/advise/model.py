@@ -11,7 +11,14 @@ Three linear models over the standardised :data:`~transferscope.advise.features.
 - P(negative transfer): the same on "the best strategy's verdict is NEGATIVE" (fine-tuning
   loses to scratch beyond its interval: rarer than "does not beat scratch");
 - per strategy, its test accuracy (ridge); the recommended strategy is the one predicted
-  best among those the benchmark measured.
+  best among those the benchmark measured;
+- the data and training time transfer saves (ridge on logs, intervals like the accuracy's):
+  ``data_x``, how many times the target's training data a from-scratch model would need to
+  match the fine-tuned accuracy (the effective data transferred of Hernandez et al., "Scaling
+  Laws for Transfer", 2021, as a ratio), read off the scratch arm's accuracy at the
+  benchmark's two data sizes, linear in log data size; ``time_x``, the scratch arm's training
+  time to its selected epoch over the fine-tuned one's (only where the records carry those
+  times).
 
 Every example is one (source, target, data size) cell of a benchmark record whose strategies
 all finished; leave-one-target-out holds out a target's every source and size at once.
@@ -30,6 +37,7 @@ from transferscope.advise.features import FEATURES, candidate_features
 from transferscope.errors import InputError
 
 RIDGE_ALPHA = 3.0
+MIN_EXTRA = 6  # examples (from at least 2 targets) to fit data_x or time_x
 LOGISTIC_C = 1.0
 LEVEL = 0.95
 SHIPPED = Path(__file__).with_name("advisor.json")
@@ -47,6 +55,41 @@ class Examples:
     best_strategy: list
     groups: list
     keys: list
+    extras: dict = field(default_factory=dict)  # name -> (n,) log ratios, NaN where unknown
+
+
+#: Log ratios are clipped to +- this (x100 or /100): beyond it the log-linear reading of two
+#: data sizes says nothing.
+LOG_CLIP = float(np.log(100.0))
+#: Scratch accuracy must rise at least this much per e-fold of data for ``data_x`` to be read.
+MIN_SLOPE = 0.01
+
+
+def _log_data_x(rec: dict, size: dict) -> float:
+    """log of ``data_x`` for one cell (see the module docstring), NaN when the record has one
+    data size or the scratch arm does not improve with data."""
+    sizes = sorted((v["per_class"], v["scratch_acc"]) for v in rec["truth"].values()
+                   if v.get("per_class") and v.get("scratch_acc") is not None)
+    if len(sizes) < 2 or sizes[-1][0] <= sizes[0][0]:
+        return float("nan")
+    slope = (sizes[-1][1] - sizes[0][1]) / np.log(sizes[-1][0] / sizes[0][0])
+    if not slope >= MIN_SLOPE:
+        return float("nan")
+    return float(np.clip((size["best_acc"] - size["scratch_acc"]) / slope, -LOG_CLIP, LOG_CLIP))
+
+
+def _log_time_x(size: dict) -> float:
+    """log(scratch's time to its selected epoch / the best strategy's), NaN if unrecorded."""
+    t = size["strategies"][size["best_strategy"]].get("transfer_best_s")
+    b = size.get("scratch_best_s")
+    if not t or not b or t <= 0 or b <= 0:
+        return float("nan")
+    return float(np.clip(np.log(b / t), -LOG_CLIP, LOG_CLIP))
+
+
+#: The advisor's extra ridge targets: name -> its log ratio for one cell.
+EXTRAS = {"data_x": lambda rec, size: _log_data_x(rec, size),
+          "time_x": lambda rec, size: _log_time_x(size)}
 
 
 def examples(records: list[dict]) -> Examples:
@@ -61,7 +104,7 @@ def examples(records: list[dict]) -> Examples:
             if size.get("complete"):
                 by_cell.setdefault((rec["target"], frac), []).append((rec, size))
     X, acc, beats, neg, best, groups, keys = [], [], [], [], [], [], []
-    strat = {}
+    strat, extra = {}, {name: [] for name in EXTRAS}
     for (target, frac), cell in sorted(by_cell.items()):
         size0 = cell[0][1]
         X.append(candidate_features([r for r, _ in cell], size0["per_class"], size0["classes"]))
@@ -72,13 +115,15 @@ def examples(records: list[dict]) -> Examples:
             best.append(size["best_strategy"])
             groups.append(target)
             keys.append((target, rec["source"], frac))
+            for name, fn in EXTRAS.items():
+                extra[name].append(fn(rec, size))
             for s, arm in size["strategies"].items():
                 strat.setdefault(s, {})[len(acc) - 1] = arm["transfer_acc"]
     n = len(acc)
     strategy_acc = {s: np.array([v.get(i, np.nan) for i in range(n)]) for s, v in strat.items()}
     return Examples(np.vstack(X) if X else np.zeros((0, len(FEATURES))), np.array(acc, float),
                     np.array(beats, bool), np.array(neg, bool), strategy_acc, best, groups,
-                    keys)
+                    keys, {k: np.array(v, float) for k, v in extra.items()})
 
 
 def _ridge(z, y, alpha):
@@ -124,6 +169,7 @@ class Advisor:
     negative: dict  # coef, intercept
     strategies: dict  # name -> coef, intercept
     trained_on: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)  # data_x / time_x: coef, intercept, halfwidth
 
     def _z(self, x):
         x = np.asarray(x, float)
@@ -142,7 +188,8 @@ class Advisor:
         dict
             ``acc``, ``acc_lo``, ``acc_hi``, ``p_beats``, ``p_negative`` (arrays of shape
             (n,)),
-            ``strategy_acc`` (``{strategy: (n,)}``) and ``strategy`` (list of n names).
+            ``strategy_acc`` (``{strategy: (n,)}``) and ``strategy`` (list of n names); per
+            fitted extra (``data_x``, ``time_x``) the ratio and its ``_lo`` / ``_hi`` (95 %).
         """
         z = self._z(x)
         acc = z @ np.asarray(self.accuracy["coef"]) + self.accuracy["intercept"]
@@ -153,10 +200,16 @@ class Advisor:
         names = sorted(per)
         best = [names[i] for i in np.argmax(np.stack([per[s] for s in names]), axis=0)] \
             if names else [None] * len(z)
-        return {"acc": acc, "acc_lo": acc - hw, "acc_hi": acc + hw,
-                "p_beats": 1.0 / (1.0 + np.exp(-logit)),
-                "p_negative": 1.0 / (1.0 + np.exp(-neg)), "strategy_acc": per,
-                "strategy": best}
+        out = {"acc": acc, "acc_lo": acc - hw, "acc_hi": acc + hw,
+               "p_beats": 1.0 / (1.0 + np.exp(-logit)),
+               "p_negative": 1.0 / (1.0 + np.exp(-neg)), "strategy_acc": per,
+               "strategy": best}
+        for name, m in self.extras.items():
+            log = z @ np.asarray(m["coef"]) + m["intercept"]
+            out[f"log_{name}"] = log
+            for suffix, shift in (("", 0.0), ("_lo", -m["halfwidth"]), ("_hi", m["halfwidth"])):
+                out[name + suffix] = np.exp(np.clip(log + shift, -LOG_CLIP, LOG_CLIP))
+        return out
 
     def to_json(self, path) -> Path:
         """Write the advisor as JSON (plain lists and numbers)."""
@@ -212,17 +265,31 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = L
         if ok.sum() >= 4:
             sc, sb = _ridge(z[ok], y[ok], alpha)
             strategies[s] = {"coef": sc.tolist(), "intercept": sb}
+    extras = {}
+    for name, y in ex.extras.items():
+        ok = np.isfinite(y)
+        if ok.sum() >= MIN_EXTRA and len({g for g, k in zip(ex.groups, ok, strict=True)
+                                          if k}) >= 2:
+            ec, eb = _ridge(z[ok], y[ok], alpha)
+            extras[name] = {"coef": ec.tolist(), "intercept": eb, "halfwidth": LOG_CLIP,
+                            "examples": int(ok.sum())}
     if halfwidth is None:
         halfwidth = 0.1
         if len(set(ex.groups)) >= 3:
             pred = loto_predictions(records, alpha=alpha, c=c, halfwidth=0.0)
             halfwidth = float(np.quantile(np.abs(pred["acc"] - ex.acc), LEVEL))
+            for name, m in extras.items():
+                res = np.abs(pred[f"log_{name}"] - ex.extras[name])
+                res = res[np.isfinite(res)]
+                if len(res) >= MIN_EXTRA:
+                    m["halfwidth"] = float(np.quantile(res, LEVEL))
     blob = json.dumps([[list(k) for k in ex.keys], ex.X.round(12).tolist(), ex.acc.tolist()],
                       default=str)
     return Advisor(features=list(FEATURES), mean=mean.tolist(), scale=scale.tolist(),
                    accuracy={"coef": coef.tolist(), "intercept": b, "halfwidth": halfwidth},
                    beats={"coef": w.tolist(), "intercept": wb},
                    negative={"coef": nw.tolist(), "intercept": nb}, strategies=strategies,
+                   extras=extras,
                    trained_on={"source": source, "examples": len(ex.acc),
                                "targets": len(set(ex.groups)),
                                "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],
@@ -237,7 +304,8 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
     -------
     dict
         ``examples`` (:class:`Examples`), and arrays of shape (n,) ``acc``, ``acc_lo``,
-        ``acc_hi``, ``p_beats``, ``p_negative``, plus ``strategy`` (list of n names) and
+        ``acc_hi``, ``p_beats``, ``p_negative``, ``log_data_x`` and ``log_time_x`` (NaN where
+        the held-out fit has no such model), plus ``strategy`` (list of n names) and
         ``strategy_acc``.
     """
     ex = examples(records)
@@ -245,6 +313,7 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
     out = {"acc": np.full(n, np.nan), "acc_lo": np.full(n, np.nan),
            "acc_hi": np.full(n, np.nan), "p_beats": np.full(n, np.nan),
            "p_negative": np.full(n, np.nan),
+           **{f"log_{name}": np.full(n, np.nan) for name in EXTRAS},
            "strategy": [None] * n, "strategy_acc": {}, "examples": ex}
     groups = np.array(ex.groups)
     opts = {**fit_options, "halfwidth": fit_options.get("halfwidth") or 0.0}
@@ -253,7 +322,8 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
         adv = fit_advisor(held, **opts)
         idx = np.flatnonzero(groups == g)
         p = adv.predict(ex.X[idx])
-        for k in ("acc", "acc_lo", "acc_hi", "p_beats", "p_negative"):
+        for k in ("acc", "acc_lo", "acc_hi", "p_beats", "p_negative",
+                  *(f"log_{name}" for name in adv.extras)):
             out[k][idx] = p[k]
         for j, i in enumerate(idx):
             out["strategy"][i] = p["strategy"][j]

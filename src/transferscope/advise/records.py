@@ -35,9 +35,10 @@ def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
     list of dict
         Sorted by (target, source). Each: ``target``, ``source``, ``modality``; when scored,
         ``scores`` (``{metric: {"value", "random", "raw"}}``), ``dim`` and ``risk``; ``truth``:
-        ``{fraction (str): {"per_class", "classes", "seeds", "scratch_acc", "strategies":
-        {strategy: {"transfer_acc", "gain", "gain_lo", "gain_hi", "verdict", "mde",
-        "reading"} (with the study's budget check also "budget_verdict", "budget_holds")},
+        ``{fraction (str): {"per_class", "classes", "seeds", "scratch_acc", "scratch_best_s",
+        "strategies": {strategy: {"transfer_acc", "gain", "gain_lo", "gain_hi", "verdict",
+        "mde", "reading", "transfer_best_s"} (with the study's budget check also
+        "budget_verdict", "budget_holds")},
         "best_strategy", "best_acc", "lp_acc", "beats_scratch", "verdict",
         "complete"}}``, where the best strategy has the highest transfer accuracy, and
         ``beats_scratch`` / ``verdict`` are its gain > 0 and its verdict.
@@ -53,9 +54,12 @@ def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
         size = rec["truth"].setdefault(str(r["fraction"]), {
             **sizes[(r["target"], r["fraction"])], "seeds": r["seeds"],
             "scratch_acc": r["scratch_acc"], "strategies": {}})
+        if "scratch_best_s" in r:
+            size["scratch_best_s"] = r["scratch_best_s"]
         size["strategies"][r["strategy"]] = {
             k: r[k] for k in ("transfer_acc", "gain", "gain_lo", "gain_hi", "verdict", "mde",
-                              "reading", "budget_verdict", "budget_holds") if k in r}
+                              "reading", "budget_verdict", "budget_holds", "transfer_best_s")
+            if k in r}
     out = []
     for rec in pairs.values():
         for size in rec["truth"].values():

@@ -209,19 +209,48 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
             row.update(_budget_check(by_seed, doubled.get(key, {}), verdict))
         rows = scores.get((target, source))
         if rows:
-            cand = next(x for x in rows if x["role"] == "candidate")
-            twin = next((x for x in rows if x["role"] == "random-twin"), None)
-            raw = next((x for x in rows if x["role"] == "raw-baseline"), None)
-            row["risk"] = cand.get("risk")
-            row["dim"] = cand.get("dim")
-            for m in spec.metrics:
-                row[m] = cand[m]
-                for label, x in (("random", twin), ("raw", raw)):
-                    row[f"{m}_{label}"] = x[m] if x is not None else float("nan")
-                below = [cand[m] < x[m] for x in (twin, raw) if x is not None]
-                row[f"{m}_flags_negative"] = bool(any(below))
+            row.update(_score_fields(rows, spec.metrics))
         pairs.append(row)
     return {"pairs": pairs}
+
+
+def _score_fields(rows: list[dict], metrics) -> dict:
+    """A scoring run's rows -> the pair's ``risk``, ``dim``, each metric's value and its
+    ``<m>_random`` / ``<m>_raw`` baselines and ``<m>_flags_negative``."""
+    cand = next(x for x in rows if x["role"] == "candidate")
+    twin = next((x for x in rows if x["role"] == "random-twin"), None)
+    raw = next((x for x in rows if x["role"] == "raw-baseline"), None)
+    out = {"risk": cand.get("risk"), "dim": cand.get("dim")}
+    for m in metrics:
+        out[m] = cand[m]
+        for label, x in (("random", twin), ("raw", raw)):
+            out[f"{m}_{label}"] = x[m] if x is not None else float("nan")
+        below = [cand[m] < x[m] for x in (twin, raw) if x is not None]
+        out[f"{m}_flags_negative"] = bool(any(below))
+    return out
+
+
+def study_scores(spec: StudySpec, store: RunStore | None = None) -> dict:
+    """The finished scoring runs of the spec's grid, without any training truth.
+
+    Returns
+    -------
+    dict
+        ``(target, source) -> {"risk", "dim", "scores": {metric: {"value", "random",
+        "raw"}}}``: the score part of a benchmark record
+        (:func:`~transferscope.advise.records.records_from_pairs`).
+    """
+    store = store or open_store(spec.db)
+    out = {}
+    for r in _grid_runs(spec, store):
+        t = r["tags"]
+        if t["kind"] != "train":
+            f = _score_fields(r["metrics"]["rows"], spec.metrics)
+            out[(t["target"], t["source"])] = {
+                "risk": f["risk"], "dim": f["dim"],
+                "scores": {m: {"value": f[m], "random": f[f"{m}_random"],
+                               "raw": f[f"{m}_raw"]} for m in spec.metrics}}
+    return out
 
 
 def _budget_check(transfer: dict, doubled: dict, verdict: str) -> dict:

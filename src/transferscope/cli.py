@@ -239,7 +239,9 @@ def _advice_rows(result, shown: dict | None = None) -> list[dict]:
              "fine-tuned acc [95%]": f"{r['pred_acc']:.3f} [{r['pred_acc_lo']:.3f}, "
                                      f"{r['pred_acc_hi']:.3f}]",
              "P(beats scratch)": f"{r['p_beats_scratch']:.2f}",
-             "P(negative)": f"{r['p_negative']:.2f}", "strategy": r["strategy"],
+             "P(negative)": f"{r['p_negative']:.2f}"
+                            + (" NT" if r.get("flag_negative") else ""),
+             "strategy": r["strategy"],
              "cut": r["cut"], "head": r["head_width"] or "linear",
              **{f"{k} [95%]": _ratio(r, k) for k in ("data_x", "time_x") if k in r},
              "risk": r["risk"], "evidence": r["evidence"]} for r in result.rows]
@@ -299,7 +301,11 @@ def cmd_advise(args) -> int:
     t = result.advisor
     print(f"\nadvisor: fitted on {t.get('examples')} benchmark cells of {t.get('targets')} "
           f"targets ({t.get('source') or 'shipped'}; fingerprint {t.get('fingerprint')}); "
-          "accuracy interval: 95% of held-out-target errors; strategy accuracies predicted: "
+          "accuracy interval: 95% of held-out-target errors; NT: P(negative) at or above "
+          f"{result.advisor.get('negative_threshold', 0.5):.2f}, the flag's threshold; data_x: "
+          "the target data a from-scratch model would need to match, as a multiple of yours; "
+          "time_x: its training time over fine-tuning's; predicted gain of each strategy over "
+          "the linear probe: "
           + " | ".join(f"{parse_model_name(r['model']).short()}: {r['strategy_evidence']}"
                        for r in result.rows))
     for line in result.notes:

@@ -124,6 +124,28 @@ def test_data_and_time_saved_follow_the_scratch_curve():
     assert set(fit_advisor(recs, halfwidth=0.1).extras) == {"data_x"}
 
 
+def test_accuracy_is_a_cell_level_plus_a_place_within_it():
+    from transferscope.advise.model import C_GRID
+
+    recs = _synthetic()
+    adv = fit_advisor(recs, halfwidth=0.1)
+    ex = examples(recs)
+    a, b = np.flatnonzero(ex.cells == 0), np.flatnonzero(ex.cells == 1)
+    both = adv.predict(ex.X[np.r_[a, b]], ex.cells[np.r_[a, b]])["acc"]
+    np.testing.assert_allclose(both, np.r_[adv.predict(ex.X[a])["acc"],
+                                           adv.predict(ex.X[b])["acc"]])
+    # shifting every candidate of a cell alike moves the level, not the order
+    x = ex.X[a].copy()
+    x[:, FEATURES.index("linear_probe")] += 0.2
+    p0, p1 = adv.predict(ex.X[a])["acc"], adv.predict(x)["acc"]
+    assert (np.argsort(p0) == np.argsort(p1)).all() and not np.allclose(p0, p1)
+    # penalties and the negative-transfer threshold are chosen on the training targets
+    assert adv.trained_on["c_beats"] in C_GRID and adv.trained_on["c_negative"] in C_GRID
+    assert 0 < adv.negative["threshold"] <= 1
+    flags = adv.predict(ex.X)["flag_negative"]
+    assert flags.dtype == bool and flags.any() and ex.negative.any()
+
+
 def test_loto_never_sees_the_held_out_target():
     recs = _synthetic(n_targets=4)
     a = loto_predictions(recs)

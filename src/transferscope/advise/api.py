@@ -96,9 +96,10 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
         One row per candidate, best predicted accuracy first: ``model``, ``pred_acc`` with
         ``pred_acc_lo`` / ``pred_acc_hi`` (95 %), ``p_beats_scratch``, ``p_negative`` (of
         negative transfer: the best strategy losing to scratch beyond its interval),
-        ``strategy``,
+        ``flag_negative`` (``p_negative`` at or above the advisor's threshold), ``strategy``,
         ``cut``, ``head_width``, ``dim``, ``risk`` (rank's label), ``evidence`` (the
-        probes' accuracies and margins), ``strategy_evidence``; and, where the advisor
+        probes' accuracies and margins), ``strategy_evidence`` (each strategy's predicted
+        gain over the linear probe); and, where the advisor
         has them (:mod:`transferscope.advise.model`), ``data_x`` (how many times this
         target's training data a from-scratch model would need to match the fine-tuned one)
         and ``time_x`` (scratch's training time to its selected epoch over fine-tuning's),
@@ -126,11 +127,12 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
                "pred_acc_lo": float(np.clip(pred["acc_lo"][i], 0, 1)),
                "pred_acc_hi": float(np.clip(pred["acc_hi"][i], 0, 1)),
                "p_beats_scratch": float(pred["p_beats"][i]),
-               "p_negative": float(pred["p_negative"][i]), "strategy": pred["strategy"][i],
+               "p_negative": float(pred["p_negative"][i]),
+               "flag_negative": bool(pred["flag_negative"][i]), "strategy": pred["strategy"][i],
                "cut": None, "head_width": 0, "dim": c["dim"],
                "risk": c["rank_row"].get("risk") if subsamples else "",
                "evidence": _evidence(c),
-               "strategy_evidence": ", ".join(f"{s} {v:.3f}" for s, v in
+               "strategy_evidence": ", ".join(f"{s} {v:+.3f}" for s, v in
                                               sorted(per.items(), key=lambda kv: -kv[1]))}
         for name in adv.extras:  # data_x, time_x: the savings, where the advisor has them
             for suffix in ("", "_lo", "_hi"):
@@ -158,4 +160,5 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
         notes.append("cut: each model's default layer and a linear head (layers not profiled; "
                      "--layers profiles them)")
     rows.sort(key=lambda r: -r["pred_acc"])
-    return AdviceResult(rows=rows, advisor=adv.trained_on, notes=notes)
+    return AdviceResult(rows=rows, notes=notes, advisor={
+        **adv.trained_on, "negative_threshold": adv.negative.get("threshold", 0.5)})

@@ -10,7 +10,8 @@ Per (target, data size) cell of candidates:
 then over all examples:
 
 - negative transfer (the best strategy's verdict is NEGATIVE): precision, recall and F1 of the
-  flags (advisor: P(negative transfer) > 0.5; a metric: below its random-init twin or the raw
+  flags (advisor: P(negative transfer) at or above its threshold, chosen on the training
+  targets for F1; a metric: below its random-init twin or the raw
   input, as ``tscope study evaluate`` flags);
 - advisor only: calibration of P(beats scratch) against "the best strategy's gain > 0": Brier
   score, expected calibration error over 10 equal-width bins (Naeini et al., AAAI 2015) and
@@ -125,7 +126,10 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``, and ``rule_acc``: the
         four-quadrant rule's (:func:`rule_strategies`) accuracy over the ``rule_examples``
         where its strategy was measured. ``reliability``: the
-        advisor's bins. ``targets``: how many targets were held out in turn.
+        advisor's bins. ``targets``: how many targets were held out in turn. ``extras``:
+        per saving ratio the advisor predicts (``data_x``, ``time_x``), its held-out
+        ``examples``, ``median_abs_log_error``, ``median_factor``, ``factor95`` and
+        ``spearman``.
     """
 
     pred = loto_predictions(records)
@@ -145,7 +149,7 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
                               for b in ("random", "raw"))
         values[m] = (v, flag)
     rows = []
-    for name, score, flags in [("advisor", pred["acc"], pred["p_negative"] > 0.5),
+    for name, score, flags in [("advisor", pred["acc"], pred["flag_negative"]),
                                *[(m, v, f) for m, (v, f) in values.items()]]:
         taus, regrets = _rank_stats(score, ex.acc, cells)
         row = {"predictor": name, "cells": len(cells), "examples": len(ex.acc)}
@@ -186,4 +190,25 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
             reliability = cal["reliability"]
         row["note"] = "; ".join(notes)
         rows.append(row)
-    return {"rows": rows, "reliability": reliability, "targets": len(set(ex.groups))}
+    return {"rows": rows, "reliability": reliability, "targets": len(set(ex.groups)),
+            "extras": _extras(pred, ex)}
+
+
+def _extras(pred: dict, ex) -> dict:
+    """Held-out accuracy of the ``data_x`` / ``time_x`` predictions: median absolute error of
+    the log ratio (and the factor it is), its 95th percentile as a factor, Spearman's rho."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for name, y in ex.extras.items():
+        p = pred.get(f"log_{name}")
+        ok = np.isfinite(y) & np.isfinite(p) if p is not None else np.zeros(len(y), bool)
+        if ok.sum() < 3:
+            continue
+        err = np.abs(p[ok] - y[ok])
+        rho = spearmanr(p[ok], y[ok]).statistic
+        out[name] = {"examples": int(ok.sum()), "median_abs_log_error": float(np.median(err)),
+                     "median_factor": float(np.exp(np.median(err))),
+                     "factor95": float(np.exp(np.quantile(err, 0.95))),
+                     "spearman": float(rho)}
+    return out

@@ -1,17 +1,23 @@
 """The advisor's predictor: small, interpretable, fitted on benchmark records, stored as JSON.
 
-Three linear models over the standardised :data:`~transferscope.advise.features.FEATURES`
+Linear models over the standardised :data:`~transferscope.advise.features.FEATURES`
 (missing values filled with the training mean, i.e. 0 after standardising):
 
-- fine-tuned accuracy (the best strategy's test accuracy): ridge regression (Hoerl & Kennard,
-  1970), with an interval of +- the 95th percentile of the absolute leave-one-target-out
-  residuals (a split-conformal band over targets: Lei et al., JASA 2018);
+- fine-tuned accuracy (the best strategy's test accuracy) as the level of the candidates'
+  (target, size) cell plus each candidate's deviation from it: one ridge regression (Hoerl &
+  Kennard, 1970) on the cell means of the features and of the accuracy, one on the
+  within-cell deviations (a fixed-effects decomposition: what ranks the candidates is learnt
+  apart from what makes one target harder than another); an interval of +- the 95th
+  percentile of the absolute leave-one-target-out residuals (a split-conformal band over
+  targets: Lei et al., JASA 2018);
 - P(fine-tuning beats training from scratch): L2-regularised logistic regression, fitted by
-  Newton's method (its probabilities are judged by their calibration: Brier score, ECE);
+  Newton's method, its penalty chosen by leave-one-target-out Brier score (its probabilities
+  are judged by their calibration: Brier score, ECE);
 - P(negative transfer): the same on "the best strategy's verdict is NEGATIVE" (fine-tuning
-  loses to scratch beyond its interval: rarer than "does not beat scratch");
-- per strategy, its test accuracy (ridge); the recommended strategy is the one predicted
-  best among those the benchmark measured;
+  loses to scratch beyond its interval: rarer than "does not beat scratch"), and the
+  threshold at which the advisor flags it, chosen by leave-one-target-out F1;
+- per strategy, its test accuracy minus the linear probe's (ridge); the recommended
+  strategy is the one predicted best among those the benchmark measured;
 - the data and training time transfer saves (ridge on logs, intervals like the accuracy's):
   ``data_x``, how many times the target's training data a from-scratch model would need to
   match the fine-tuned accuracy (the effective data transferred of Hernandez et al., "Scaling
@@ -37,6 +43,9 @@ from transferscope.advise.features import FEATURES, candidate_features
 from transferscope.errors import InputError
 
 RIDGE_ALPHA = 3.0
+#: Inverse logistic penalties tried (chosen per fit by inner leave-one-target-out Brier score).
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+REFERENCE_STRATEGY = "linear_probe"  # strategies are predicted as gains over it
 MIN_EXTRA = 6  # examples (from at least 2 targets) to fit data_x or time_x
 LOGISTIC_C = 1.0
 LEVEL = 0.95
@@ -55,6 +64,7 @@ class Examples:
     best_strategy: list
     groups: list
     keys: list
+    cells: np.ndarray = None  # (n,) which (target, size) cell each example is in
     extras: dict = field(default_factory=dict)  # name -> (n,) log ratios, NaN where unknown
 
 
@@ -104,8 +114,8 @@ def examples(records: list[dict]) -> Examples:
             if size.get("complete"):
                 by_cell.setdefault((rec["target"], frac), []).append((rec, size))
     X, acc, beats, neg, best, groups, keys = [], [], [], [], [], [], []
-    strat, extra = {}, {name: [] for name in EXTRAS}
-    for (target, frac), cell in sorted(by_cell.items()):
+    strat, extra, cell_of = {}, {name: [] for name in EXTRAS}, []
+    for c, ((target, frac), cell) in enumerate(sorted(by_cell.items())):
         size0 = cell[0][1]
         X.append(candidate_features([r for r, _ in cell], size0["per_class"], size0["classes"]))
         for rec, size in cell:
@@ -114,6 +124,7 @@ def examples(records: list[dict]) -> Examples:
             neg.append(size["verdict"] == "NEGATIVE")
             best.append(size["best_strategy"])
             groups.append(target)
+            cell_of.append(c)
             keys.append((target, rec["source"], frac))
             for name, fn in EXTRAS.items():
                 extra[name].append(fn(rec, size))
@@ -123,7 +134,16 @@ def examples(records: list[dict]) -> Examples:
     strategy_acc = {s: np.array([v.get(i, np.nan) for i in range(n)]) for s, v in strat.items()}
     return Examples(np.vstack(X) if X else np.zeros((0, len(FEATURES))), np.array(acc, float),
                     np.array(beats, bool), np.array(neg, bool), strategy_acc, best, groups,
-                    keys, {k: np.array(v, float) for k, v in extra.items()})
+                    keys, np.array(cell_of, int), {k: np.array(v, float) for k, v in extra.items()})
+
+
+def _cell_means(z, cells=None) -> np.ndarray:
+    """Each row replaced by the mean of its cell's rows (one cell by default)."""
+    cells = np.zeros(len(z), int) if cells is None else np.asarray(cells)
+    out = np.empty_like(z)
+    for c in np.unique(cells):
+        out[cells == c] = z[cells == c].mean(axis=0)
+    return out
 
 
 def _ridge(z, y, alpha):
@@ -146,6 +166,44 @@ def _logistic(z, y, c):
         if np.abs(step).max() < 1e-10:
             break
     return w[:-1], float(w[-1])
+
+
+def _inner_probabilities(z, y, groups, c) -> np.ndarray:
+    """Leave-one-group-out logistic probabilities of ``y`` (inside a training set)."""
+    p = np.full(len(y), np.nan)
+    for g in np.unique(groups):
+        held = groups == g
+        w, b = _binary(z[~held], y[~held], c)
+        p[held] = 1.0 / (1.0 + np.exp(-(z[held] @ w + b)))
+    return p
+
+
+def _choose_c(z, y, groups) -> float:
+    """The inverse penalty from :data:`C_GRID` with the lowest leave-one-target-out Brier
+    score on the training set (the stronger penalty on ties); :data:`LOGISTIC_C` with fewer
+    than 3 targets."""
+    if len(np.unique(groups)) < 3:
+        return LOGISTIC_C
+    briers = [np.mean((_inner_probabilities(z, y, groups, c) - y) ** 2) for c in C_GRID]
+    return float(C_GRID[int(np.argmin(np.round(briers, 12)))])
+
+
+def _choose_threshold(z, y, groups, c) -> float:
+    """The P(negative transfer) at or above which the advisor flags it: the threshold with
+    the best leave-one-target-out F1 on the training set (the higher one on ties); 0.5 with
+    fewer than 3 targets or no negative example."""
+    y = np.asarray(y, bool)
+    if len(np.unique(groups)) < 3 or not y.any():
+        return 0.5
+    p = _inner_probabilities(z, y, groups, c)
+    best, best_f1 = 0.5, -1.0
+    for t in np.unique(np.round(p, 6))[::-1]:
+        flag = p >= t
+        tp = int((flag & y).sum())
+        f1 = 2.0 * tp / (flag.sum() + y.sum())
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(t), f1
+    return best
 
 
 def _binary(z, y, c):
@@ -176,23 +234,30 @@ class Advisor:
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         return np.where(np.isfinite(z), z, 0.0)
 
-    def predict(self, x) -> dict:
+    def predict(self, x, cells=None) -> dict:
         """Predictions for feature rows.
 
         Parameters
         ----------
         x : array-like of shape (n, len(features))
+            Candidates' features (:func:`~transferscope.advise.features.candidate_features`).
+        cells : array-like of shape (n,), optional
+            Which rows are candidates for the same target and data size (default: all).
 
         Returns
         -------
         dict
             ``acc``, ``acc_lo``, ``acc_hi``, ``p_beats``, ``p_negative`` (arrays of shape
-            (n,)),
+            (n,)), ``flag_negative`` (P(negative) at or above the advisor's threshold),
             ``strategy_acc`` (``{strategy: (n,)}``) and ``strategy`` (list of n names); per
             fitted extra (``data_x``, ``time_x``) the ratio and its ``_lo`` / ``_hi`` (95 %).
         """
         z = self._z(x)
         acc = z @ np.asarray(self.accuracy["coef"]) + self.accuracy["intercept"]
+        if "level_coef" in self.accuracy:  # within the candidate set + its level
+            zm = _cell_means(z, cells)
+            acc = acc + zm @ (np.asarray(self.accuracy["level_coef"])
+                              - np.asarray(self.accuracy["coef"]))
         hw = self.accuracy["halfwidth"]
         logit = z @ np.asarray(self.beats["coef"]) + self.beats["intercept"]
         neg = z @ np.asarray(self.negative["coef"]) + self.negative["intercept"]
@@ -200,10 +265,11 @@ class Advisor:
         names = sorted(per)
         best = [names[i] for i in np.argmax(np.stack([per[s] for s in names]), axis=0)] \
             if names else [None] * len(z)
+        p_neg = 1.0 / (1.0 + np.exp(-neg))
         out = {"acc": acc, "acc_lo": acc - hw, "acc_hi": acc + hw,
-               "p_beats": 1.0 / (1.0 + np.exp(-logit)),
-               "p_negative": 1.0 / (1.0 + np.exp(-neg)), "strategy_acc": per,
-               "strategy": best}
+               "p_beats": 1.0 / (1.0 + np.exp(-logit)), "p_negative": p_neg,
+               "flag_negative": p_neg >= self.negative.get("threshold", 0.5),
+               "strategy_acc": per, "strategy": best}
         for name, m in self.extras.items():
             log = z @ np.asarray(m["coef"]) + m["intercept"]
             out[f"log_{name}"] = log
@@ -218,7 +284,7 @@ class Advisor:
         return path
 
 
-def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = LOGISTIC_C,
+def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | None = None,
                 halfwidth: float | None = None, source: str = "") -> Advisor:
     """Fit the advisor on benchmark records.
 
@@ -226,8 +292,12 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = L
     ----------
     records : list of dict
         :func:`~transferscope.advise.records.records_from_pairs` records.
-    alpha, c : float
-        Ridge penalty; inverse logistic penalty (on standardised features).
+    alpha : float
+        Ridge penalty (on standardised features).
+    c : float, optional
+        Inverse logistic penalty; default: chosen from :data:`C_GRID` per outcome by
+        leave-one-target-out Brier score on ``records`` (:data:`LOGISTIC_C` with fewer than
+        3 targets). The negative-transfer flag's threshold is chosen likewise, for F1.
     halfwidth : float, optional
         The accuracy interval's half-width; default: from leave-one-target-out residuals
         (:func:`loto_predictions`), or 0.1 with fewer than 3 targets.
@@ -256,15 +326,32 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = L
                     / np.maximum(count, 1))
     scale = np.where(scale > 1e-12, scale, 1.0)
     z = np.where(np.isfinite(ex.X), (ex.X - mean) / scale, 0.0)
-    coef, b = _ridge(z, ex.acc, alpha)
-    w, wb = _binary(z, ex.beats, c)
-    nw, nb = _binary(z, ex.negative, c)
+    # accuracy = the cell's level + each candidate's place within it: a ridge on the
+    # within-cell deviations (what ranks the candidates) and one on the cell means (what
+    # places the target), so that differences between targets do not drown the ranking
+    zm = _cell_means(z, ex.cells)
+    ym = _cell_means(ex.acc[:, None], ex.cells)[:, 0]
+    coef = _ridge(z - zm, ex.acc - ym, alpha)[0]
+    level, b = _ridge(zm, ym, alpha)
+    groups = np.asarray(ex.groups)
+    c_beats = c if c is not None else _choose_c(z, ex.beats, groups)
+    c_neg = c if c is not None else _choose_c(z, ex.negative, groups)
+    w, wb = _binary(z, ex.beats, c_beats)
+    nw, nb = _binary(z, ex.negative, c_neg)
+    threshold = _choose_threshold(z, ex.negative, groups, c_neg)
+    # each strategy's accuracy minus the linear probe's on the same cell (what decides between
+    # them; the level they share cancels), the linear probe itself 0
     strategies = {}
+    lp = ex.strategy_acc.get(REFERENCE_STRATEGY)
     for s, y in ex.strategy_acc.items():
-        ok = np.isfinite(y)
+        if lp is None or s == REFERENCE_STRATEGY:
+            continue
+        ok = np.isfinite(y) & np.isfinite(lp)
         if ok.sum() >= 4:
-            sc, sb = _ridge(z[ok], y[ok], alpha)
+            sc, sb = _ridge(z[ok], y[ok] - lp[ok], alpha)
             strategies[s] = {"coef": sc.tolist(), "intercept": sb}
+    if strategies:
+        strategies[REFERENCE_STRATEGY] = {"coef": [0.0] * z.shape[1], "intercept": 0.0}
     extras = {}
     for name, y in ex.extras.items():
         ok = np.isfinite(y)
@@ -276,7 +363,7 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = L
     if halfwidth is None:
         halfwidth = 0.1
         if len(set(ex.groups)) >= 3:
-            pred = loto_predictions(records, alpha=alpha, c=c, halfwidth=0.0)
+            pred = loto_predictions(records, alpha=alpha, c=c, halfwidth=0.0, inner=False)
             halfwidth = float(np.quantile(np.abs(pred["acc"] - ex.acc), LEVEL))
             for name, m in extras.items():
                 res = np.abs(pred[f"log_{name}"] - ex.extras[name])
@@ -286,14 +373,16 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float = L
     blob = json.dumps([[list(k) for k in ex.keys], ex.X.round(12).tolist(), ex.acc.tolist()],
                       default=str)
     return Advisor(features=list(FEATURES), mean=mean.tolist(), scale=scale.tolist(),
-                   accuracy={"coef": coef.tolist(), "intercept": b, "halfwidth": halfwidth},
+                   accuracy={"coef": coef.tolist(), "level_coef": level.tolist(),
+                             "intercept": b, "halfwidth": halfwidth},
                    beats={"coef": w.tolist(), "intercept": wb},
-                   negative={"coef": nw.tolist(), "intercept": nb}, strategies=strategies,
+                   negative={"coef": nw.tolist(), "intercept": nb, "threshold": threshold},
+                   strategies=strategies,
                    extras=extras,
                    trained_on={"source": source, "examples": len(ex.acc),
                                "targets": len(set(ex.groups)),
                                "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],
-                               "alpha": alpha, "c": c})
+                               "alpha": alpha, "c_beats": c_beats, "c_negative": c_neg})
 
 
 def loto_predictions(records: list[dict], **fit_options) -> dict:
@@ -312,17 +401,20 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
     n = len(ex.acc)
     out = {"acc": np.full(n, np.nan), "acc_lo": np.full(n, np.nan),
            "acc_hi": np.full(n, np.nan), "p_beats": np.full(n, np.nan),
-           "p_negative": np.full(n, np.nan),
+           "p_negative": np.full(n, np.nan), "flag_negative": np.zeros(n, bool),
            **{f"log_{name}": np.full(n, np.nan) for name in EXTRAS},
            "strategy": [None] * n, "strategy_acc": {}, "examples": ex}
     groups = np.array(ex.groups)
+    inner = fit_options.pop("inner", True)
     opts = {**fit_options, "halfwidth": fit_options.get("halfwidth") or 0.0}
+    if not inner and opts.get("c") is None:  # inside a fit: its penalty, no nested search
+        opts["c"] = LOGISTIC_C
     for g in sorted(set(ex.groups)):
         held = [r for r in records if r["target"] != g]
         adv = fit_advisor(held, **opts)
         idx = np.flatnonzero(groups == g)
-        p = adv.predict(ex.X[idx])
-        for k in ("acc", "acc_lo", "acc_hi", "p_beats", "p_negative",
+        p = adv.predict(ex.X[idx], ex.cells[idx])
+        for k in ("acc", "acc_lo", "acc_hi", "p_beats", "p_negative", "flag_negative",
                   *(f"log_{name}" for name in adv.extras)):
             out[k][idx] = p[k]
         for j, i in enumerate(idx):

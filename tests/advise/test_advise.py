@@ -240,9 +240,13 @@ def test_advise_orders_candidates_with_predictions_and_evidence(target):
         assert r["cut"] and r["head_width"] == 0
         assert r["data_x_lo"] < r["data_x"] < r["data_x_hi"] and r["time_x"] > 0
     assert {r["dim"] for r in res.rows} == {8, 32}
+    # scored at the advisor's own width unless told otherwise (rank's default is pca:32)
+    assert json.loads(adv.read_text())["trained_on"]["width"] == "none"
+    assert not any("width" in n for n in res.notes)
     profiled = advise(load_dataset(str(d / "s.npz")), models[:1], advisor=str(adv),
-                      layers=True, subsamples=2, cache_dir=str(d / "c"))
+                      layers=True, subsamples=2, cache_dir=str(d / "c"), width="pca:4")
     assert profiled.rows[0]["cut"] in ("0", "1", "2", "3")
+    assert any("width pca:4" in n and "at width none" in n for n in profiled.notes)
 
 
 def test_cli_advise_and_fit(target, capsys):

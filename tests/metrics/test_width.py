@@ -5,12 +5,12 @@ import pytest
 
 from transferscope.errors import InputError
 from transferscope.metrics import score
-from transferscope.metrics.width import check_width, equalize_width
+from transferscope.metrics.width import DEFAULT_WIDTH, check_width, equalize_width
 
 
 def test_check_width_canonical_forms_and_errors():
     assert check_width("none") == "none"
-    assert check_width("PCA") == "pca:64"
+    assert check_width("PCA") == "pca:32" == DEFAULT_WIDTH
     assert check_width("pca:8") == "pca:8"
     assert check_width("standardize") == "standardize"
     for bad in ("pca:0", "pca:x", "whiten", "none:3", ""):

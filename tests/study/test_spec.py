@@ -96,15 +96,17 @@ def test_width_enters_the_scoring_identity_and_reaches_the_worker(tmp_path):
     from transferscope.study.runner import main_tasks
 
     plain = load_spec(write_study(tmp_path, SPEC))
-    wide = load_spec(write_study(tmp_path, SPEC.replace("splits = 1", 'splits = 1\nwidth = "PCA"')))
-    assert plain.scoring()["width"] == "none" and wide.scoring()["width"] == "pca:64"
+    wide = load_spec(write_study(tmp_path,
+                                 SPEC.replace("splits = 1", 'splits = 1\nwidth = "none"')))
+    # the default: rank's (pca:32, what ranked best on the benchmark)
+    assert plain.scoring()["width"] == "pca:32" and wide.scoring()["width"] == "none"
     sources = {s: s for s in plain.sources if not s.startswith("pretrained:")}
     plain.sources = wide.sources = list(sources)
     a = [t for t in main_tasks(plain, sources) if t.tags["kind"] == "scores"]
     b = [t for t in main_tasks(wide, sources) if t.tags["kind"] == "scores"]
     assert a and len(a) == len(b)
     assert all(x.config.key() != y.config.key() for x, y in zip(a, b, strict=True))
-    assert {t.payload["width"] for t in b} == {"pca:64"}
+    assert {t.payload["width"] for t in b} == {"none"}
     train = [t.config.key() for t in main_tasks(plain, sources) if t.tags["kind"] == "train"]
     assert train == [t.config.key() for t in main_tasks(wide, sources)
                      if t.tags["kind"] == "train"]  # training runs are shared

@@ -11,6 +11,7 @@ import numpy as np
 from transferscope.advise.features import METRICS, candidate_features
 from transferscope.advise.model import Advisor, load_advisor
 from transferscope.errors import InputError
+from transferscope.metrics.width import check_width
 
 TRAIN_SHARE = 0.8  # of the target a fine-tuning run trains on (the rest: validation)
 
@@ -62,7 +63,7 @@ def _evidence(c: dict) -> str:
 
 
 def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool = False,
-           subsamples: int = 0, seed: int = 0, width: str = "none", batch_size: int = 64,
+           subsamples: int = 0, seed: int = 0, width: str | None = None, batch_size: int = 64,
            device: str | None = None, cache_dir: str | None = None) -> AdviceResult:
     """Advise on candidate models for a target: predicted fine-tuned accuracy, P(beats
     scratch), strategy, cut layer and head width.
@@ -87,8 +88,12 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
     subsamples : int
         Subsamples behind the score intervals and rank's risk label (0: the scores once; the
         advisor reads the values alone, and the risk column is empty).
-    seed, width, batch_size, device, cache_dir
+    seed, batch_size, device, cache_dir
         Ranking settings (:class:`transferscope.rank.RankConfig`).
+    width : str, optional
+        The width transform before scoring; default: the one the advisor's training scores
+        had (``trained_on["width"]``; the shipped advisor's: ``"none"``), since its features
+        are those scores.
 
     Returns
     -------
@@ -108,6 +113,8 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
     from transferscope.rank import rank
 
     adv = advisor if isinstance(advisor, Advisor) else load_advisor(advisor)
+    trained_width = adv.trained_on.get("width", "none")
+    width = trained_width if width is None else check_width(width)
     built = {b.name: b for b in models if not isinstance(b, str)}
     if not models:
         raise InputError("Expected at least one model to advise on, got none; e.g. "
@@ -139,9 +146,10 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
                 row[name + suffix] = float(pred[name + suffix][i])
         rows.append(row)
     notes = []
-    if width != "none":
-        notes.append(f"width {width}: the scores were transformed, the benchmark's advisor was "
-                     "fitted on untransformed ones (refit it on studies scored alike: --fit)")
+    if width != trained_width:
+        notes.append(f"width {width}: the scores were transformed so, the advisor was fitted on "
+                     f"scores at width {trained_width} (refit it on studies scored alike: "
+                     "--fit)")
     if layers:
         from transferscope.backends import FinetunableBackend, create_backend
         from transferscope.layers import analyse_layers

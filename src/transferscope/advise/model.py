@@ -345,7 +345,7 @@ class Advisor:
 
 def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | None = None,
                 strategy_alpha: float | None = None, halfwidth: float | None = None,
-                source: str = "") -> Advisor:
+                source: str = "", width: str = "none") -> Advisor:
     """Fit the advisor on benchmark records.
 
     Parameters
@@ -366,6 +366,9 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
         (:func:`loto_predictions`), or 0.1 with fewer than 3 targets.
     source : str
         Where the records came from (recorded in ``trained_on``).
+    width : str
+        The width transform the records' scores were computed at (recorded in
+        ``trained_on``: ``advise`` scores at it by default).
 
     Returns
     -------
@@ -440,7 +443,8 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
                                "targets": len(set(ex.groups)),
                                "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],
                                "alpha": alpha, "c_beats": c_beats, "c_negative": c_neg,
-                               "strategy_alpha": s_alpha if np.isfinite(s_alpha) else "inf"})
+                               "strategy_alpha": s_alpha if np.isfinite(s_alpha) else "inf",
+                               "width": width})
 
 
 def loto_predictions(records: list[dict], **fit_options) -> dict:

@@ -13,7 +13,7 @@ metrics and budgets. Validated in one place, with one-line errors.
     check_budget = false         # also the baseline at twice the budget
     # val_data = {"ucr:GunPoint" = "gunpoint-val.npz"}   # a target's own validation set
     # test_data = {"ucr:GunPoint" = "gunpoint-test.npz"} # ... and test set (then splits = 1)
-    # width = "pca:64"           # the same feature transform before scoring (rank --width)
+    # width = "none"             # the feature transform before scoring (rank --width; pca:32)
 
     [train]                      # TrainConfig fields
     epochs = 30
@@ -35,7 +35,7 @@ from transferscope.config import DEFAULT_SEEDS, TrainConfig
 from transferscope.errors import InputError
 from transferscope.finetune.strategies import make_strategy
 from transferscope.metrics import model_metrics
-from transferscope.metrics.width import check_width
+from transferscope.metrics.width import DEFAULT_WIDTH, check_width
 from transferscope.registry import check_options, check_types, suggest
 from transferscope.scoring import DEFAULT_METRICS
 
@@ -101,7 +101,7 @@ class StudySpec:
     check_budget: bool = False
     val_data: dict = field(default_factory=dict)
     test_data: dict = field(default_factory=dict)
-    width: str = "none"
+    width: str = DEFAULT_WIDTH
     path: Path | None = None
 
     def scoring(self) -> dict:

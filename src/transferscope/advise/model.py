@@ -18,7 +18,8 @@ Linear models over the standardised :data:`~transferscope.advise.features.FEATUR
   threshold at which the advisor flags it, chosen by leave-one-target-out F1;
 - per strategy, its test accuracy minus the linear probe's (ridge); the recommended
   strategy is the one predicted best among those the benchmark measured;
-- the data and training time transfer saves (ridge on logs, intervals like the accuracy's):
+- the data and training time transfer saves (ridge on logs, its penalty chosen on held-out
+  targets, down to the benchmark's mean alone; intervals like the accuracy's):
   ``data_x``, how many times the target's training data a from-scratch model would need to
   match the fine-tuned accuracy (the effective data transferred of Hernandez et al., "Scaling
   Laws for Transfer", 2021, as a ratio), read off the scratch arm's accuracy at the
@@ -46,9 +47,13 @@ RIDGE_ALPHA = 3.0
 #: Inverse logistic penalties tried (chosen per fit by inner leave-one-target-out Brier score).
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 REFERENCE_STRATEGY = "linear_probe"  # strategies are predicted as gains over it
-#: Strategy ridge penalties tried (``inf``: the benchmark's mean gains, no features).
+#: Strategy and saving-ratio ridge penalties tried (``inf``: the benchmark's means, no
+#: features), chosen on held-out targets.
 STRATEGY_ALPHAS = (3.0, 30.0, 300.0, float("inf"))
 MIN_EXTRA = 6  # examples (from at least 2 targets) to fit data_x or time_x
+#: Targets a saving ratio needs before features may enter its model (with fewer, the held-out
+#: fits that would choose them see 2 targets or less): its mean alone below that.
+MIN_EXTRA_TARGETS = 4
 LOGISTIC_C = 1.0
 LEVEL = 0.95
 SHIPPED = Path(__file__).with_name("advisor.json")
@@ -193,6 +198,31 @@ def _choose_strategy_alpha(z, ex, groups) -> float:
         acc = float(np.mean(right))
         if acc > best_acc + 1e-12:
             best, best_acc = alpha, acc
+    return best
+
+
+def _fit_extra(z, y, alpha):
+    """Ridge on a log saving ratio; ``alpha = inf``: its mean alone."""
+    if np.isinf(alpha):
+        return np.zeros(z.shape[1]), float(y.mean())
+    return _ridge(z, y, alpha)
+
+
+def _choose_extra_alpha(z, y, groups) -> float:
+    """The penalty from :data:`STRATEGY_ALPHAS` with the lowest leave-one-target-out squared
+    error (``inf``, the training mean alone, when the features do not help on unseen
+    targets, and with fewer than :data:`MIN_EXTRA_TARGETS` targets)."""
+    if len(np.unique(groups)) < MIN_EXTRA_TARGETS:
+        return float("inf")
+    best, best_err = float("inf"), np.inf
+    for alpha in sorted(STRATEGY_ALPHAS, reverse=True):
+        err = 0.0
+        for g in np.unique(groups):
+            held = groups == g
+            c, b = _fit_extra(z[~held], y[~held], alpha)
+            err += float(((z[held] @ c + b - y[held]) ** 2).sum())
+        if err < best_err - 1e-12:
+            best, best_err = alpha, err
     return best
 
 
@@ -417,9 +447,11 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
         ok = np.isfinite(y)
         if ok.sum() >= MIN_EXTRA and len({g for g, k in zip(ex.groups, ok, strict=True)
                                           if k}) >= 2:
-            ec, eb = _ridge(z[ok], y[ok], alpha)
+            e_alpha = _choose_extra_alpha(z[ok], y[ok], groups[ok])
+            ec, eb = _fit_extra(z[ok], y[ok], e_alpha)
             extras[name] = {"coef": ec.tolist(), "intercept": eb, "halfwidth": LOG_CLIP,
-                            "examples": int(ok.sum())}
+                            "examples": int(ok.sum()),
+                            "alpha": e_alpha if np.isfinite(e_alpha) else "inf"}
     if halfwidth is None:
         halfwidth = 0.1
         if len(set(ex.groups)) >= 3:

@@ -98,17 +98,17 @@ def loto_table(loto: dict) -> list[str]:
 
 
 def width_table(width: dict) -> list[str]:
-    """Mean tau over the metrics per width setting, and the widest model's placement."""
-    out = ["| width setting | mean weighted tau over metrics | advisor tau | mean width "
-           "preference |", "|---|---|---|---|"]
+    """Mean tau over the metrics per width setting, the advisor's, and how far H-score, GBC and
+    SFDA place the widest candidate above where fine-tuning does."""
+    named = ("hscore", "gbc", "sfda")
+    out = ["| width setting | mean weighted tau over metrics | advisor tau | widest candidate's "
+           "place, H-score / GBC / SFDA (> 0: above fine-tuning's) |", "|---|---|---|---|"]
     for w in width["widths"]:
-        rows = [r for r in width["rows"] if r["width"] == w]
-        adv = next((r for r in rows if r["predictor"] == "advisor"), None)
-        prefs = [r["width_pref"] for r in rows if r["predictor"] != "advisor"
-                 and r["width_pref"] == r["width_pref"]]
+        rows = {r["predictor"]: r for r in width["rows"] if r["width"] == w}
+        adv = rows.get("advisor")
+        prefs = " / ".join(f"{rows[m]['width_pref']:+.2f}" if m in rows else "-" for m in named)
         out.append(f"| {w} | {width['mean_tau_over_metrics'][w]:+.3f} | "
-                   f"{adv['tau'] if adv else float('nan'):+.3f} | "
-                   f"{sum(prefs) / len(prefs) if prefs else float('nan'):+.3f} |")
+                   f"{adv['tau'] if adv else float('nan'):+.3f} | {prefs} |")
     return out
 
 

@@ -24,9 +24,11 @@ RNG = np.random.default_rng
 
 # -- helpers --------------------------------------------------------------------------------
 def rank(d, data, *extra):
-    """``tscope rank`` on ``data`` with the raw input, LogME, no subsamples, a local cache."""
+    """``tscope rank`` on ``data`` with the raw input, LogME, no subsamples, a local cache, and
+    the features as they are (``--width none``: the LogME checked is that of the raw reading)."""
     return ["rank", "--data", str(data), "--model", "raw", "--metric", "logme", "--subsamples",
-            "0", "--no-baselines", "--cache-dir", str(d / "c"), "--format", "json", *extra]
+            "0", "--no-baselines", "--width", "none", "--cache-dir", str(d / "c"), "--format",
+            "json", *extra]
 
 
 def score(path, *extra):

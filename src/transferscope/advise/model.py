@@ -517,6 +517,8 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
         for k in ("acc", "acc_lo", "acc_hi", "p_beats", "p_negative", "flag_negative",
                   *(f"log_{name}" for name in adv.extras)):
             out[k][idx] = p[k]
+        for s, v in p["strategy_acc"].items():
+            out["strategy_acc"].setdefault(s, np.full(n, np.nan))[idx] = v
         for j, i in enumerate(idx):  # scored among the strategies its record measured
             out["strategy"][i] = measured_pick(
                 ex.strategy_acc, i, {s: v[j] for s, v in p["strategy_acc"].items()})

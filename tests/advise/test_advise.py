@@ -271,6 +271,13 @@ def test_cli_advise_and_fit(target, capsys):
     assert main(["advise", "--fit", str(spec), "--out", str(d / "mine.json")]) == 2
     assert "at least 4 finished" in capsys.readouterr().err
     assert not (d / "mine.json").exists()
+    # studies scored at different widths cannot train one advisor: one clear error
+    (d / "other").mkdir()
+    other = write_study(d / "other", PAIR_SPEC.replace('name = "', 'width = "none"\nname = "', 1))
+    assert main(["advise", "--fit", str(spec), str(other), "--out", str(d / "mine.json")]) == 2
+    err = capsys.readouterr().err
+    assert "one width" in err and "none, pca:32" in err and len(err.strip().splitlines()) == 1
+    assert not (d / "mine.json").exists()
 
 
 def test_demo_advises_on_the_shipped_sources(monkeypatch, capsys):

@@ -189,11 +189,11 @@ def tiny_bert(folder: Path, hidden: int = 64, layers: int = 2, max_length: int =
 
 
 def memorise(out: Path, model: str, data_file: str, target: str, layer: str,
-             epochs: int = 150, patience: int = 20, memorise: bool = True) -> Path:
+             epochs: int = 150, patience: int = 20, memorised: bool = True) -> Path:
     """Train ``model`` from scratch on ``data_file`` until it fits its (shuffled) labels:
     85/15 split, selected on the whole source (how well it fits them, not on held-out data),
     and save its backbone as ``target`` (a ``.safetensors`` file, or a folder written by
-    ``save_pretrained`` for an ``hf:`` model). With ``memorise=False`` it is an ordinary
+    ``save_pretrained`` for an ``hf:`` model). With ``memorised=False`` it is an ordinary
     pretraining: 80/10/10 split, selected on the held-out 10 %."""
     from safetensors.torch import save_file
 
@@ -206,13 +206,13 @@ def memorise(out: Path, model: str, data_file: str, target: str, layer: str,
     backend = create_backend(model)
     train = TrainConfig(epochs=epochs, patience=patience, batch_size=64, min_steps=0,
                         lr_grid=(1.0,), augment="none", device="cpu")
-    split = (0.85, 0.15) if memorise else (0.8, 0.1, 0.1)
-    val = data if memorise else None
+    split = (0.85, 0.15) if memorised else (0.8, 0.1, 0.1)
+    val = data if memorised else None
     rc = training_run(backend, data.fingerprint, "scratch", {"lr": 1e-3, "backbone_lr": 1e-3},
                       train, seed=0, layer=layer, split=split,
-                      val_data=data.fingerprint if memorise else None)
+                      val_data=data.fingerprint if memorised else None)
     net, hist = train_run(backend, make_split(backend, data, 0, split=split, val_data=val), rc)
-    what = "fits its shuffled labels to" if memorise else "validation accuracy"
+    what = "fits its shuffled labels to" if memorised else "validation accuracy"
     print(f"{target}: {what} {hist.best_val_acc:.3f} at epoch {hist.best_epoch + 1}")
     path = out / target
     if model.startswith("hf:"):
@@ -230,7 +230,8 @@ MEMORISED = {  # checkpoint -> (model, pretraining data, layer the head sits on)
                                  "src-mnist1d-shuffled.npz", "3"),
 }
 
-#: The text sources: the tiny BERT pretrained on ... (folder -> (data, memorised?)).
+#: The text sources: folder -> (the data the tiny BERT is pretrained on, whether it memorises
+#: shuffled labels there).
 TEXT_SOURCES = {"bert-text-a": ("src-text-a.csv", False),
                 "bert-text-b": ("src-text-b.csv", False),
                 "bert-general": ("src-text-general.csv", False),
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
         if not (out / name).exists():
             memorise(out, f"hf:{out / 'bert-tiny'}", data_file, name, TEXT_LAYER,
                      epochs=100 if memorised else 40, patience=20 if memorised else 8,
-                     memorise=memorised)
+                     memorised=memorised)
     return 0
 
 

@@ -307,7 +307,7 @@ def cmd_advise(args) -> int:
     print(f"\nadvisor: fitted on {t.get('examples')} benchmark cells of {t.get('targets')} "
           f"targets ({t.get('source') or 'shipped'}; fingerprint {t.get('fingerprint')}); "
           "accuracy interval: 95% of held-out-target errors; NT: P(negative) at or above "
-          f"{result.advisor.get('negative_threshold', 0.5):.2f}, the flag's threshold; data_x: "
+          f"{t.get('negative_threshold', 0.5):.2f}, the flag's threshold; data_x: "
           "the target data a from-scratch model would need to match, as a multiple of yours; "
           "time_x: its training time over fine-tuning's; predicted gain of each strategy over "
           "the linear probe: "

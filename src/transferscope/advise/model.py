@@ -101,7 +101,7 @@ def _log_data_x(rec: dict, size: dict) -> float:
     return float(np.clip((size["best_acc"] - size["scratch_acc"]) / slope, -LOG_CLIP, LOG_CLIP))
 
 
-def _log_time_x(size: dict) -> float:
+def _log_time_x(rec: dict, size: dict) -> float:
     """log(scratch's time to its selected epoch / the best strategy's), NaN if unrecorded."""
     t = size["strategies"][size["best_strategy"]].get("transfer_best_s")
     b = size.get("scratch_best_s")
@@ -111,8 +111,7 @@ def _log_time_x(size: dict) -> float:
 
 
 #: The advisor's extra ridge targets: name -> its log ratio for one cell.
-EXTRAS = {"data_x": lambda rec, size: _log_data_x(rec, size),
-          "time_x": lambda rec, size: _log_time_x(size)}
+EXTRAS = {"data_x": _log_data_x, "time_x": _log_time_x}
 
 
 def examples(records: list[dict]) -> Examples:
@@ -166,11 +165,7 @@ def _strategy_models(z, strategy_acc: dict, alpha) -> dict:
             continue
         ok = np.isfinite(y) & np.isfinite(lp)
         if ok.sum() >= 4:
-            gain = y[ok] - lp[ok]
-            if np.isinf(alpha):
-                sc, sb = np.zeros(z.shape[1]), float(gain.mean())
-            else:
-                sc, sb = _ridge(z[ok], gain, alpha)
+            sc, sb = _ridge_or_mean(z[ok], y[ok] - lp[ok], alpha)
             out[s] = {"coef": list(map(float, sc)), "intercept": sb}
     out[ref] = {"coef": [0.0] * z.shape[1], "intercept": 0.0}
     return out
@@ -207,8 +202,8 @@ def _choose_strategy_alpha(z, ex, groups) -> float:
     return best
 
 
-def _fit_extra(z, y, alpha):
-    """Ridge on a log saving ratio; ``alpha = inf``: its mean alone."""
+def _ridge_or_mean(z, y, alpha):
+    """Ridge coefficients and intercept; ``alpha = inf``: no coefficients, the mean alone."""
     if np.isinf(alpha):
         return np.zeros(z.shape[1]), float(y.mean())
     return _ridge(z, y, alpha)
@@ -225,7 +220,7 @@ def _choose_extra_alpha(z, y, groups) -> float:
         err = 0.0
         for g in np.unique(groups):
             held = groups == g
-            c, b = _fit_extra(z[~held], y[~held], alpha)
+            c, b = _ridge_or_mean(z[~held], y[~held], alpha)
             err += float(((z[held] @ c + b - y[held]) ** 2).sum())
         if err < best_err - 1e-12:
             best, best_err = alpha, err
@@ -454,7 +449,7 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
         if ok.sum() >= MIN_EXTRA and len({g for g, k in zip(ex.groups, ok, strict=True)
                                           if k}) >= 2:
             e_alpha = _choose_extra_alpha(z[ok], y[ok], groups[ok])
-            ec, eb = _fit_extra(z[ok], y[ok], e_alpha)
+            ec, eb = _ridge_or_mean(z[ok], y[ok], e_alpha)
             extras[name] = {"coef": ec.tolist(), "intercept": eb, "halfwidth": LOG_CLIP,
                             "examples": int(ok.sum()),
                             "alpha": e_alpha if np.isfinite(e_alpha) else "inf"}
@@ -507,8 +502,9 @@ def loto_predictions(records: list[dict], **fit_options) -> dict:
     groups = np.array(ex.groups)
     inner = fit_options.pop("inner", True)
     opts = {**fit_options, "halfwidth": fit_options.get("halfwidth") or 0.0}
-    if not inner and opts.get("c") is None:  # inside a fit: its penalty, no nested search
-        opts["c"] = LOGISTIC_C
+    if not inner:  # inside a fit, for its halfwidths: no searches they do not depend on
+        opts["c"] = LOGISTIC_C if opts.get("c") is None else opts["c"]
+        opts.setdefault("strategy_alpha", float("inf"))
     for g in sorted(set(ex.groups)):
         held = [r for r in records if r["target"] != g]
         adv = fit_advisor(held, **opts)

@@ -12,6 +12,15 @@ from __future__ import annotations
 from collections import defaultdict
 
 
+def score_part(row: dict, metrics) -> dict:
+    """The score part of a record from an evaluated pair's (or a scoring run's) columns:
+    ``scores`` (``{metric: {"value", "random", "raw"}}`` from ``<m>``, ``<m>_random``,
+    ``<m>_raw``), ``dim`` and ``risk``."""
+    return {"scores": {m: {"value": row[m], "random": row.get(f"{m}_random"),
+                           "raw": row.get(f"{m}_raw")} for m in metrics if m in row},
+            "dim": row["dim"], "risk": row.get("risk")}
+
+
 def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
                        modality: str | None = None) -> list[dict]:
     """Group a study's evaluated pairs into one record per (target, source).
@@ -48,9 +57,7 @@ def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
         rec = pairs[(r["target"], r["source"])]
         rec.update(target=r["target"], source=r["source"], modality=modality)
         if "dim" in r:
-            rec["scores"] = {m: {"value": r[m], "random": r.get(f"{m}_random"),
-                                 "raw": r.get(f"{m}_raw")} for m in metrics if m in r}
-            rec["dim"], rec["risk"] = r["dim"], r.get("risk")
+            rec.update(score_part(r, metrics))
         size = rec["truth"].setdefault(str(r["fraction"]), {
             **sizes[(r["target"], r["fraction"])], "seeds": r["seeds"],
             "scratch_acc": r["scratch_acc"], "strategies": {}})

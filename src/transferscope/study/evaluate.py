@@ -240,17 +240,12 @@ def study_scores(spec: StudySpec, store: RunStore | None = None) -> dict:
         "raw"}}}``: the score part of a benchmark record
         (:func:`~transferscope.advise.records.records_from_pairs`).
     """
+    from transferscope.advise.records import score_part
+
     store = store or open_store(spec.db)
-    out = {}
-    for r in _grid_runs(spec, store):
-        t = r["tags"]
-        if t["kind"] != "train":
-            f = _score_fields(r["metrics"]["rows"], spec.metrics)
-            out[(t["target"], t["source"])] = {
-                "risk": f["risk"], "dim": f["dim"],
-                "scores": {m: {"value": f[m], "random": f[f"{m}_random"],
-                               "raw": f[f"{m}_raw"]} for m in spec.metrics}}
-    return out
+    return {(r["tags"]["target"], r["tags"]["source"]):
+            score_part(_score_fields(r["metrics"]["rows"], spec.metrics), spec.metrics)
+            for r in _grid_runs(spec, store) if r["tags"]["kind"] != "train"}
 
 
 def _budget_check(transfer: dict, doubled: dict, verdict: str) -> dict:

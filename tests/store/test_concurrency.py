@@ -83,3 +83,23 @@ def test_two_drivers_of_one_study_the_second_is_refused_and_the_lock_is_freed(tm
     assert not locked()  # the stopped driver released its lock
     runs = SQLRunStore(spec.db).list(study=spec.name)
     assert len({r["run_key"] for r in runs}) == len(runs)  # nothing duplicated
+
+
+def test_a_new_store_opened_by_two_processes_at_once(tmp_path, monkeypatch):
+    """The race of two drivers opening a new store: the second checks the schema version
+    before the first has created the schema, then its own create fails; it checks again."""
+    import transferscope.store.sql as sql
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    SQLRunStore(url)  # the first process created the schema ...
+    real, calls = sql.schema_version, []
+
+    def stale(conn, sa):  # ... after the second looked for it
+        calls.append(1)
+        return None if len(calls) == 1 else real(conn, sa)
+
+    monkeypatch.setattr(sql, "schema_version", stale)
+    store = SQLRunStore(url)
+    assert len(calls) == 2 and store.list() == []
+    with store.engine.connect() as conn:  # one version row, not two
+        assert conn.execute(store.version.select()).all() == [(sql.SCHEMA_VERSION,)]

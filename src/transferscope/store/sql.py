@@ -139,12 +139,24 @@ class SQLRunStore(RunStore):
                 "folder are writable and the disk has space (finished runs are kept)") from None
 
     def _open(self, meta, url: str) -> None:
+        """Check the schema version, creating the schema in a new store. Another process may
+        create it between the check and the create (two drivers opening a new store at once):
+        what it made is kept, and a create that fails with "already exists" checks again."""
+        try:
+            self._open_once(meta, url)
+        except self.sa.exc.OperationalError as exc:
+            if "already exists" not in str(exc.orig or exc):
+                raise
+            self._open_once(meta, url)
+
+    def _open_once(self, meta, url: str) -> None:
         sa = self.sa
         with self.engine.begin() as conn:
             version = schema_version(conn, sa)
             if version is None:
-                meta.create_all(conn)
-                conn.execute(self.version.insert().values(version=SCHEMA_VERSION))
+                meta.create_all(conn)  # tables another process made meanwhile are kept
+                if schema_version(conn, sa) is None:  # ... and so is its version row
+                    conn.execute(self.version.insert().values(version=SCHEMA_VERSION))
             elif version < SCHEMA_VERSION:
                 raise InputError(
                     f"Expected a run store of schema version {SCHEMA_VERSION}, got version "

@@ -76,6 +76,14 @@ def _effnet(tmp):
     return "effnet-lite:0@32", _images(4)
 
 
+def _wordllama(tmp):
+    import importlib.util
+
+    if importlib.util.find_spec("wordllama") is None:
+        pytest.skip("wordllama is not installed")
+    return "wordllama:l2_supercat", _texts()
+
+
 def _zoo(prefix):
     def build(tmp):
         module = {"timm": "timm", "torchvision": "torchvision.models"}[prefix]
@@ -92,7 +100,7 @@ def _zoo(prefix):
 CASES = {"torch": _torch, "effnet-lite": _effnet, "hf-text": _hf_text, "hf-image": _hf_image,
          "raw": lambda tmp: ("raw", _series()), "random": lambda tmp: ("random:" + _torch(tmp)[0],
                                                                       _series()),
-         "timm": _zoo("timm"), "torchvision": _zoo("torchvision")}
+         "timm": _zoo("timm"), "torchvision": _zoo("torchvision"), "wordllama": _wordllama}
 
 
 def test_every_registered_backend_has_a_conformance_case():

@@ -1,7 +1,7 @@
 """Model backends behind one contract: effnet-lite, hf, torch (user modules), timm,
-torchvision, random twins and the raw input. See :mod:`transferscope.backends.base`."""
+torchvision, wordllama, random twins and the raw input. See :mod:`transferscope.backends.base`."""
 
-from transferscope.backends import effnet_lite, hf, simple, zoo  # noqa: F401  (registration)
+from transferscope.backends import effnet_lite, hf, simple, wordllama, zoo  # noqa: F401
 from transferscope.backends.base import (
     BACKENDS,
     Backend,

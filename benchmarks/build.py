@@ -44,10 +44,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_parts import MODALITY, PARTS
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PARTS = ("images", "series", "text")
-MODALITY = {"images": "image", "series": "series", "text": "text"}
 
 
 def _commit() -> str:

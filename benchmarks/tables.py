@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench_parts import PARTS
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PARTS = ("images", "series", "text")
 
 
 def _short(name: str) -> str:
@@ -31,7 +32,7 @@ def size_table(parts: dict) -> list[str]:
     out = ["| part | modality | targets | pairs | complete (pair, size) cells | runs finished "
            "/ planned | CPU hours | NEGATIVE cells (best strategy) | of them robust to a "
            "doubled scratch budget |", "|---|---|---|---|---|---|---|---|---|"]
-    tot = [0, 0, 0]
+    targets_all, pairs_all, cells_all = set(), 0, 0
     for name, res in parts.items():
         pairs = res["pairs"]
         targets = {p["target"] for p in pairs}
@@ -45,36 +46,39 @@ def size_table(parts: dict) -> list[str]:
                    f"{len(pairs)} | {len(cells)} | {runs.get('finished', '?')} / "
                    f"{runs.get('planned', '?')} | {res['cpu_seconds'] / 3600:.2f} | {len(neg)} "
                    f"| {robust} |")
-        tot[0] += len(targets)
-        tot[1] += len(pairs)
-        tot[2] += len(cells)
-    out.append(f"| all | {len(parts)} modalities | {tot[0]} | {tot[1]} | {tot[2]} | | | | |")
+        targets_all |= targets
+        pairs_all += len(pairs)
+        cells_all += len(cells)
+    modalities = {p["modality"] for res in parts.values() for p in res["pairs"]}
+    out.append(f"| all | {len(modalities)} modalities | {len(targets_all)} | {pairs_all} | "
+               f"{cells_all} | | | | |")
     return out
 
 
 def truth_table(parts: dict) -> list[str]:
-    """Per (target, size): scratch accuracy, the best source, its best strategy, its gain."""
-    out = ["| target | per class | scratch | best source (strategy) | its accuracy | gain "
-           "[95 %] | verdict | worst source (strategy) | its gain |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    """Per (target, size), over every part that has the target: the best source's scratch
+    accuracy, the best source, its best strategy, its gain, and the worst source."""
+    out = ["| target | per class | sources | scratch (best source's) | best source (strategy) "
+           "| its accuracy | gain [95 %] | verdict | worst source (strategy) | its gain |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    cells = {}
     for res in parts.values():
-        cells = {}
         for p in res["pairs"]:
             for f, s in p["truth"].items():
                 if s.get("complete"):
                     cells.setdefault((p["target"], float(f)), []).append((p, s))
-        for (target, _), cell in sorted(cells.items()):
-            best = max(cell, key=lambda c: c[1]["best_acc"])
-            worst = min(cell, key=lambda c: c[1]["best_acc"])
-            b = best[1]["strategies"][best[1]["best_strategy"]]
-            w = worst[1]["strategies"][worst[1]["best_strategy"]]
-            out.append(
-                f"| {_short(target)} | {best[1]['per_class']:.0f} | "
-                f"{best[1]['scratch_acc']:.3f} | {_short(best[0]['source'])} "
-                f"({best[1]['best_strategy']}) | {best[1]['best_acc']:.3f} | "
-                f"{b['gain']:+.3f} [{b['gain_lo']:+.3f}, {b['gain_hi']:+.3f}] | "
-                f"{b['verdict']} | {_short(worst[0]['source'])} ({worst[1]['best_strategy']}) "
-                f"| {w['gain']:+.3f} ({w['verdict']}) |")
+    for (target, _), cell in sorted(cells.items()):
+        best = max(cell, key=lambda c: c[1]["best_acc"])
+        worst = min(cell, key=lambda c: c[1]["best_acc"])
+        b = best[1]["strategies"][best[1]["best_strategy"]]
+        w = worst[1]["strategies"][worst[1]["best_strategy"]]
+        out.append(
+            f"| {_short(target)} | {best[1]['per_class']:.0f} | {len(cell)} | "
+            f"{best[1]['scratch_acc']:.3f} | {_short(best[0]['source'])} "
+            f"({best[1]['best_strategy']}) | {best[1]['best_acc']:.3f} | "
+            f"{b['gain']:+.3f} [{b['gain_lo']:+.3f}, {b['gain_hi']:+.3f}] | "
+            f"{b['verdict']} | {_short(worst[0]['source'])} ({worst[1]['best_strategy']}) "
+            f"| {w['gain']:+.3f} ({w['verdict']}) |")
     return out
 
 

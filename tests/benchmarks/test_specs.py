@@ -1,0 +1,92 @@
+"""The benchmark's parts (benchmarks/*.toml) fit together: every part bench_parts.py names is a
+study spec, all are scored at one width (the shipped advisor is fitted on all of them), every
+source is a model name the package can load, and the shipped-model parts put their sources on
+targets of the other parts, so that their pairs join those targets' candidate sets."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from transferscope.backends import check_model_name
+from transferscope.study import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module(name):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def specs():
+    parts = _module("bench_parts")
+    return parts, {part: load_spec(ROOT / "benchmarks" / f"{part}.toml") for part in parts.PARTS}
+
+
+def test_every_part_is_a_spec_at_one_width_with_loadable_sources(specs):
+    names, parts = specs
+    assert set(names.MODALITY) == set(names.PARTS)
+    assert len({s.width for s in parts.values()}) == 1
+    assert len({s.db for s in parts.values()}) == len(parts)  # one store each
+    for part, spec in parts.items():
+        pretrained = {p.name for p in spec.pretrain}
+        for source in spec.sources:
+            if source.startswith("pretrained:"):
+                assert source.partition(":")[2] in pretrained, (part, source)
+            else:
+                check_model_name(source)  # a registered backend and a valid name
+
+
+def test_shipped_parts_join_the_candidate_sets_of_other_parts(specs):
+    _, parts = specs
+    own = {t for part, s in parts.items() if not part.startswith("shipped-") for t in s.targets}
+    shipped = [s for part, s in parts.items() if part.startswith("shipped-")]
+    assert shipped
+    for spec in shipped:
+        assert set(spec.targets) <= own
+        assert spec.test_data and all(spec.test_data[t] == parts[_owner(parts, t)].test_data[t]
+                                      for t in spec.targets)
+
+
+def _owner(parts, target):
+    return next(p for p, s in parts.items() if not p.startswith("shipped-") and
+                target in s.targets)
+
+
+def test_saved_truth_belongs_to_its_spec(specs):
+    _, parts = specs
+    for part, spec in parts.items():
+        path = ROOT / "benchmarks" / "results" / f"{part}.json"
+        if not path.exists():
+            continue
+        res = json.loads(path.read_text())
+        assert res["spec"] == f"benchmarks/{part}.toml"
+        assert {p["target"] for p in res["pairs"]} <= set(spec.targets)
+        assert {p["source"] for p in res["pairs"]} <= set(spec.sources)
+
+
+def test_truth_table_merges_a_target_over_parts():
+    tables = _module("tables")
+
+    def part(source, acc):
+        cell = {"complete": True, "best_acc": acc, "best_strategy": "full", "per_class": 8,
+                "scratch_acc": 0.5, "verdict": "POSITIVE",
+                "strategies": {"full": {"gain": acc - 0.5, "gain_lo": 0.0, "gain_hi": 0.2,
+                                        "verdict": "POSITIVE"}}}
+        return {"pairs": [{"target": "benchmarks/data/t_train.npz", "source": source,
+                           "modality": "image", "truth": {"0.1": cell}}]}
+
+    rows = tables.truth_table({"images": part("pretrained:a", 0.6),
+                               "shipped-images": part("effnet-lite:0@32", 0.7)})
+    assert len(rows) == 3  # header, rule, one row for the target's one size
+    assert "| t | 8 | 2 |" in rows[2] and "effnet-lite:0@32 (full) | 0.700" in rows[2]

@@ -29,10 +29,30 @@ def _run_quietly(fn: Callable, task):
     return quietly(fn, task)
 
 
-def _limit_threads(n: int) -> None:
+def _worker_showwarning():
+    """The driver's ``warnings.showwarning`` when it is one of transferscope's own module-level
+    functions (the CLI's one-line format), so that worker processes show warnings as the
+    driver does; ``None`` (Python's default) otherwise."""
+    import warnings
+
+    show = warnings.showwarning
+    module = getattr(show, "__module__", "") or ""
+    if module.startswith("transferscope") and show.__qualname__ == show.__name__:
+        return show
+    return None
+
+
+def _init_worker(n: int, showwarning=None) -> None:
+    """A worker process: ``n`` torch threads, and the driver's warning display (one line, and
+    libraries' DeprecationWarnings ignored, as ``tscope`` shows them) when it is ours."""
+    import warnings
+
     import torch
 
     torch.set_num_threads(max(1, n))
+    if showwarning is not None:
+        warnings.showwarning = showwarning
+        warnings.simplefilter("ignore", DeprecationWarning)
 
 
 @executor("local")
@@ -75,7 +95,8 @@ class LocalExecutor:
 
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
         self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"),
-                                        initializer=_limit_threads, initargs=(threads,))
+                                        initializer=_init_worker,
+                                        initargs=(threads, _worker_showwarning()))
         try:
             pending = {self.pool.submit(_run_quietly, fn, t): i for i, t in enumerate(tasks)}
             while pending:

@@ -193,3 +193,52 @@ def test_save_and_load_round_trip(tmp_path):
     assert config["run"] == run  # the run identity travels with the saved model
     with pytest.raises(InputError, match="config.json"):
         load_model(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("head_width", [0, 16])
+def test_frozen_backbone_features_are_computed_once_and_train_the_same(monkeypatch, head_width):
+    import dataclasses
+
+    from transferscope.finetune import trainer
+
+    def dropout_backend():  # a parameterless Dropout outside every block: eval when frozen
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv1d(1, 6, 5, padding=2), nn.BatchNorm1d(6), nn.ReLU(),
+                            nn.Dropout(0.5), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+        return UserModuleBackend("drop", net)
+
+    cfg = dataclasses.replace(CFG, augment="none")
+
+    def fitted(cache_bytes):
+        monkeypatch.setattr(trainer, "FEATURE_CACHE_BYTES", cache_bytes)
+        model = TransferModel(dropout_backend(), 3, head_width=head_width)
+        calls = []
+        model.backbone[0].register_forward_hook(lambda *a: calls.append(1))
+        hist = fit(model, make_strategy("linear_probe", lr=1e-2), *data(), cfg)
+        return model, hist, len(calls)
+
+    fast, fast_hist, fast_calls = fitted(1 << 30)
+    slow, slow_hist, slow_calls = fitted(0)
+    assert fast_calls <= 1 + 2 * 5 and slow_calls > 6 * 5  # once per batch of train + val
+    for k, v in params(slow.head).items():
+        torch.testing.assert_close(params(fast.head)[k], v, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast_hist.epochs, slow_hist.epochs, strict=True):
+        assert a["val_acc"] == b["val_acc"] and a["train_acc"] == b["train_acc"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert fast_hist.best_epoch == slow_hist.best_epoch
+
+
+def test_features_are_not_fixed_when_training_can_change_them():
+    from transferscope.finetune import trainer
+
+    model = TransferModel(tiny_backend(), 3, layer="4")
+    tr, va = data()
+    model.build_head(tr[0][:2])
+    args = ((tr, va), 16, "cpu", "fp32")
+    lp, full = make_strategy("linear_probe"), make_strategy("full")
+    lp.param_groups(model)
+    assert trainer._fixed_features(model, lp, None, *args) is not None
+    assert trainer._fixed_features(model, lp, lambda x: x, *args) is None  # augmented batches
+    assert trainer._fixed_features(model, make_strategy("bss"), None, *args) is None  # penalty
+    full.param_groups(model)
+    assert trainer._fixed_features(model, full, None, *args) is None  # the backbone trains

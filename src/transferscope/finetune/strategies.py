@@ -64,7 +64,10 @@ class Strategy:
     Subclasses are dataclasses registered with ``@strategy("name")`` (which sets ``name``); the
     trainer calls :meth:`stages`, then per stage :meth:`setup`, :meth:`param_groups`,
     :meth:`on_epoch_start` each epoch and :meth:`penalty` each step, and :meth:`finish` at the
-    end. Blocks left without a trainable parameter are kept in eval mode by the trainer.
+    end. Blocks left without a trainable parameter are kept in eval mode by the trainer, and a
+    backbone left without any is in eval mode as a whole: a fixed feature extractor, whose
+    features the trainer computes once when nothing else can change them (no augmentation, and
+    neither :meth:`penalty` nor :meth:`on_epoch_start` overridden).
 
     Parameters
     ----------
@@ -147,7 +150,8 @@ class Strategy:
 @strategy("linear_probe")
 @dataclass
 class LinearProbe(Strategy):
-    """Frozen backbone (eval mode, so batch-norm statistics stay too); only the head trains."""
+    """Frozen backbone (eval mode, so batch-norm statistics stay too); only the head trains,
+    on the backbone's features computed once per split unless training batches are augmented."""
 
     def param_groups(self, model):
         """Freeze the whole backbone; only the head trains, at :attr:`lr` (see

@@ -22,10 +22,15 @@ from transferscope.data.stream import Examples
 from transferscope.errors import InputError
 from transferscope.finetune.augment import augmenter
 from transferscope.finetune.model import TransferModel
+from transferscope.finetune.strategies import Strategy
 from transferscope.precision import autocast, grad_scaler, resolve_precision
 from transferscope.progress import unit
 
 __all__ = ["History", "TrainConfig", "budget_epochs", "evaluate", "fit", "predict", "train"]
+
+#: the most memory the fixed features of a frozen backbone may take (train and validation
+#: together, float32); above it, every epoch runs the backbone again
+FEATURE_CACHE_BYTES = 1 << 30
 
 
 @dataclass
@@ -176,6 +181,47 @@ def predict(model, x, batch_size: int = 256, device=None, precision: str = "fp32
     return torch.cat(outs)
 
 
+def _frozen(model) -> bool:
+    """Whether no backbone parameter trains (the backbone is then a fixed feature extractor)."""
+    return not any(p.requires_grad for p in model.backbone.parameters())
+
+
+def _fixed_features(model, strategy, augment, splits, batch_size, device, precision):
+    """The backbone's features of each split, computed once, when training cannot change them:
+    the whole backbone frozen (in eval mode), training batches not augmented, and a strategy
+    that neither adds a loss term nor changes the model between epochs. ``None`` otherwise,
+    or when they would take more than :data:`FEATURE_CACHE_BYTES`.
+
+    Training the head on them takes the same batches in the same order, with the same random
+    draws, as running the backbone at every step (the frozen backbone in eval mode draws
+    none), so the model comes out the same (``tests/finetune/test_trainer.py``); for a linear
+    probe on a large backbone it is most of the run's time saved.
+
+    Returns
+    -------
+    list of torch.Tensor of shape (N_split, n_features), or None
+        On ``device``, float32.
+    """
+    kind = type(strategy)
+    if (augment is not None or not _frozen(model) or kind.penalty is not Strategy.penalty
+            or kind.on_epoch_start is not Strategy.on_epoch_start):
+        return None
+    if sum(_count(xy) for xy in splits) * model.n_features * 4 > FEATURE_CACHE_BYTES:
+        return None
+    model.backbone.eval()
+    out = []
+    with torch.inference_mode():
+        for xy in splits:
+            n = _count(xy)
+            order = [np.arange(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
+            feats = []
+            for xb, _ in _iterate(xy, order, pin_memory=device.startswith("cuda")):
+                with autocast(precision, device):
+                    feats.append(model.features(xb.to(device, non_blocking=True)).float())
+            out.append(torch.cat(feats))
+    return out
+
+
 def _evaluate(model, xy, batch_size, device, precision="fp32"):
     x = xy if isinstance(xy, Examples) else xy[0]
     out = predict(model, x, batch_size, device, precision)
@@ -196,7 +242,10 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
     ``DataLoader``: the same seeded batches in the same order, so both give the same model.
     Forward passes run under the resolved ``config.precision``
     (:mod:`transferscope.precision`); fp16 scales the loss (``GradScaler``). Training batches
-    (only they) are augmented as ``config.augment`` says (:mod:`transferscope.finetune.augment`)."""
+    (only they) are augmented as ``config.augment`` says (:mod:`transferscope.finetune.augment`).
+    A backbone without a trainable parameter runs in eval mode; when training cannot change its
+    features, they are computed once per split and the head trains on them (the same model,
+    ``python bench/frozen_features.py``: x22 faster for a 60-step linear probe on MiniLM)."""
     cfg = config or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -224,22 +273,28 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
     scaler = grad_scaler(precision, device)
     hist, best_state, since_best = History(trainable_params=n_trainable), None, 0
     start = time.perf_counter()
+    fixed = _fixed_features(model, strategy, augment, (train_xy, val_xy), cfg.batch_size,
+                            device, precision)
     for epoch in range(cfg.epochs):
         strategy.on_epoch_start(epoch, model)
         model.train()
         for _, block in model.backbone_blocks():  # frozen blocks keep their statistics
             if not any(p.requires_grad for p in block.parameters()):
                 block.eval()
+        if _frozen(model):  # a fixed feature extractor, dropout and all
+            model.backbone.eval()
         run_loss, run_correct = 0.0, 0
         order = _batches(n_train, cfg.batch_size, rng)
+        batches_of = (_iterate(train_xy, order, pin) if fixed is None else
+                      ((fixed[0][idx], _labels(train_xy)[idx]) for idx in order))
         # the batches of one epoch: an inner bar, cleared when the epoch ends
         with unit("train batches", len(order), "batch", transient=True) as batches:
-            for xb, yb in _iterate(train_xy, order, pin):
+            for xb, yb in batches_of:
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 if augment is not None:
                     xb = augment(xb)
                 with autocast(precision, device):
-                    out = model(xb)
+                    out = model(xb) if fixed is None else model.head(xb)
                     loss = nn.functional.cross_entropy(out.float(), yb)
                     extra = strategy.penalty(model)
                     total_loss = loss if extra is None else loss + extra
@@ -254,7 +309,11 @@ def train(model: TransferModel, strategy, train_xy, val_xy, config: TrainConfig 
                 run_loss += loss.item() * len(yb)
                 run_correct += (out.argmax(1) == yb).sum().item()
                 batches.update()
-        val_loss, val_acc = _evaluate(model, val_xy, cfg.batch_size, device, precision)
+        if fixed is None:
+            val_loss, val_acc = _evaluate(model, val_xy, cfg.batch_size, device, precision)
+        else:
+            val_loss, val_acc = _evaluate(model.head, (fixed[1], _labels(val_xy)),
+                                          cfg.batch_size, device, precision)
         row = {"epoch": epoch, "train_loss": run_loss / n_train,
                "train_acc": run_correct / n_train, "val_loss": val_loss, "val_acc": val_acc,
                "seconds": time.perf_counter() - start}

@@ -4,7 +4,8 @@
     python benchmarks/build.py                  # truth of every part from what has finished
     python benchmarks/build.py images           # one part
 
-A part whose store holds no finished pair (a fresh clone) keeps its saved JSON.
+A part whose store holds no finished pair (a fresh clone) keeps its saved JSON (and one that
+has none yet gets none).
 
 then it refits the advisor shipped with the package (``src/transferscope/advise/advisor.json``)
 on every saved part and writes its leave-one-target-out evaluation, beside every single
@@ -141,9 +142,10 @@ def main(argv=None) -> int:
     for part in args.parts or PARTS:
         dest = HERE / "results" / f"{part}.json"
         res = build(part)
-        if not res["pairs"] and dest.exists():  # a fresh machine: keep what was measured
-            print(f"{part}: no finished pair in its store; kept {dest.relative_to(ROOT)} "
-                  "(run its study to rebuild it)", file=sys.stderr)
+        if not res["pairs"]:  # a fresh machine keeps what was measured; nothing yet: no file
+            kept = f"kept {dest.relative_to(ROOT)}" if dest.exists() else "no truth yet"
+            print(f"{part}: no finished pair in its store; {kept} (run its study to build "
+                  "it)", file=sys.stderr)
             continue
         dest.write_text(json.dumps(res, indent=1, sort_keys=False) + "\n")
         done = sum(1 for p in res["pairs"] for s in p["truth"].values() if s["complete"])

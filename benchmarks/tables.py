@@ -31,7 +31,8 @@ def size_table(parts: dict) -> list[str]:
     """One row per part: targets, pairs, complete cells, CPU hours, NEGATIVE cells."""
     out = ["| part | modality | targets | pairs | complete (pair, size) cells | runs finished "
            "/ planned | CPU hours | NEGATIVE cells (best strategy) | of them robust to a "
-           "doubled scratch budget |", "|---|---|---|---|---|---|---|---|---|"]
+           "doubled scratch budget | cells whose best strategy or scratch chose the learning-"
+           "rate grid's edge in most seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
     targets_all, pairs_all, cells_all = set(), 0, 0
     for name, res in parts.items():
         pairs = res["pairs"]
@@ -41,17 +42,20 @@ def size_table(parts: dict) -> list[str]:
         checked = [s["strategies"][s["best_strategy"]].get("budget_holds") for _, s in neg]
         robust = (f"{sum(bool(c) for c in checked)} of {len(neg)}"
                   if any(c is not None for c in checked) else "not checked")
+        edges = [s["strategies"][s["best_strategy"]].get("lr_edge") for _, s in cells]
+        edged = (f"{sum(bool(e) for e in edges)} of {len(cells)}"
+                 if all(e is not None for e in edges) else "not recorded")
         runs = res["runs"].get("train", {})
         out.append(f"| {name} | {pairs[0]['modality'] if pairs else ''} | {len(targets)} | "
                    f"{len(pairs)} | {len(cells)} | {runs.get('finished', '?')} / "
                    f"{runs.get('planned', '?')} | {res['cpu_seconds'] / 3600:.2f} | {len(neg)} "
-                   f"| {robust} |")
+                   f"| {robust} | {edged} |")
         targets_all |= targets
         pairs_all += len(pairs)
         cells_all += len(cells)
     modalities = {p["modality"] for res in parts.values() for p in res["pairs"]}
     out.append(f"| all | {len(modalities)} modalities | {len(targets_all)} | {pairs_all} | "
-               f"{cells_all} | | | | |")
+               f"{cells_all} | | | | | |")
     return out
 
 

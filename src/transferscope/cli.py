@@ -583,6 +583,7 @@ def cmd_study(args) -> int:
         The exit status: 1 when ``run`` had failed runs, else 0.
     """
     from transferscope.study import evaluate, load_spec, run_study, study_status
+    from transferscope.study.evaluate import edge_summary
 
     spec = load_spec(args.spec)
     if args.action == "run":
@@ -612,6 +613,9 @@ def cmd_study(args) -> int:
     if args.format == "table":
         print(f"\nshare of (target, source, strategy, fraction) cells with NEGATIVE transfer: "
               f"{result['share_negative']:.2f} of {len(result['pairs'])}")
+        edges = edge_summary(result["pairs"])
+        if edges:
+            print(f"note: {edges}")
         advice = result["advice"]
         if advice["rows"]:
             print(f"\nthe advisor and each metric, leave-one-target-out over "

@@ -121,3 +121,25 @@ def test_the_budget_check_is_planned_evaluated_and_shared_like_finetune(tmp_path
     assert pair["budget_acc"] == pytest.approx(check["baseline_acc"])
     assert len(pair["budget_runs"]) == 2 and not set(pair["budget_runs"]) & set(
         pair["scratch_runs"])
+
+
+def test_a_choice_at_the_grid_edge_is_in_the_study_as_in_finetune(tmp_path):
+    from transferscope.finetune.run import grid_edges
+    from transferscope.study.evaluate import edge_summary
+
+    spec = load_spec(write_study(tmp_path, SPEC.replace("lr_grid = [1.0]",
+                                                        "lr_grid = [0.5, 1.0]")))
+    run_study(spec)
+    (pair,) = evaluate(spec)["pairs"]
+    again = _finetune(spec)  # the same runs, from the store
+    assert again.histories == {}
+    chosen = {arm: [float(v) for v in row["lr_scale"].split(",")]
+              for arm, row in zip(("transfer", "scratch"), again.arms, strict=True)}
+    assert pair["lr_edge"] == grid_edges(chosen, (0.5, 1.0))
+    # with two multipliers every choice is an edge: the seeds agree (said) or split (not)
+    said = [a for a, c in chosen.items() if len(set(c)) == 1]
+    assert [line.split(":")[0] for line in pair["lr_edge"]] == said
+    summary = edge_summary([pair])
+    assert (summary is None) == (not said)
+    if said:
+        assert summary.startswith("1 of 1 cells had an arm choose the edge")

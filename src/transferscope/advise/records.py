@@ -46,7 +46,7 @@ def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
         ``scores`` (``{metric: {"value", "random", "raw"}}``), ``dim`` and ``risk``; ``truth``:
         ``{fraction (str): {"per_class", "classes", "seeds", "scratch_acc", "scratch_best_s",
         "strategies": {strategy: {"transfer_acc", "gain", "gain_lo", "gain_hi", "verdict",
-        "mde", "reading", "transfer_best_s"} (with the study's budget check also
+        "mde", "reading", "transfer_best_s", "lr_edge"} (with the study's budget check also
         "budget_verdict", "budget_holds")},
         "best_strategy", "best_acc", "lp_acc", "beats_scratch", "verdict",
         "complete"}}``, where the best strategy has the highest transfer accuracy, and
@@ -65,7 +65,8 @@ def records_from_pairs(rows: list[dict], metrics, strategies, sizes: dict,
             size["scratch_best_s"] = r["scratch_best_s"]
         size["strategies"][r["strategy"]] = {
             k: r[k] for k in ("transfer_acc", "gain", "gain_lo", "gain_hi", "verdict", "mde",
-                              "reading", "budget_verdict", "budget_holds", "transfer_best_s")
+                              "reading", "budget_verdict", "budget_holds", "transfer_best_s",
+                              "lr_edge")
             if k in r}
     out = []
     for rec in pairs.values():

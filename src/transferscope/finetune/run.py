@@ -561,25 +561,46 @@ def doubled_budget(config: TrainConfig) -> TrainConfig:
                                min_steps=2 * config.min_steps, patience=2 * config.patience)
 
 
-def edge_notes(runs: dict, grid) -> list[str]:
-    """Say (:func:`transferscope.errors.note`) which arms chose a learning-rate multiplier at
-    the edge of the grid in most runs: the best rate may lie beyond it, so that arm may be
-    under-tuned and the comparison unfair; the note suggests the grid shifted one step out."""
+def grid_edges(chosen: dict, grid) -> list[str]:
+    """Which arms chose a learning-rate multiplier at the edge of the grid in most runs.
+
+    Parameters
+    ----------
+    chosen : dict of str to list of float
+        ``{arm: [the multiplier each run chose]}``.
+    grid : sequence of float
+        The multipliers the runs chose from.
+
+    Returns
+    -------
+    list of str
+        One sentence per such arm: the best rate may lie beyond the grid, so that arm may be
+        under-tuned and the comparison unfair; it suggests the grid shifted one step out.
+        Empty for a grid of one value.
+    """
     grid = sorted(grid)
     if len(grid) < 2:
         return []
     out = []
-    for arm, rs in runs.items():
-        chosen = [r.metrics.get("lr_scale", 1.0) for r in rs]
+    for arm, picks in chosen.items():
         for edge, step, side in ((grid[-1], grid[-1] / grid[-2], "largest"),
                                  (grid[0], grid[0] / grid[1], "smallest")):
-            n = sum(c == edge for c in chosen)
-            if n > len(chosen) / 2:
+            n = sum(c == edge for c in picks)
+            if n > len(picks) / 2:
                 shifted = ",".join(f"{float(f'{m * step:.2g}'):g}" for m in grid)
-                out.append(f"{arm}: {n} of {len(chosen)} runs chose the {side} learning-rate "
+                out.append(f"{arm}: {n} of {len(picks)} runs chose the {side} learning-rate "
                            f"multiplier (x{edge:g}); the best may lie beyond the grid, so this "
                            f"arm may be under-tuned: try --lr-grid {shifted}")
-                note(out[-1])
+    return out
+
+
+def edge_notes(runs: dict, grid) -> list[str]:
+    """:func:`grid_edges` of ``{arm: [runs]}`` (each run's ``metrics["lr_scale"]``), each said
+    as a note (:func:`transferscope.errors.note`)."""
+    out = grid_edges({arm: [r.metrics.get("lr_scale", 1.0) for r in rs]
+                      for arm, rs in runs.items()}, grid)
+    for line in out:
+        note(line)
     return out
 
 

@@ -164,8 +164,12 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
         ``budget_holds`` (the same verdict) and ``budget_runs`` (None where those runs are
         missing); and (when scored) the source's feature width ``dim``, each metric's value,
         its random-init twin's and the raw input's (``<metric>_random``, ``<metric>_raw``),
-        ``<metric>_flags_negative`` and ``risk``.
+        ``<metric>_flags_negative`` and ``risk``; ``lr_edge``: the arms whose runs chose the
+        learning-rate grid's edge in most of them (:func:`~transferscope.finetune.run.grid_edges`:
+        such a verdict may come from an under-tuned arm).
     """
+    from transferscope.finetune.run import grid_edges
+
     store = store or open_store(spec.db)
     budget_arm = f"{spec.baseline} x2 budget"
     # arm cell -> seed -> fold -> run
@@ -204,7 +208,9 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
                "transfer_runs": [r["id"] for r in t_runs],
                "scratch_runs": [r["id"] for r in b_runs],
                "target_size": t_runs[0]["tags"].get("target_size"),
-               "target_classes": t_runs[0]["tags"].get("target_classes")}
+               "target_classes": t_runs[0]["tags"].get("target_classes"),
+               "lr_edge": grid_edges({"transfer": _lr_scales(t_runs),
+                                      "scratch": _lr_scales(b_runs)}, spec.train.lr_grid)}
         if spec.check_budget:
             row.update(_budget_check(by_seed, doubled.get(key, {}), verdict))
         rows = scores.get((target, source))
@@ -212,6 +218,35 @@ def collect(spec: StudySpec, store: RunStore | None = None) -> dict:
             row.update(_score_fields(rows, spec.metrics))
         pairs.append(row)
     return {"pairs": pairs}
+
+
+def edge_summary(pairs: list[dict]) -> str | None:
+    """One line on the cells whose arms chose the learning-rate grid's edge in most seeds
+    (``lr_edge``, :func:`collect`), or ``None`` when there are none.
+
+    Parameters
+    ----------
+    pairs : list of dict
+        :func:`collect`'s ``pairs``.
+
+    Returns
+    -------
+    str or None
+        How many cells, of how many, and the first one's sentence.
+    """
+    edged = [p for p in pairs if p.get("lr_edge")]
+    if not edged:
+        return None
+    first = edged[0]
+    return (f"{len(edged)} of {len(pairs)} cells had an arm choose the edge of the "
+            f"learning-rate grid in most seeds, so their verdicts may come from an under-tuned "
+            f"arm (e.g. {first['source']} -> {first['target']}, {first['strategy']}, fraction "
+            f"{first['fraction']:g}: {first['lr_edge'][0]})")
+
+
+def _lr_scales(runs: list[dict]) -> list[float]:
+    """The learning-rate multiplier each run chose (1.0 where none was recorded)."""
+    return [float(r["metrics"].get("lr_scale", 1.0)) for r in runs]
 
 
 def _score_fields(rows: list[dict], metrics) -> dict:

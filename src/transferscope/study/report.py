@@ -19,7 +19,7 @@ import numpy as np
 
 from transferscope.errors import InputError, require
 from transferscope.store import RunStore, open_store
-from transferscope.study.evaluate import evaluate
+from transferscope.study.evaluate import edge_summary, evaluate
 from transferscope.study.spec import StudySpec
 from transferscope.verdict import POWER, VERDICT_RULE, summarise_curves
 
@@ -268,6 +268,9 @@ def write_report(spec: StudySpec, out, store: RunStore | None = None) -> Path:
              f"<p>{len(pairs)} (target, source, strategy, fraction) cells; "
              f"share with negative transfer: {ev['share_negative']:.2f}. "
              f"{html.escape(VERDICT_RULE.format(m=0).capitalize())}.</p>"]
+    edges = edge_summary(pairs)
+    if edges:
+        parts.append(f"<p><strong>Note:</strong> {html.escape(edges)}.</p>")
     for title, svg in figures:
         parts.append(f"<h2>{html.escape(title)}</h2><figure>{svg}</figure>")
     parts.append("<h2>How well the scores predicted the outcome</h2>")

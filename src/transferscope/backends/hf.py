@@ -541,6 +541,24 @@ def pool_hidden(h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tens
     return h.mean(dim=1)  # (B, T, C) tokens
 
 
+def used_columns(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded text batch cut to the token columns any sample uses (left or right padding).
+
+    Parameters
+    ----------
+    ids, mask : torch.Tensor of shape (B, L)
+        Token ids and attention mask.
+
+    Returns
+    -------
+    tuple of torch.Tensor of shape (B, L')
+        Both, without the columns that are padding in every sample (at least one column kept).
+    """
+    keep = mask.bool().any(dim=0)
+    keep[0] |= not bool(keep.any())
+    return ids[:, keep], mask[:, keep]
+
+
 def _uint8_image(a) -> np.ndarray:
     """(H, W) or (H, W, 3) uint8 pixels of an image: one channel squeezed, floats in [0, 1]
     scaled to 0-255 (others clipped to 0-255)."""
@@ -990,10 +1008,8 @@ class HFBackend(FinetunableBackend):
             if self.tokenizer is None:
                 return self._layer_values(module, x, None, [layer])[layer]
             ids, mask = x[:, 0], x[:, 1]
-            if not self.fixed_length:  # the columns any sample uses (left or right padding)
-                keep = mask.bool().any(dim=0)
-                keep[0] |= not bool(keep.any())
-                ids, mask = ids[:, keep], mask[:, keep]
+            if not self.fixed_length:
+                ids, mask = used_columns(ids, mask)
             return self._layer_values(module, ids, mask, [layer])[layer]
 
         return run

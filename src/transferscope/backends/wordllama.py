@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from transferscope.backends.base import register_backend
+from transferscope.backends.hf import pool_hidden, used_columns
 from transferscope.backends.torch_module import TorchModuleBackend
 from transferscope.errors import InputError, OptionalDependencyError, require
 
@@ -38,8 +39,7 @@ class MaskedMean(nn.Module):
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L, D) token vectors, (B, L) mask -> (B, D); a text without tokens gives 0."""
-        m = mask.to(h.dtype).unsqueeze(-1)
-        return (h * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+        return pool_hidden(h, mask)
 
 
 class StaticEmbedding(nn.Module):
@@ -64,10 +64,7 @@ class StaticEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, L) token ids and mask -> (B, D) pooled embeddings."""
-        ids, mask = x[:, 0], x[:, 1]
-        keep = mask.bool().any(dim=0)
-        keep[0] |= not bool(keep.any())
-        ids, mask = ids[:, keep], mask[:, keep]
+        ids, mask = used_columns(x[:, 0], x[:, 1])
         return self.pool(self.embedding(ids), mask)
 
 

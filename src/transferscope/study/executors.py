@@ -97,6 +97,7 @@ class LocalExecutor:
         self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"),
                                         initializer=_init_worker,
                                         initargs=(threads, _worker_showwarning()))
+        completed = False
         try:
             pending = {self.pool.submit(_run_quietly, fn, t): i for i, t in enumerate(tasks)}
             while pending:
@@ -105,8 +106,34 @@ class LocalExecutor:
                     i = pending.pop(fut)
                     exc = fut.exception()
                     yield i, (None if exc else fut.result()), exc
+            completed = True
         finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            if completed:
+                self.pool.shutdown(wait=True)
+            else:  # Ctrl-C, SIGTERM, an error or an early stop in the driver
+                _stop_pool(self.pool)
+
+
+def _stop_pool(pool, grace_s: float = 5.0) -> None:
+    """Stop a process pool now: queued tasks are cancelled and the workers, which may be in the
+    middle of a long run, are terminated (SIGTERM, then SIGKILL after ``grace_s``) and reaped.
+
+    Only the driver writes the run store, so a worker left running after its driver stopped
+    would spend CPU on a result nobody receives; the runs it was doing stay unfinished in the
+    store and the next call redoes them."""
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+        pool.terminate_workers()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(grace_s)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 @executor("ray")

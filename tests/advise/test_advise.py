@@ -94,6 +94,22 @@ def test_the_advisor_learns_the_truth_held_out_target_by_target():
     assert adv["tau_lo"] <= adv["tau"] <= adv["tau_hi"]
 
 
+def test_p_negative_never_exceeds_p_not_beating_scratch():
+    # a NEGATIVE verdict is one way of not beating scratch: the two separately fitted
+    # logistic models are made coherent, on every input, also far outside the training data
+    adv = fit_advisor(_synthetic())
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (200, len(FEATURES))) * 3 + np.asarray(adv.mean)
+    p = adv.predict(x)
+    assert (p["p_negative"] <= 1 - p["p_beats"] + 1e-12).all()
+    # the bound binds somewhere: the raw negative model alone would break it there
+    raw = 1 / (1 + np.exp(-(adv._z(x) @ np.asarray(adv.negative["coef"])
+                            + adv.negative["intercept"])))
+    assert (raw > 1 - p["p_beats"] + 1e-6).any()
+    np.testing.assert_array_equal(p["flag_negative"],
+                                  p["p_negative"] >= adv.negative["threshold"])
+
+
 def test_data_and_time_saved_follow_the_scratch_curve():
     from transferscope.advise.model import _log_data_x
 

@@ -14,8 +14,9 @@ Linear models over the standardised :data:`~transferscope.advise.features.FEATUR
   Newton's method, its penalty chosen by leave-one-target-out Brier score (its probabilities
   are judged by their calibration: Brier score, ECE);
 - P(negative transfer): the same on "the best strategy's verdict is NEGATIVE" (fine-tuning
-  loses to scratch beyond its interval: rarer than "does not beat scratch"), and the
-  threshold at which the advisor flags it, chosen by leave-one-target-out F1;
+  loses to scratch beyond its interval: rarer than "does not beat scratch"), bounded by
+  1 - P(beats) (:func:`coherent_negative`), and the threshold at which the advisor flags
+  it, chosen by leave-one-target-out F1;
 - per strategy, its test accuracy minus the linear probe's (ridge); the recommended
   strategy is the one predicted best among those the benchmark measured;
 - the data and training time transfer saves (ridge on logs, its penalty chosen on held-out
@@ -278,14 +279,39 @@ def _choose_c(z, y, groups) -> float:
     return float(C_GRID[int(np.argmin(np.round(briers, 12)))])
 
 
-def _choose_threshold(z, y, groups, c) -> float:
+def coherent_negative(p_negative, p_beats):
+    """P(negative transfer) bounded by P(fine-tuning does not beat scratch).
+
+    A NEGATIVE verdict (scratch better beyond the gain's interval) is one way of not beating
+    scratch, so P(negative) <= 1 - P(beats) (the Frechet bound); the two logistic models are
+    fitted apart and need not respect it on their own, e.g. a candidate given P(beats) 0.6
+    and P(negative) 0.9.
+
+    Parameters
+    ----------
+    p_negative, p_beats : array-like of shape (n,)
+        The two models' probabilities for the same candidates.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+    """
+    return np.minimum(np.asarray(p_negative, float), 1.0 - np.asarray(p_beats, float))
+
+
+def _choose_threshold(z, y, groups, c, beats=None, c_beats=None) -> float:
     """The P(negative transfer) at or above which the advisor flags it: the threshold with
-    the best leave-one-target-out F1 on the training set (the higher one on ties); 0.5 with
-    fewer than 3 targets or no negative example."""
+    the best leave-one-target-out F1 on the training set (the higher one on ties), on the
+    probabilities the advisor predicts (bounded by the held-out P(beats) when ``beats``, the
+    outcome "beats scratch", and its ``c_beats`` are given: :func:`coherent_negative`); 0.5
+    with fewer than 3 targets or no negative example."""
     y = np.asarray(y, bool)
     if len(np.unique(groups)) < 3 or not y.any():
         return 0.5
     p = _inner_probabilities(z, y, groups, c)
+    if beats is not None:
+        p = coherent_negative(p, _inner_probabilities(z, np.asarray(beats, bool), groups,
+                                                      c_beats))
     best, best_f1 = 0.5, -1.0
     for t in np.unique(np.round(p, 6))[::-1]:
         flag = p >= t
@@ -355,9 +381,10 @@ class Advisor:
         names = sorted(per)
         best = [names[i] for i in np.argmax(np.stack([per[s] for s in names]), axis=0)] \
             if names else [None] * len(z)
-        p_neg = 1.0 / (1.0 + np.exp(-neg))
+        p_beats = 1.0 / (1.0 + np.exp(-logit))
+        p_neg = coherent_negative(1.0 / (1.0 + np.exp(-neg)), p_beats)
         out = {"acc": acc, "acc_lo": acc - hw, "acc_hi": acc + hw,
-               "p_beats": 1.0 / (1.0 + np.exp(-logit)), "p_negative": p_neg,
+               "p_beats": p_beats, "p_negative": p_neg,
                "flag_negative": p_neg >= self.negative.get("threshold", 0.5),
                "strategy_acc": per, "strategy": best}
         for name, m in self.extras.items():
@@ -435,7 +462,7 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
     c_neg = c if c is not None else _choose_c(z, ex.negative, groups)
     w, wb = _binary(z, ex.beats, c_beats)
     nw, nb = _binary(z, ex.negative, c_neg)
-    threshold = _choose_threshold(z, ex.negative, groups, c_neg)
+    threshold = _choose_threshold(z, ex.negative, groups, c_neg, ex.beats, c_beats)
     # each strategy's accuracy minus the linear probe's on the same cell (what decides between
     # them; the level they share cancels), the linear probe itself 0; the penalty chosen by
     # how often the pick is right on held-out training targets (infinite: the benchmark's

@@ -158,9 +158,12 @@ def main(argv=None) -> int:
               f"{row['tau_hi']:+.3f}], top-1 regret {row['regret']:.3f} (median "
               f"{row['median_regret']:.3f}), NT F1 {row['f1']:.2f} "
               f"({row['nt_flagged']} flagged, {row['nt_actual']} negative)"
-              + (f", Brier {row['brier']:.3f}, ECE {row['ece']:.3f}, strategy "
-                 f"{row['strategy_acc']:.2f} vs always-LP {row['always_lp_acc']:.2f} / "
-                 f"always-full {row['always_full_acc']:.2f} / the layer rule "
+              + (f", Brier {row['brier']:.3f} [{row['brier_lo']:.3f}, {row['brier_hi']:.3f}]"
+                 f", ECE {row['ece']:.3f} [{row['ece_lo']:.3f}, {row['ece_hi']:.3f}], "
+                 f"strategy {row['strategy_acc']:.2f} vs always-LP "
+                 f"{row['always_lp_acc']:.2f} / always-full {row['always_full_acc']:.2f} "
+                 f"(difference {row['strategy_vs_full']:+.2f} [{row['strategy_vs_full_lo']:+.2f}"
+                 f", {row['strategy_vs_full_hi']:+.2f}]) / the layer rule "
                  f"{row['rule_acc']:.2f} (on {row['rule_examples']})" if "brier" in row
                  else ""),
               file=sys.stderr)

@@ -92,6 +92,28 @@ def test_the_advisor_learns_the_truth_held_out_target_by_target():
     # source counts at one of its two sizes
     assert adv["rule_examples"] == 40 and 0 <= adv["rule_acc"] <= 1
     assert adv["tau_lo"] <= adv["tau"] <= adv["tau_hi"]
+    for key in ("brier", "strategy_acc", "strategy_vs_lp", "strategy_vs_full"):
+        assert adv[f"{key}_lo"] <= adv[key] <= adv[f"{key}_hi"], key
+    assert adv["strategy_vs_lp"] == pytest.approx(adv["strategy_acc"] - adv["always_lp_acc"])
+    assert 0 <= adv["ece_lo"] < adv["ece_hi"] <= 1
+
+
+def test_target_intervals_resample_whole_targets():
+    from transferscope.advise.evaluation import target_interval
+    from transferscope.verdict import bootstrap_interval
+
+    groups = np.repeat(np.arange(6), [1, 2, 3, 4, 5, 30])
+    v = groups.astype(float)  # each target's examples share one value
+    lo, hi = target_interval(lambda i: v[i].mean(), groups, seed=0)
+    # whole targets are drawn (a draw without the big target, 30 of the 45 examples, has a
+    # mean near 2): far wider than a bootstrap of the 45 examples, which treats them as
+    # independent
+    ex_lo, ex_hi, _ = bootstrap_interval(lambda i: v[i].mean(), len(v), 0)
+    assert lo < 2.5 < ex_lo < v.mean() < ex_hi < hi <= 5.0
+    same = np.ones(len(groups))
+    assert target_interval(lambda i: same[i].mean(), groups) == (1.0, 1.0)
+    few = np.repeat(np.arange(4), 3)
+    assert all(np.isnan(target_interval(lambda i: 0.0, few)))
 
 
 def test_p_negative_never_exceeds_p_not_beating_scratch():

@@ -21,7 +21,10 @@ then over all examples:
 Means over cells come with 95 % BCa bootstrap intervals over the cells
 (:func:`transferscope.verdict.mean_interval`: none with fewer than 5 cells); F1, precision
 and recall with a percentile bootstrap over examples (draws where they are undefined are
-dropped and counted).
+dropped and counted); the advisor's Brier score, ECE, strategy accuracy and its margins over
+"always linear probe" and "always full" with a percentile bootstrap over the held-out
+targets (each draw resamples whole targets, since a target's examples share its errors;
+:func:`target_interval`).
 """
 
 from __future__ import annotations
@@ -83,6 +86,32 @@ def calibration(p, y, bins: int = BINS) -> dict:
     return {"brier": float(np.mean((p - y) ** 2)), "ece": float(ece), "reliability": rel}
 
 
+def target_interval(stat, groups, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of ``stat`` over whole groups (targets).
+
+    Parameters
+    ----------
+    stat : callable
+        Takes an index array into the examples (with repeats) and returns a float.
+    groups : sequence of shape (n,)
+        Each example's target.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    lo, hi : float
+        NaN with fewer than :data:`~transferscope.verdict.MIN_BOOT_ITEMS` targets.
+    """
+    groups = np.asarray(groups)
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    if len(members) < MIN_BOOT_ITEMS:
+        return float("nan"), float("nan")
+    lo, hi, _ = bootstrap_interval(
+        lambda draw: stat(np.concatenate([members[j] for j in draw])), len(members), seed)
+    return lo, hi
+
+
 def rule_strategies(records: list[dict], ex) -> list[str]:
     """The four-quadrant rule of :func:`transferscope.layers.recommend` for each example:
     small (fewer than ``small_per_class`` training samples per class) and similar (linear
@@ -123,7 +152,9 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         ``examples``, ``tau`` / ``regret`` (means with ``_lo`` / ``_hi``), ``median_regret``,
         ``nt_flagged``, ``nt_actual``, ``precision``, ``recall``, ``f1`` (with ``_lo`` /
         ``_hi``) and ``note``; for the advisor also ``brier``, ``ece``,
-        ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``, and ``rule_acc``: the
+        ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``, ``strategy_vs_lp`` and
+        ``strategy_vs_full`` (strategy accuracy minus the constant's; these five with
+        ``_lo`` / ``_hi`` over targets, except the constants), and ``rule_acc``: the
         four-quadrant rule's (:func:`rule_strategies`) accuracy over the ``rule_examples``
         where its strategy was measured. ``reliability``: the
         advisor's bins. ``targets``: how many targets were held out in turn. ``extras``:
@@ -175,12 +206,21 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         if name == "advisor":
             cal = calibration(pred["p_beats"], ex.beats)
             row.update(brier=cal["brier"], ece=cal["ece"])
-            row["strategy_acc"] = float(np.mean([s == b for s, b in
-                                                 zip(pred["strategy"], ex.best_strategy,
-                                                     strict=True)]))
-            row["always_lp_acc"] = float(np.mean([b == "linear_probe"
-                                                  for b in ex.best_strategy]))
-            row["always_full_acc"] = float(np.mean([b == "full" for b in ex.best_strategy]))
+            right = np.array([s == b for s, b in zip(pred["strategy"], ex.best_strategy,
+                                                     strict=True)], float)
+            lp = np.array([b == "linear_probe" for b in ex.best_strategy], float)
+            full = np.array([b == "full" for b in ex.best_strategy], float)
+            row["strategy_acc"] = float(right.mean())
+            row["always_lp_acc"], row["always_full_acc"] = float(lp.mean()), float(full.mean())
+            row["strategy_vs_lp"] = float((right - lp).mean())
+            row["strategy_vs_full"] = float((right - full).mean())
+            for key, stat in (
+                    ("brier", lambda i: calibration(pred["p_beats"][i], ex.beats[i])["brier"]),
+                    ("ece", lambda i: calibration(pred["p_beats"][i], ex.beats[i])["ece"]),
+                    ("strategy_acc", lambda i: right[i].mean()),
+                    ("strategy_vs_lp", lambda i: (right[i] - lp[i]).mean()),
+                    ("strategy_vs_full", lambda i: (right[i] - full[i]).mean())):
+                row[f"{key}_lo"], row[f"{key}_hi"] = target_interval(stat, ex.groups, seed)
             rule = rule_strategies(records, ex)
             measured = [i for i, s in enumerate(rule)
                         if not np.isnan(ex.strategy_acc.get(s, np.full(len(rule), np.nan))[i])]

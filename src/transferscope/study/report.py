@@ -147,8 +147,9 @@ def _advice(plt, advice: dict) -> list[str]:
     out.append(_table(advice["rows"], [
         "predictor", "cells", "tau", "tau_lo", "tau_hi", "regret", "regret_lo", "regret_hi",
         "median_regret", "nt_flagged", "nt_actual", "precision", "recall", "f1", "f1_lo",
-        "f1_hi", "brier", "ece", "strategy_acc", "always_lp_acc", "always_full_acc", "rule_acc",
-        "note"]))
+        "f1_hi", "brier", "brier_lo", "brier_hi", "ece", "ece_lo", "ece_hi", "strategy_acc",
+        "strategy_acc_lo", "strategy_acc_hi", "always_lp_acc", "always_full_acc",
+        "strategy_vs_full", "strategy_vs_full_lo", "strategy_vs_full_hi", "rule_acc", "note"]))
     rel = advice["reliability"]
     if rel:
         fig, ax = plt.subplots(figsize=(4, 4))

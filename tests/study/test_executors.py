@@ -61,7 +61,8 @@ def test_a_stopped_driver_leaves_no_pool_worker_running(tmp_path, stop):
     # on a second signal, orphaned) workers still doing runs whose results nobody would store
     import time
 
-    runs = make_executor("local", jobs=2).run(_slow, [("fast", tmp_path)] + [("slow", tmp_path)] * 3)
+    tasks = [("fast", tmp_path)] + [("slow", tmp_path)] * 3
+    runs = make_executor("local", jobs=2).run(_slow, tasks)
     assert next(runs)[1] == 0
     deadline = time.monotonic() + 60
     while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:

@@ -214,13 +214,14 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
             row["always_lp_acc"], row["always_full_acc"] = float(lp.mean()), float(full.mean())
             row["strategy_vs_lp"] = float((right - lp).mean())
             row["strategy_vs_full"] = float((right - full).mean())
-            for key, stat in (
-                    ("brier", lambda i: calibration(pred["p_beats"][i], ex.beats[i])["brier"]),
-                    ("ece", lambda i: calibration(pred["p_beats"][i], ex.beats[i])["ece"]),
-                    ("strategy_acc", lambda i: right[i].mean()),
-                    ("strategy_vs_lp", lambda i: (right[i] - lp[i]).mean()),
-                    ("strategy_vs_full", lambda i: (right[i] - full[i]).mean())):
-                row[f"{key}_lo"], row[f"{key}_hi"] = target_interval(stat, ex.groups, seed)
+            for key in ("brier", "ece"):
+                row[f"{key}_lo"], row[f"{key}_hi"] = target_interval(
+                    lambda i, k=key: calibration(pred["p_beats"][i], ex.beats[i])[k],
+                    ex.groups, seed)
+            for key, v in (("strategy_acc", right), ("strategy_vs_lp", right - lp),
+                           ("strategy_vs_full", right - full)):
+                row[f"{key}_lo"], row[f"{key}_hi"] = target_interval(
+                    lambda i, v=v: v[i].mean(), ex.groups, seed)
             rule = rule_strategies(records, ex)
             measured = [i for i, s in enumerate(rule)
                         if not np.isnan(ex.strategy_acc.get(s, np.full(len(rule), np.nan))[i])]

@@ -332,3 +332,18 @@ def test_demo_advises_on_the_shipped_sources(monkeypatch, capsys):
     assert "zoo:lenet-mnist" in out and "zoo:lenet-shuffled" in out
     assert "most likely to transfer:" in out and "P(beats scratch)" in out
     assert "== missing: skipped (Expected a fortunes category" in out
+
+
+def test_every_demo_model_loads_offline():
+    """Each case of the real demo names models its install ships (no download): two text
+    models, so that the text case, too, says which transfers and which less."""
+    from transferscope import cli
+    from transferscope.backends import create_backend
+
+    for title, _, models, _ in cli.DEMO_CASES:
+        assert len(models) >= 2, title
+        for m in models:
+            name = cli._resolve_demo_model(m)
+            if m.startswith("effnet"):
+                continue  # its own backend tests (geffnet, 20 MB of weights) cover it
+            assert create_backend(name).name

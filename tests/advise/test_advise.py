@@ -347,3 +347,25 @@ def test_every_demo_model_loads_offline():
             if m.startswith("effnet"):
                 continue  # its own backend tests (geffnet, 20 MB of weights) cover it
             assert create_backend(name).name
+
+
+def test_sign_constrained_logistic_keeps_its_signs_and_is_exact_when_they_hold():
+    from transferscope.advise.model import MONOTONE_SIGNS, _logistic
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((200, 3))
+    y = (z @ [1.5, -1.0, 0.5] + rng.logistic(size=200) > 0).astype(float)
+    free = _logistic(z, y, 1.0)
+    # the free fit already has these signs: bounds that hold change nothing (KKT)
+    held = _logistic(z, y, 1.0, np.array([1.0, -1.0, 0.0]))
+    np.testing.assert_allclose(held[0], free[0], atol=1e-6)
+    assert held[1] == pytest.approx(free[1], abs=1e-6)
+    # a bound the data contradict pins that coefficient at 0; the others refit around it
+    w, _ = _logistic(z, y, 1.0, np.array([0.0, 1.0, 0.0]))
+    assert w[1] == 0.0 and w[0] > 0 and not np.allclose(w[[0, 2]], free[0][[0, 2]])
+    # the fitted advisor: a better-fitting source never lowers P(beats), never raises
+    # P(negative)
+    adv = fit_advisor(_synthetic())
+    mono = MONOTONE_SIGNS > 0
+    assert (np.asarray(adv.beats["coef"])[mono] >= 0).all()
+    assert (np.asarray(adv.negative["coef"])[mono] <= 0).all()

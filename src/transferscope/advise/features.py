@@ -26,6 +26,13 @@ FEATURES = tuple(
     + [f for m in RANKED_METRICS for f in (f"{m}_rank", f"{m}_above_random")]
     + ["log_per_class", "log_classes", "log_dim"])
 
+#: Features whose larger values say the source fits the target better: its margins over its
+#: random-init twin and over the raw input, its ranks among the candidates, and whether it
+#: scores above its twin (the absolute accuracies and the target's and model's sizes are not:
+#: an easy target's high probe accuracy also helps the scratch model).
+MONOTONE = tuple(f for f in FEATURES
+                 if f.endswith(("_vs_random", "_vs_raw", "_rank", "_above_random")))
+
 
 def _get(scores: dict, metric: str, which: str) -> float:
     v = (scores.get(metric) or {}).get(which)

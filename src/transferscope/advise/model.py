@@ -10,13 +10,15 @@ Linear models over the standardised :data:`~transferscope.advise.features.FEATUR
   candidates is learnt apart from what makes one target harder than another); an interval
   of +- the 95th percentile of the absolute leave-one-target-out residuals (a
   split-conformal band over targets: Lei et al., JASA 2018);
-- P(fine-tuning beats training from scratch): L2-regularised logistic regression, fitted by
-  Newton's method, its penalty chosen by leave-one-target-out Brier score (its probabilities
+- P(fine-tuning beats training from scratch): L2-regularised logistic regression whose
+  coefficients on the features that say a source fits better (margins, ranks, "above the
+  twin": :data:`~transferscope.advise.features.MONOTONE`) are kept >= 0 (L-BFGS-B within
+  bounds), its penalty chosen by leave-one-target-out Brier score (its probabilities
   are judged by their calibration: Brier score, ECE);
-- P(negative transfer): the same on "the best strategy's verdict is NEGATIVE" (fine-tuning
-  loses to scratch beyond its interval: rarer than "does not beat scratch"), bounded by
-  1 - P(beats) (:func:`coherent_negative`), and the threshold at which the advisor flags
-  it, chosen by leave-one-target-out F1;
+- P(negative transfer): the same (those coefficients <= 0) on "the best strategy's verdict
+  is NEGATIVE" (fine-tuning loses to scratch beyond its interval: rarer than "does not beat
+  scratch"), bounded by 1 - P(beats) (:func:`coherent_negative`), and the threshold at which
+  the advisor flags it, chosen by leave-one-target-out F1;
 - per strategy, its test accuracy minus the linear probe's (ridge); the recommended
   strategy is the one predicted best among those the benchmark measured;
 - the data and training time transfer saves (ridge on logs, its penalty chosen on held-out
@@ -41,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferscope.advise.features import FEATURES, candidate_features
+from transferscope.advise.features import FEATURES, MONOTONE, candidate_features
 from transferscope.errors import InputError
 
 RIDGE_ALPHA = 3.0
@@ -62,6 +64,11 @@ MIN_EXTRA = 6  # examples (from at least 2 targets) to fit data_x or time_x
 #: fits that would choose them see 2 targets or less): its mean alone below that.
 MIN_EXTRA_TARGETS = 4
 LOGISTIC_C = 1.0
+#: Signs of the logistic coefficients (+1: >= 0 for "beats scratch", <= 0 for "negative"):
+#: the :data:`~transferscope.advise.features.MONOTONE` features (on the benchmark, without
+#: them the negative-transfer model gave LogME's rank and the probe's margin over the raw
+#: input positive weights, i.e. a better-fitting source more likely negative).
+MONOTONE_SIGNS = np.array([1.0 if f in MONOTONE else 0.0 for f in FEATURES])
 LEVEL = 0.95
 SHIPPED = Path(__file__).with_name("advisor.json")
 
@@ -243,11 +250,27 @@ def _ridge(z, y, alpha):
     return coef, float(y.mean())
 
 
-def _logistic(z, y, c):
-    """L2-penalised logistic regression (penalty 1/(2C) ||w||^2, intercept free), Newton."""
+def _logistic(z, y, c, signs=None):
+    """L2-penalised logistic regression (penalty 1/(2C) ||w||^2, intercept free): Newton's
+    method, or with ``signs`` (shape (n_features,): +1 a coefficient kept >= 0, -1 <= 0, 0
+    free) L-BFGS-B within those bounds (Byrd et al., SIAM J. Sci. Comput. 1995)."""
     zz = np.c_[z, np.ones(len(z))]
     w = np.zeros(zz.shape[1])
     pen = np.r_[np.full(z.shape[1], 1.0 / c), 0.0]
+    if signs is not None and np.any(signs):
+        from scipy.optimize import minimize
+
+        def loss(w):
+            t = zz @ w
+            p = 1.0 / (1.0 + np.exp(-t))
+            f = np.sum(np.logaddexp(0.0, t) - y * t) + 0.5 * np.sum(pen * w * w)
+            return f, zz.T @ (p - y) + pen * w
+
+        bounds = [(0.0, None) if s > 0 else (None, 0.0) if s < 0 else (None, None)
+                  for s in signs] + [(None, None)]
+        w = minimize(loss, w, jac=True, method="L-BFGS-B", bounds=bounds,
+                     options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10}).x
+        return w[:-1], float(w[-1])
     for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-zz @ w))
         g = zz.T @ (p - y) + pen * w
@@ -259,23 +282,24 @@ def _logistic(z, y, c):
     return w[:-1], float(w[-1])
 
 
-def _inner_probabilities(z, y, groups, c) -> np.ndarray:
+def _inner_probabilities(z, y, groups, c, signs=None) -> np.ndarray:
     """Leave-one-group-out logistic probabilities of ``y`` (inside a training set)."""
     p = np.full(len(y), np.nan)
     for g in np.unique(groups):
         held = groups == g
-        w, b = _binary(z[~held], y[~held], c)
+        w, b = _binary(z[~held], y[~held], c, signs)
         p[held] = 1.0 / (1.0 + np.exp(-(z[held] @ w + b)))
     return p
 
 
-def _choose_c(z, y, groups) -> float:
+def _choose_c(z, y, groups, signs=None) -> float:
     """The inverse penalty from :data:`C_GRID` with the lowest leave-one-target-out Brier
     score on the training set (the stronger penalty on ties); :data:`LOGISTIC_C` with fewer
     than 3 targets."""
     if len(np.unique(groups)) < 3:
         return LOGISTIC_C
-    briers = [np.mean((_inner_probabilities(z, y, groups, c) - y) ** 2) for c in C_GRID]
+    briers = [np.mean((_inner_probabilities(z, y, groups, c, signs) - y) ** 2)
+              for c in C_GRID]
     return float(C_GRID[int(np.argmin(np.round(briers, 12)))])
 
 
@@ -299,7 +323,7 @@ def coherent_negative(p_negative, p_beats):
     return np.minimum(np.asarray(p_negative, float), 1.0 - np.asarray(p_beats, float))
 
 
-def _choose_threshold(z, y, groups, c, beats=None, c_beats=None) -> float:
+def _choose_threshold(z, y, groups, c, beats=None, c_beats=None, signs=None) -> float:
     """The P(negative transfer) at or above which the advisor flags it: the threshold with
     the best leave-one-target-out F1 on the training set (the higher one on ties), on the
     probabilities the advisor predicts (bounded by the held-out P(beats) when ``beats``, the
@@ -308,10 +332,10 @@ def _choose_threshold(z, y, groups, c, beats=None, c_beats=None) -> float:
     y = np.asarray(y, bool)
     if len(np.unique(groups)) < 3 or not y.any():
         return 0.5
-    p = _inner_probabilities(z, y, groups, c)
+    p = _inner_probabilities(z, y, groups, c, None if signs is None else -signs)
     if beats is not None:
         p = coherent_negative(p, _inner_probabilities(z, np.asarray(beats, bool), groups,
-                                                      c_beats))
+                                                      c_beats, signs))
     best, best_f1 = 0.5, -1.0
     for t in np.unique(np.round(p, 6))[::-1]:
         flag = p >= t
@@ -322,13 +346,13 @@ def _choose_threshold(z, y, groups, c, beats=None, c_beats=None) -> float:
     return best
 
 
-def _binary(z, y, c):
-    """Logistic coefficients for outcome ``y``; with one outcome only, none and the smoothed
-    log-odds of its rate as the intercept."""
+def _binary(z, y, c, signs=None):
+    """Logistic coefficients for outcome ``y`` (signs: see :func:`_logistic`); with one
+    outcome only, none and the smoothed log-odds of its rate as the intercept."""
     if y.all() or not y.any():
         rate = (y.mean() * len(y) + 0.5) / (len(y) + 1.0)
         return np.zeros(z.shape[1]), float(np.log(rate / (1 - rate)))
-    return _logistic(z, y.astype(float), c)
+    return _logistic(z, y.astype(float), c, signs)
 
 
 @dataclass
@@ -458,11 +482,14 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
     coef = _ridge(z - zm, ex.acc - ym, alpha)[0]
     level, b = _ridge(zm * np.isin(FEATURES, LEVEL_FEATURES), ym, alpha)
     groups = np.asarray(ex.groups)
-    c_beats = c if c is not None else _choose_c(z, ex.beats, groups)
-    c_neg = c if c is not None else _choose_c(z, ex.negative, groups)
-    w, wb = _binary(z, ex.beats, c_beats)
-    nw, nb = _binary(z, ex.negative, c_neg)
-    threshold = _choose_threshold(z, ex.negative, groups, c_neg, ex.beats, c_beats)
+    # the coefficients of margins, ranks and "above the twin" keep the sign that says a
+    # source which fits the target better does not make transfer less likely to pay off
+    signs, neg_signs = MONOTONE_SIGNS, -MONOTONE_SIGNS
+    c_beats = c if c is not None else _choose_c(z, ex.beats, groups, signs)
+    c_neg = c if c is not None else _choose_c(z, ex.negative, groups, neg_signs)
+    w, wb = _binary(z, ex.beats, c_beats, signs)
+    nw, nb = _binary(z, ex.negative, c_neg, neg_signs)
+    threshold = _choose_threshold(z, ex.negative, groups, c_neg, ex.beats, c_beats, signs)
     # each strategy's accuracy minus the linear probe's on the same cell (what decides between
     # them; the level they share cancels), the linear probe itself 0; the penalty chosen by
     # how often the pick is right on held-out training targets (infinite: the benchmark's

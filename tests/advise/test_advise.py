@@ -74,6 +74,13 @@ def test_features_rank_candidates_within_a_target():
     np.testing.assert_allclose(x[:, col["log_per_class"]], np.log(20))
     assert np.isnan(x[:, col["sfda_rank"]]).all()  # not scored: NaN, filled by the predictor
     assert (x[:, col["logme_above_random"]] == 1).all()
+    # tied scores (e.g. a shrinkage H-score of exactly 0) share their mean rank, so the
+    # order the models were given in changes nothing
+    tied = [{"scores": {"logme": {"value": v}}, "dim": 8} for v in (0.0, 2.0, 0.0, 1.0)]
+    ranks = candidate_features(tied, per_class=20, classes=4)[:, col["logme_rank"]]
+    np.testing.assert_allclose(ranks, [0.5 / 3, 1.0, 0.5 / 3, 2 / 3])
+    back = candidate_features(tied[::-1], per_class=20, classes=4)[:, col["logme_rank"]]
+    np.testing.assert_allclose(back, ranks[::-1])
 
 
 def test_the_advisor_learns_the_truth_held_out_target_by_target():

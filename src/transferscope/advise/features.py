@@ -7,7 +7,8 @@ Per candidate, with its random-init twin's and the raw input's scores on the sam
   margins over the twin and over the raw input;
 - for LogME, shrinkage H-score, SFDA and N-LEEP (whose scales differ from target to target),
   the candidate's rank among the candidates on that target, scaled to [0, 1] (1: first; 0.5
-  for a single candidate), and whether it scores above its twin;
+  for a single candidate; tied scores share their mean rank), and whether it scores above
+  its twin;
 - the target: log samples per class, log classes; the model: log feature width.
 
 A missing value (a metric that was not computed) is NaN; the predictor fills it with its
@@ -57,6 +58,8 @@ def candidate_features(candidates: list[dict], per_class: float, classes: int) -
     ndarray of shape (n_candidates, len(FEATURES))
         Columns in :data:`FEATURES` order; NaN where a score is missing.
     """
+    from scipy.stats import rankdata
+
     n = len(candidates)
     out = np.full((n, len(FEATURES)), np.nan)
     col = {f: i for i, f in enumerate(FEATURES)}
@@ -77,8 +80,8 @@ def candidate_features(candidates: list[dict], per_class: float, classes: int) -
         ok = np.isfinite(v)
         if ok.sum() == 1:
             out[ok, col[f"{m}_rank"]] = 0.5
-        elif ok.sum() > 1:
-            order = v[ok].argsort().argsort()  # 0 = lowest
+        elif ok.sum() > 1:  # tied scores share their mean rank: the order given is no tiebreak
+            order = rankdata(v[ok], method="average") - 1.0  # 0 = lowest
             out[ok, col[f"{m}_rank"]] = order / (ok.sum() - 1)
     out[:, col["log_per_class"]] = np.log(max(per_class, 1.0))
     out[:, col["log_classes"]] = np.log(max(classes, 2))

@@ -1,17 +1,20 @@
 """What advice costs next to fine-tuning the same models, on one benchmark target.
 
-    python bench/advise_cost.py [--target fashion-lo] [--layers]
+    python bench/advise_cost.py [--part images] [--target fashion-lo] [--layers]
 
-``tscope advise`` on the image benchmark's target (100 images per class) for its six LeNet
-sources, from a cold feature cache (as ``tscope advise`` does by default: scores once, no layer
+``tscope advise`` on a benchmark target (fashion-lo: 100 images per class) for the sources of
+a benchmark part (``images``: its six LeNets; ``shipped-images``: EfficientNet-Lite0 at 32 px),
+from a cold feature cache (as ``tscope advise`` does by default: scores once, no layer
 profiles; ``--layers`` adds the profiles for the cut and head width), against fine-tuning the
-same six models with the "full" strategy under the benchmark's protocol (3 seeds, at least 500
-steps, the learning rate chosen from 3), their from-scratch arms left out. The fine-tuning runs
-are the benchmark study's (its store: ``benchmarks/store/images.db``); a run the study has not
-finished is trained here and stored there. Target (issue 16): advise <= 1/20 of the
-fine-tuning time. Prints a table and writes bench/results/advise_cost[_layers].json.
+same models with the "full" strategy under the part's protocol (3 seeds, at least 500 steps,
+the learning rate chosen from the part's grid), their from-scratch arms left out. The
+fine-tuning runs are the part's study's (its store, e.g. ``benchmarks/store/images.db``), their
+wall times as stored; a run the study has not finished is trained here and stored there.
+Target (issue 16): advise <= 1/20 of the fine-tuning time. Prints a table and writes
+bench/results/advise_cost[_<part>][_layers].json (no part suffix for ``images``).
 
-Run ``python benchmarks/make_data.py`` and the image study's pretraining first.
+Run ``python benchmarks/make_data.py`` and, for ``images``, the image study's pretraining
+first.
 """
 
 from __future__ import annotations
@@ -28,8 +31,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+def _short(model: str) -> str:
+    """A weights file's path for a model loaded from one, else the model's name."""
+    tail = model.split("@")[-1]
+    return tail if "/" in tail else model
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", default="images", choices=["images", "shipped-images"])
     ap.add_argument("--target", default="fashion-lo")
     ap.add_argument("--layers", action="store_true")
     args = ap.parse_args(argv)
@@ -46,12 +56,12 @@ def main(argv=None) -> int:
     from transferscope.study.runner import resolve_sources
 
     os.chdir(ROOT)  # the spec's paths are relative to the repository root
-    spec = load_spec(ROOT / "benchmarks" / "images.toml")
+    spec = load_spec(ROOT / "benchmarks" / f"{args.part}.toml")
     store = open_store(spec.db)
     sources = resolve_sources(spec, store)
     if sources is None:
-        print("the image study has not finished pretraining: tscope study run "
-              "benchmarks/images.toml", file=sys.stderr)
+        print(f"the {args.part} study has not finished pretraining: tscope study run "
+              f"benchmarks/{args.part}.toml", file=sys.stderr)
         return 2
     target = f"benchmarks/data/{args.target}_train.npz"
     data, test = load_dataset(target), load_dataset(spec.test_data[target])
@@ -74,7 +84,7 @@ def main(argv=None) -> int:
         finetune_s[m] = arm["train_s"] * arm["seeds"]  # the runs' wall times, as stored
     total = sum(finetune_s.values())
     ratio = advise_s / total
-    rows = [{"model": r["model"].split("@")[-1], "pred_acc": round(r["pred_acc"], 3),
+    rows = [{"model": _short(r["model"]), "pred_acc": round(r["pred_acc"], 3),
              "p_beats": round(r["p_beats_scratch"], 2), "strategy": r["strategy"],
              "finetune_s": round(finetune_s[r["model"]], 1)} for r in result.rows]
     for r in rows:
@@ -83,8 +93,10 @@ def main(argv=None) -> int:
           f"{spec.seeds} seeds, transfer arm): {total:.1f} s; ratio 1/{1 / ratio:.0f} "
           f"(target <= 1/20: {'met' if ratio <= 1 / 20 else 'NOT met'}); runs trained here: "
           f"{trained_here}")
-    write_json(HERE / "results" / f"advise_cost{'_layers' if args.layers else ''}.json",
-               {"target": args.target, "models": len(models), "layers": args.layers,
+    part = "" if args.part == "images" else f"_{args.part}"
+    write_json(HERE / "results" / f"advise_cost{part}{'_layers' if args.layers else ''}.json",
+               {"part": args.part, "target": args.target, "models": len(models),
+                "layers": args.layers,
                 "advise_s": advise_s, "finetune_s": total, "ratio": ratio,
                 "met": ratio <= 1 / 20, "rows": rows, "threads": torch.get_num_threads()})
     return 0

@@ -327,8 +327,9 @@ def _choose_threshold(z, y, groups, c, beats=None, c_beats=None, signs=None) -> 
     """The P(negative transfer) at or above which the advisor flags it: the threshold with
     the best leave-one-target-out F1 on the training set (the higher one on ties), on the
     probabilities the advisor predicts (bounded by the held-out P(beats) when ``beats``, the
-    outcome "beats scratch", and its ``c_beats`` are given: :func:`coherent_negative`); 0.5
-    with fewer than 3 targets or no negative example."""
+    outcome "beats scratch", and its ``c_beats`` are given: :func:`coherent_negative`;
+    ``signs``: the P(beats) model's coefficient signs, negated for P(negative)); 0.5 with
+    fewer than 3 targets or no negative example."""
     y = np.asarray(y, bool)
     if len(np.unique(groups)) < 3 or not y.any():
         return 0.5

@@ -31,12 +31,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def _short(model: str) -> str:
-    """A weights file's path for a model loaded from one, else the model's name."""
-    tail = model.split("@")[-1]
-    return tail if "/" in tail else model
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", default="images", choices=["images", "shipped-images"])
@@ -51,6 +45,7 @@ def main(argv=None) -> int:
     from transferscope.advise.api import advise
     from transferscope.data import load_dataset
     from transferscope.finetune import finetune
+    from transferscope.names import parse_model_name
     from transferscope.store import open_store
     from transferscope.study import load_spec
     from transferscope.study.runner import resolve_sources
@@ -84,7 +79,7 @@ def main(argv=None) -> int:
         finetune_s[m] = arm["train_s"] * arm["seeds"]  # the runs' wall times, as stored
     total = sum(finetune_s.values())
     ratio = advise_s / total
-    rows = [{"model": _short(r["model"]), "pred_acc": round(r["pred_acc"], 3),
+    rows = [{"model": parse_model_name(r["model"]).short(60), "pred_acc": round(r["pred_acc"], 3),
              "p_beats": round(r["p_beats_scratch"], 2), "strategy": r["strategy"],
              "finetune_s": round(finetune_s[r["model"]], 1)} for r in result.rows]
     for r in rows:

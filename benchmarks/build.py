@@ -5,7 +5,8 @@
     python benchmarks/build.py images           # one part
 
 A part whose store holds no finished pair (a fresh clone) keeps its saved JSON (and one that
-has none yet gets none).
+has none yet gets none); so does one whose store has fewer complete (pair, size) cells than
+the saved JSON (a rerun under way), unless ``--replace``.
 
 then it refits the advisor shipped with the package (``src/transferscope/advise/advisor.json``)
 on every saved part and writes its leave-one-target-out evaluation, beside every single
@@ -110,6 +111,11 @@ def fit_shipped(parts=PARTS) -> dict:
     return loto
 
 
+def _complete_cells(res: dict) -> int:
+    """(pair, size) cells of a part's truth whose every seed finished in both arms."""
+    return sum(1 for p in res["pairs"] for s in p["truth"].values() if s["complete"])
+
+
 def main(argv=None) -> int:
     """Write ``benchmarks/results/<part>.json`` for each part asked for, then refit the
     shipped advisor on all saved parts and evaluate it leave-one-target-out."""
@@ -119,6 +125,9 @@ def main(argv=None) -> int:
                     help="first build the data (make_data.py) and run the studies "
                          "(resumable: finished runs are kept)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs with --run")
+    ap.add_argument("--replace", action="store_true",
+                    help="write a part's truth even where its store has fewer complete cells "
+                         "than the saved JSON (default: keep the saved one)")
     args = ap.parse_args(argv)
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
@@ -147,8 +156,15 @@ def main(argv=None) -> int:
             print(f"{part}: no finished pair in its store; {kept} (run its study to build "
                   "it)", file=sys.stderr)
             continue
+        done = _complete_cells(res)
+        if dest.exists() and not args.replace:
+            saved = _complete_cells(json.loads(dest.read_text()))
+            if done < saved:  # e.g. a rerun still under way: never lose measured truth
+                print(f"{part}: its store has {done} complete (pair, size) cells, "
+                      f"{dest.relative_to(ROOT)} {saved}; kept the saved file (finish the "
+                      "study, or pass --replace to write the store's anyway)", file=sys.stderr)
+                continue
         dest.write_text(json.dumps(res, indent=1, sort_keys=False) + "\n")
-        done = sum(1 for p in res["pairs"] for s in p["truth"].values() if s["complete"])
         print(f"{part}: {len(res['pairs'])} pairs ({done} complete (pair, size) cells), "
               f"{res['cpu_seconds'] / 3600:.2f} CPU hours -> {dest.relative_to(ROOT)}",
               file=sys.stderr)
@@ -159,7 +175,8 @@ def main(argv=None) -> int:
               f"{row['median_regret']:.3f}), NT F1 {row['f1']:.2f} "
               f"({row['nt_flagged']} flagged, {row['nt_actual']} negative)"
               + (f", Brier {row['brier']:.3f} [{row['brier_lo']:.3f}, {row['brier_hi']:.3f}]"
-                 f", ECE {row['ece']:.3f} [{row['ece_lo']:.3f}, {row['ece_hi']:.3f}], "
+                 f", ECE {row['ece']:.3f} [{row['ece_lo']:.3f}, {row['ece_hi']:.3f}] (calibrated "
+                 f"{row['ece_calibrated']:.3f}, p {row['ece_p']:.2f}), "
                  f"strategy {row['strategy_acc']:.2f} vs always-LP "
                  f"{row['always_lp_acc']:.2f} / always-full {row['always_full_acc']:.2f} "
                  f"(difference {row['strategy_vs_full']:+.2f} [{row['strategy_vs_full_lo']:+.2f}"

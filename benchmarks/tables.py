@@ -89,7 +89,7 @@ def truth_table(parts: dict) -> list[str]:
 def loto_table(loto: dict) -> list[str]:
     """The advisor and every single metric, held out target by target."""
     out = ["| predictor | weighted tau [95 %] | top-1 regret (median) | NT precision / recall "
-           "/ F1 | Brier [95 %] | ECE [95 %] | strategy accuracy [95 %] (always LP / always "
+           "/ F1 | Brier [95 %] | ECE [95 %] (a calibrated predictor's here, p) | strategy accuracy [95 %] (always LP / always "
            "full / the layer rule) | strategy accuracy minus always-full's [95 %] |",
            "|---|---|---|---|---|---|---|---|"]
     for r in loto["rows"]:
@@ -97,7 +97,8 @@ def loto_table(loto: dict) -> list[str]:
               f"[{r['f1_lo']:.2f}, {r['f1_hi']:.2f}] ({r['nt_flagged']} flagged, "
               f"{r['nt_actual']} negative)" if r.get("f1") == r.get("f1") else "")
         cal = (f"| {r['brier']:.3f} [{r['brier_lo']:.3f}, {r['brier_hi']:.3f}] | "
-               f"{r['ece']:.3f} [{r['ece_lo']:.3f}, {r['ece_hi']:.3f}] | "
+               f"{r['ece']:.3f} [{r['ece_lo']:.3f}, {r['ece_hi']:.3f}] (calibrated: "
+               f"{r['ece_calibrated']:.3f}, p {r['ece_p']:.2f}) | "
                f"{r['strategy_acc']:.2f} [{r['strategy_acc_lo']:.2f}, "
                f"{r['strategy_acc_hi']:.2f}] ({r['always_lp_acc']:.2f} / "
                f"{r['always_full_acc']:.2f} / {r['rule_acc']:.2f} on {r['rule_examples']}) | "

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from transferscope.advise.evaluation import calibration, evaluate_advice
+from transferscope.advise.evaluation import calibration, ece_consistency, evaluate_advice
 from transferscope.advise.features import FEATURES, candidate_features
 from transferscope.advise.model import examples, fit_advisor, load_advisor, loto_predictions
 from transferscope.advise.records import records_from_pairs
@@ -103,6 +103,7 @@ def test_the_advisor_learns_the_truth_held_out_target_by_target():
         assert adv[f"{key}_lo"] <= adv[key] <= adv[f"{key}_hi"], key
     assert adv["strategy_vs_lp"] == pytest.approx(adv["strategy_acc"] - adv["always_lp_acc"])
     assert 0 <= adv["ece_lo"] < adv["ece_hi"] <= 1
+    assert 0 < adv["ece_calibrated"] <= adv["ece_calibrated_95"] < 1 and 0 < adv["ece_p"] <= 1
 
 
 def test_target_intervals_resample_whole_targets():
@@ -235,6 +236,30 @@ def test_calibration_of_known_probabilities():
     cal = calibration(p, y)
     assert cal["brier"] == pytest.approx(0.01) and cal["ece"] == pytest.approx(0.1)
     assert [b["n"] for b in cal["reliability"]] == [2, 2]
+
+
+def test_ece_under_calibration_matches_the_binned_ece_of_each_draw():
+    rng = np.random.default_rng(3)
+    p = rng.random(40)
+    y = (rng.random(40) < p).astype(float)
+    got = ece_consistency(p, y, draws=200, seed=5)
+    draws = np.random.default_rng(5).random((200, 40)) < p  # the same draws, one at a time
+    null = np.array([calibration(p, d.astype(float))["ece"] for d in draws])
+    assert got["ece_calibrated"] == pytest.approx(null.mean(), abs=1e-12)
+    assert got["ece_calibrated_95"] == pytest.approx(np.quantile(null, 0.95), abs=1e-12)
+    seen = calibration(p, y)["ece"]
+    assert got["ece_p"] == pytest.approx((1 + np.sum(null >= seen - 1e-12)) / 201)
+
+
+def test_ece_under_calibration_shrinks_with_examples_and_flags_miscalibration():
+    rng = np.random.default_rng(0)
+    small, large = rng.random(50), rng.random(5000)
+    few = ece_consistency(small, (rng.random(50) < small).astype(float))
+    many = ece_consistency(large, (rng.random(5000) < large).astype(float))
+    assert few["ece_calibrated"] > 0.05 > 0.02 > many["ece_calibrated"]
+    assert few["ece_p"] > 0.05 and many["ece_p"] > 0.05  # calibrated outcomes: not flagged
+    wrong = ece_consistency(large, (rng.random(5000) < large ** 3).astype(float))
+    assert wrong["ece_p"] < 0.01
 
 
 def test_the_shipped_advisor_loads():

@@ -90,3 +90,25 @@ def test_truth_table_merges_a_target_over_parts():
                                "shipped-images": part("effnet-lite:0@32", 0.7)})
     assert len(rows) == 3  # header, rule, one row for the target's one size
     assert "| t | 8 | 2 |" in rows[2] and "effnet-lite:0@32 (full) | 0.700" in rows[2]
+
+
+def test_build_never_replaces_saved_truth_with_less(tmp_path, monkeypatch):
+    build = _module("build")
+    (tmp_path / "results").mkdir()
+    saved = tmp_path / "results" / "images.json"
+
+    def res(cells):
+        return {"pairs": [{"truth": {str(i): {"complete": True} for i in range(cells)}}]}
+
+    saved.write_text(json.dumps(res(4)))
+    monkeypatch.setattr(build, "HERE", tmp_path)
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    monkeypatch.setattr(build, "fit_shipped", lambda: {"rows": []})
+    monkeypatch.setattr(build, "build", lambda part: {**res(2), "cpu_seconds": 1.0})
+    assert build.main(["images"]) == 0  # a rerun under way: the store has 2 cells of 4
+    assert json.loads(saved.read_text()) == res(4)
+    assert build.main(["images", "--replace"]) == 0
+    assert json.loads(saved.read_text()) == {**res(2), "cpu_seconds": 1.0}
+    monkeypatch.setattr(build, "build", lambda part: {**res(5), "cpu_seconds": 1.0})
+    assert build.main(["images"]) == 0  # more than saved: written
+    assert _module("build")._complete_cells(json.loads(saved.read_text())) == 5

@@ -15,7 +15,8 @@ then over all examples:
   input, as ``tscope study evaluate`` flags);
 - advisor only: calibration of P(beats scratch) against "the best strategy's gain > 0": Brier
   score, expected calibration error over 10 equal-width bins (Naeini et al., AAAI 2015) and
-  the reliability bins; strategy accuracy (recommended = measured best) against "always
+  the reliability bins, with the ECE a calibrated predictor would show at this sample size
+  (consistency resampling, Brocker & Smith 2007); strategy accuracy (recommended = measured best) against "always
   linear probe", "always full fine-tuning" and the layer rule's four quadrants.
 
 Means over cells come with 95 % BCa bootstrap intervals over the cells
@@ -86,6 +87,56 @@ def calibration(p, y, bins: int = BINS) -> dict:
     return {"brier": float(np.mean((p - y) ** 2)), "ece": float(ece), "reliability": rel}
 
 
+def ece_consistency(p, y, bins: int = BINS, draws: int = N_BOOT, seed: int = 0) -> dict:
+    """What ECE a perfectly calibrated predictor would show with these probabilities and this
+    many examples: consistency resampling (Brocker & Smith, Weather and Forecasting 2007).
+
+    ECE over a few dozen examples is biased upwards (each bin's observed share is a noisy
+    estimate), so an observed ECE is read against outcomes drawn from the predictions
+    themselves, ``y* ~ Bernoulli(p)``: the ECE those draws give is what calibration alone
+    leaves. The bins depend on ``p`` only, so all draws share them (one matrix product).
+
+    Parameters
+    ----------
+    p : array of shape (n,)
+        Predicted probabilities.
+    y : array of shape (n,)
+        Binary outcomes.
+    bins : int
+        Equal-width bins, as :func:`calibration`.
+    draws : int
+        Resampled outcome vectors.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    dict
+        ``ece_calibrated``: the mean ECE under calibration; ``ece_calibrated_95``: its 95th
+        percentile; ``ece_p``: the share of draws with an ECE at least the observed one
+        (with the observed one counted, ``(1 + k) / (1 + draws)``): small when the
+        miscalibration is more than the sample size explains.
+    """
+    p, y = np.asarray(p, float), np.asarray(y, float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    onehot = np.eye(bins)[which]  # (n, bins)
+    count = onehot.sum(0)
+    used = count > 0
+    mean_p = (p @ onehot)[used] / count[used]
+
+    def ece_of(outcomes):  # outcomes (..., n) -> (...,)
+        observed = (outcomes @ onehot)[..., used] / count[used]
+        return (np.abs(mean_p - observed) * count[used]).sum(-1) / len(p)
+
+    rng = np.random.default_rng(seed)
+    null = ece_of((rng.random((draws, len(p))) < p).astype(float))
+    seen = float(ece_of(y))
+    return {"ece_calibrated": float(null.mean()),
+            "ece_calibrated_95": float(np.quantile(null, 0.95)),
+            "ece_p": float((1 + np.sum(null >= seen - 1e-12)) / (1 + draws))}
+
+
 def target_interval(stat, groups, seed: int = 0) -> tuple[float, float]:
     """95 % percentile bootstrap interval of ``stat`` over whole groups (targets).
 
@@ -151,7 +202,9 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         ``rows``: one per predictor (``advisor``, then each metric) with ``cells``,
         ``examples``, ``tau`` / ``regret`` (means with ``_lo`` / ``_hi``), ``median_regret``,
         ``nt_flagged``, ``nt_actual``, ``precision``, ``recall``, ``f1`` (with ``_lo`` /
-        ``_hi``) and ``note``; for the advisor also ``brier``, ``ece``,
+        ``_hi``) and ``note``; for the advisor also ``brier``, ``ece``, what ECE a calibrated
+        predictor would show here (``ece_calibrated``, ``ece_calibrated_95``, ``ece_p``:
+        :func:`ece_consistency`),
         ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``, ``strategy_vs_lp`` and
         ``strategy_vs_full`` (strategy accuracy minus the constant's; these five with
         ``_lo`` / ``_hi`` over targets, except the constants), and ``rule_acc``: the
@@ -205,7 +258,8 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
                              "dropped")
         if name == "advisor":
             cal = calibration(pred["p_beats"], ex.beats)
-            row.update(brier=cal["brier"], ece=cal["ece"])
+            row.update(brier=cal["brier"], ece=cal["ece"],
+                       **ece_consistency(pred["p_beats"], ex.beats, seed=seed))
             right = np.array([s == b for s, b in zip(pred["strategy"], ex.best_strategy,
                                                      strict=True)], float)
             lp = np.array([b == "linear_probe" for b in ex.best_strategy], float)

@@ -180,7 +180,9 @@ def main(argv=None) -> int:
                  f"strategy {row['strategy_acc']:.2f} vs always-LP "
                  f"{row['always_lp_acc']:.2f} / always-full {row['always_full_acc']:.2f} "
                  f"(difference {row['strategy_vs_full']:+.2f} [{row['strategy_vs_full_lo']:+.2f}"
-                 f", {row['strategy_vs_full_hi']:+.2f}]) / the layer rule "
+                 f", {row['strategy_vs_full_hi']:+.2f}]; accuracy lost "
+                 f"{row['strategy_regret']:.3f} vs always-full's "
+                 f"{row['always_full_regret']:.3f}) / the layer rule "
                  f"{row['rule_acc']:.2f} (on {row['rule_examples']})" if "brier" in row
                  else ""),
               file=sys.stderr)

@@ -90,8 +90,10 @@ def loto_table(loto: dict) -> list[str]:
     """The advisor and every single metric, held out target by target."""
     out = ["| predictor | weighted tau [95 %] | top-1 regret (median) | NT precision / recall "
            "/ F1 | Brier [95 %] | ECE [95 %] (a calibrated predictor's here, p) | strategy accuracy [95 %] (always LP / always "
-           "full / the layer rule) | strategy accuracy minus always-full's [95 %] |",
-           "|---|---|---|---|---|---|---|---|"]
+           "full / the layer rule) | strategy accuracy minus always-full's [95 %] | accuracy lost to "
+           "the best strategy: advisor / always LP / always full (advisor minus always-full "
+           "[95 %]) |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in loto["rows"]:
         nt = (f"{r['precision']:.2f} / {r['recall']:.2f} / {r['f1']:.2f} "
               f"[{r['f1_lo']:.2f}, {r['f1_hi']:.2f}] ({r['nt_flagged']} flagged, "
@@ -103,7 +105,11 @@ def loto_table(loto: dict) -> list[str]:
                f"{r['strategy_acc_hi']:.2f}] ({r['always_lp_acc']:.2f} / "
                f"{r['always_full_acc']:.2f} / {r['rule_acc']:.2f} on {r['rule_examples']}) | "
                f"{r['strategy_vs_full']:+.2f} [{r['strategy_vs_full_lo']:+.2f}, "
-               f"{r['strategy_vs_full_hi']:+.2f}] |" if "brier" in r else "| | | | |")
+               f"{r['strategy_vs_full_hi']:+.2f}] | {r['strategy_regret']:.3f} / "
+               f"{r['always_lp_regret']:.3f} / {r['always_full_regret']:.3f} "
+               f"({r['strategy_regret_vs_full']:+.3f} [{r['strategy_regret_vs_full_lo']:+.3f}, "
+               f"{r['strategy_regret_vs_full_hi']:+.3f}]) |" if "brier" in r
+               else "| | | | | |")
         out.append(f"| {r['predictor']} | {r['tau']:+.3f} [{r['tau_lo']:+.3f}, "
                    f"{r['tau_hi']:+.3f}] | {r['regret']:.3f} ({r['median_regret']:.3f}) | "
                    f"{nt} {cal}")

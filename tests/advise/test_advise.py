@@ -94,6 +94,12 @@ def test_the_advisor_learns_the_truth_held_out_target_by_target():
     assert adv["f1"] > 0.7 and adv["ece"] < 0.2 and adv["brier"] < 0.2
     # the strategy depends on the data size, so neither constant can be right everywhere
     assert adv["strategy_acc"] > max(adv["always_lp_acc"], adv["always_full_acc"])
+    # and it loses less accuracy to the best strategy than either constant
+    assert 0 <= adv["strategy_regret"] < min(adv["always_lp_regret"], adv["always_full_regret"])
+    assert adv["strategy_regret_vs_full"] == pytest.approx(
+        adv["strategy_regret"] - adv["always_full_regret"])  # both measured everywhere here
+    assert adv["strategy_regret_vs_full_lo"] <= adv["strategy_regret_vs_full"] \
+        <= adv["strategy_regret_vs_full_hi"] < 0
     # the rule's quadrants: a similar source gets the linear probe when small (measured) and
     # LP-FT when large (not measured), a different one freeze (not measured) or full: each
     # source counts at one of its two sizes

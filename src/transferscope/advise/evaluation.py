@@ -207,7 +207,12 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         :func:`ece_consistency`),
         ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``, ``strategy_vs_lp`` and
         ``strategy_vs_full`` (strategy accuracy minus the constant's; these five with
-        ``_lo`` / ``_hi`` over targets, except the constants), and ``rule_acc``: the
+        ``_lo`` / ``_hi`` over targets, except the constants); ``strategy_regret``,
+        ``always_lp_regret``, ``always_full_regret`` (mean test accuracy lost by following
+        the pick instead of the best measured strategy, over the examples where the pick was
+        measured) and ``strategy_regret_vs_full`` (the advisor's minus always-full's, over
+        the ``strategy_regret_examples`` where both were measured; with ``_lo`` / ``_hi``
+        over targets; below 0: the advisor loses less), and ``rule_acc``: the
         four-quadrant rule's (:func:`rule_strategies`) accuracy over the ``rule_examples``
         where its strategy was measured. ``reliability``: the
         advisor's bins. ``targets``: how many targets were held out in turn. ``extras``:
@@ -272,10 +277,29 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
                 row[f"{key}_lo"], row[f"{key}_hi"] = target_interval(
                     lambda i, k=key: calibration(pred["p_beats"][i], ex.beats[i])[k],
                     ex.groups, seed)
+            # regret: the accuracy lost by following a pick instead of the best measured
+            # strategy (exact matches count a 0.001 loss as a miss; this does not)
+            regret = {name: ex.acc - np.array([ex.strategy_acc.get(k, np.full(len(ex.acc),
+                                                                               np.nan))[i]
+                                               for i, k in enumerate(picks)])
+                      for name, picks in (("strategy", pred["strategy"]),
+                                          ("always_lp", ["linear_probe"] * len(ex.acc)),
+                                          ("always_full", ["full"] * len(ex.acc)))}
+            both = np.isfinite(regret["strategy"]) & np.isfinite(regret["always_full"])
+            for name, v in regret.items():
+                row[f"{name}_regret"] = float(np.nanmean(v)) if np.isfinite(v).any() \
+                    else float("nan")
+            row["strategy_regret_vs_full"] = float(np.mean(
+                (regret["strategy"] - regret["always_full"])[both])) if both.any() \
+                else float("nan")
+            row["strategy_regret_examples"] = int(both.sum())
             for key, v in (("strategy_acc", right), ("strategy_vs_lp", right - lp),
-                           ("strategy_vs_full", right - full)):
+                           ("strategy_vs_full", right - full),
+                           ("strategy_regret_vs_full",
+                            np.where(both, regret["strategy"] - regret["always_full"], np.nan))):
                 row[f"{key}_lo"], row[f"{key}_hi"] = target_interval(
-                    lambda i, v=v: v[i].mean(), ex.groups, seed)
+                    lambda i, v=v: np.nanmean(v[i]) if np.isfinite(v[i]).any() else np.nan,
+                    ex.groups, seed)
             rule = rule_strategies(records, ex)
             measured = [i for i, s in enumerate(rule)
                         if not np.isnan(ex.strategy_acc.get(s, np.full(len(rule), np.nan))[i])]

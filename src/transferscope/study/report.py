@@ -149,7 +149,9 @@ def _advice(plt, advice: dict) -> list[str]:
         "median_regret", "nt_flagged", "nt_actual", "precision", "recall", "f1", "f1_lo",
         "f1_hi", "brier", "brier_lo", "brier_hi", "ece", "ece_lo", "ece_hi", "ece_calibrated", "ece_p", "strategy_acc",
         "strategy_acc_lo", "strategy_acc_hi", "always_lp_acc", "always_full_acc",
-        "strategy_vs_full", "strategy_vs_full_lo", "strategy_vs_full_hi", "rule_acc", "note"]))
+        "strategy_vs_full", "strategy_vs_full_lo", "strategy_vs_full_hi", "strategy_regret",
+        "always_full_regret", "strategy_regret_vs_full", "strategy_regret_vs_full_lo",
+        "strategy_regret_vs_full_hi", "rule_acc", "note"]))
     rel = advice["reliability"]
     if rel:
         fig, ax = plt.subplots(figsize=(4, 4))
@@ -165,7 +167,9 @@ def _advice(plt, advice: dict) -> list[str]:
     out.append(f"<p>{advice['targets']} targets held out in turn; tau: weighted Kendall tau "
                "between the predicted order and the fine-tuned accuracy per (target, size) "
                "cell; regret: accuracy lost by taking the top-predicted source; NT: negative "
-               "transfer (the best strategy's verdict NEGATIVE); ece_calibrated: the ECE a "
+               "transfer (the best strategy's verdict NEGATIVE); strategy regret: test accuracy "
+               "lost by following the recommended strategy instead of the best measured one; "
+               "ece_calibrated: the ECE a "
                "calibrated predictor would show with these probabilities and examples, ece_p: "
                "the share of its draws at or above the observed ECE (consistency "
                "resampling, Brocker &amp; Smith 2007).</p>")

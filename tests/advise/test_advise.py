@@ -268,6 +268,38 @@ def test_ece_under_calibration_shrinks_with_examples_and_flags_miscalibration():
     assert wrong["ece_p"] < 0.01
 
 
+def test_the_ranking_penalty_is_chosen_on_held_out_targets():
+    from scipy.stats import weightedtau
+
+    from transferscope.advise.model import RANK_ALPHAS, _choose_rank_alpha, _ridge
+
+    groups = np.repeat(np.arange(6), 8)  # 6 targets, 2 cells of 4 candidates each
+    cells = np.repeat(np.arange(12), 4)
+
+    def held_out_tau(dz, dy, alpha):  # the reference: every target held out in turn
+        taus = []
+        for g in range(6):
+            held = groups == g
+            pred = dz[held] @ _ridge(dz[~held], dy[~held], alpha)[0]
+            taus += [weightedtau(pred[cells[held] == c], dy[held][cells[held] == c])[0]
+                     for c in np.unique(cells[held])]
+        return np.mean(taus)
+
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        latent = rng.normal(size=48)
+        # 17 noisy copies of what orders the candidates (the benchmark's features are
+        # correlated too): a small penalty fits their noise
+        dz = latent[:, None] + 0.3 * rng.normal(size=(48, 17))
+        dy = 0.05 * latent + 0.02 * rng.normal(size=48)
+        chosen = _choose_rank_alpha(dz, dy, cells, groups)
+        taus = {a: held_out_tau(dz, dy, a) for a in RANK_ALPHAS}
+        assert chosen == max(RANK_ALPHAS, key=lambda a: (round(taus[a], 12), a)), seed
+        assert chosen > min(RANK_ALPHAS) and taus[chosen] > taus[min(RANK_ALPHAS)] + 0.05
+    # too few targets to hold any out: the default
+    assert _choose_rank_alpha(dz[:16], dy[:16], cells[:16], groups[:16]) == 3.0
+
+
 def test_the_shipped_advisor_loads():
     adv = load_advisor()
     assert adv.features == list(FEATURES) and adv.trained_on["examples"] >= 4

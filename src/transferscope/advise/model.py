@@ -7,7 +7,9 @@ Linear models over the standardised :data:`~transferscope.advise.features.FEATUR
   (target, size) cell plus each candidate's deviation from it: one ridge regression (Hoerl &
   Kennard, 1970) on the cell means of :data:`LEVEL_FEATURES` and of the accuracy, one on the
   within-cell deviations of every feature (a fixed-effects decomposition: what ranks the
-  candidates is learnt apart from what makes one target harder than another); an interval
+  candidates is learnt apart from what makes one target harder than another; its penalty
+  chosen by leave-one-target-out weighted Kendall tau, the order being what it is judged
+  on); an interval
   of +- the 95th percentile of the absolute leave-one-target-out residuals (a
   split-conformal band over targets: Lei et al., JASA 2018);
 - P(fine-tuning beats training from scratch): L2-regularised logistic regression whose
@@ -47,6 +49,9 @@ from transferscope.advise.features import FEATURES, MONOTONE, candidate_features
 from transferscope.errors import InputError
 
 RIDGE_ALPHA = 3.0
+#: Penalties tried for the within-cell (ranking) ridge, chosen per fit by inner
+#: leave-one-target-out weighted Kendall tau (the larger on ties).
+RANK_ALPHAS = (0.3, 3.0, 30.0, 300.0, 3000.0)
 #: Inverse logistic penalties tried (chosen per fit by inner leave-one-target-out Brier score).
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 REFERENCE_STRATEGY = "linear_probe"  # strategies are predicted as gains over it
@@ -232,6 +237,35 @@ def _choose_extra_alpha(z, y, groups) -> float:
             err += float(((z[held] @ c + b - y[held]) ** 2).sum())
         if err < best_err - 1e-12:
             best, best_err = alpha, err
+    return best
+
+
+def _choose_rank_alpha(dz, dy, cells, groups) -> float:
+    """The within-cell ridge penalty from :data:`RANK_ALPHAS` whose held-out candidate order
+    agrees best with the measured accuracies: mean weighted Kendall tau (Vigna 2015) over the
+    (target, size) cells of each training target held out in turn (the larger penalty on
+    ties); :data:`RIDGE_ALPHA` with fewer than 3 targets.
+
+    ``dz`` (n, n_features) and ``dy`` (n,) are the within-cell deviations of the features and
+    the accuracy, ``cells`` and ``groups`` (n,) each example's cell and target."""
+    from scipy.stats import weightedtau
+
+    if len(np.unique(groups)) < 3:
+        return RIDGE_ALPHA
+    best, best_tau = RIDGE_ALPHA, -np.inf
+    for alpha in sorted(RANK_ALPHAS, reverse=True):
+        taus = []
+        for g in np.unique(groups):
+            held = groups == g
+            coef = _ridge(dz[~held], dy[~held], alpha)[0]
+            pred = dz[held] @ coef
+            for c in np.unique(cells[held]):
+                m = cells[held] == c
+                if m.sum() >= 2 and np.ptp(pred[m]) > 0 and np.ptp(dy[held][m]) > 0:
+                    taus.append(weightedtau(pred[m], dy[held][m])[0])
+        tau = float(np.mean(taus)) if taus else -np.inf
+        if tau > best_tau + 1e-12:
+            best, best_tau = alpha, tau
     return best
 
 
@@ -426,7 +460,8 @@ class Advisor:
         return path
 
 
-def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | None = None,
+def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
+                rank_alpha: float | None = None, c: float | None = None,
                 strategy_alpha: float | None = None, halfwidth: float | None = None,
                 source: str = "", width: str = "none") -> Advisor:
     """Fit the advisor on benchmark records.
@@ -436,7 +471,11 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
     records : list of dict
         :func:`~transferscope.advise.records.records_from_pairs` records.
     alpha : float
-        Ridge penalty (on standardised features).
+        Ridge penalty (on standardised features) of the cell level's ridge.
+    rank_alpha : float, optional
+        Ridge penalty of the within-cell deviations (what orders the candidates); default:
+        chosen from :data:`RANK_ALPHAS` by leave-one-target-out weighted tau on ``records``
+        (:func:`_choose_rank_alpha`).
     c : float, optional
         Inverse logistic penalty; default: chosen from :data:`C_GRID` per outcome by
         leave-one-target-out Brier score on ``records`` (:data:`LOGISTIC_C` with fewer than
@@ -480,9 +519,11 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
     # places the target), so that differences between targets do not drown the ranking
     zm = _cell_means(z, ex.cells)
     ym = _cell_means(ex.acc[:, None], ex.cells)[:, 0]
-    coef = _ridge(z - zm, ex.acc - ym, alpha)[0]
-    level, b = _ridge(zm * np.isin(FEATURES, LEVEL_FEATURES), ym, alpha)
     groups = np.asarray(ex.groups)
+    r_alpha = rank_alpha if rank_alpha is not None else _choose_rank_alpha(
+        z - zm, ex.acc - ym, ex.cells, groups)
+    coef = _ridge(z - zm, ex.acc - ym, r_alpha)[0]
+    level, b = _ridge(zm * np.isin(FEATURES, LEVEL_FEATURES), ym, alpha)
     # the coefficients of margins, ranks and "above the twin" keep the sign that says a
     # source which fits the target better does not make transfer less likely to pay off
     signs, neg_signs = MONOTONE_SIGNS, -MONOTONE_SIGNS
@@ -511,7 +552,8 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
     if halfwidth is None:
         halfwidth = 0.1
         if len(set(ex.groups)) >= 3:
-            pred = loto_predictions(records, alpha=alpha, c=c, halfwidth=0.0, inner=False)
+            pred = loto_predictions(records, alpha=alpha, rank_alpha=r_alpha, c=c,
+                                    halfwidth=0.0, inner=False)
             halfwidth = float(np.quantile(np.abs(pred["acc"] - ex.acc), LEVEL))
             for name, m in extras.items():
                 res = np.abs(pred[f"log_{name}"] - ex.extras[name])
@@ -530,7 +572,8 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA, c: float | N
                    trained_on={"source": source, "examples": len(ex.acc),
                                "targets": len(set(ex.groups)),
                                "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],
-                               "alpha": alpha, "c_beats": c_beats, "c_negative": c_neg,
+                               "alpha": alpha, "rank_alpha": r_alpha,
+                               "c_beats": c_beats, "c_negative": c_neg,
                                "strategy_alpha": s_alpha if np.isfinite(s_alpha) else "inf",
                                "width": width})
 

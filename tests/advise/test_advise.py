@@ -351,6 +351,18 @@ def test_advise_orders_candidates_with_predictions_and_evidence(target):
     # scored at the advisor's own width unless told otherwise (rank's default is pca:32)
     assert json.loads(adv.read_text())["trained_on"]["width"] == "none"
     assert not any("width" in n for n in res.notes)
+    # a saving ratio whose held-out fit kept the mean alone is said to be the same for all
+    blob = json.loads(adv.read_text())
+    assert blob["extras"] and not any(n.startswith(("data_x", "time_x")) for n in res.notes)
+    name = sorted(blob["extras"])[0]
+    blob["extras"][name]["alpha"] = "inf"
+    (d / "mean_only.json").write_text(json.dumps(blob))
+    again = advise(load_dataset(str(d / "s.npz")), models, advisor=str(d / "mean_only.json"),
+                   subsamples=2, cache_dir=str(d / "c"))
+    assert [n for n in again.notes if n.startswith(("data_x", "time_x"))] == [
+        f"{name}: the benchmark's mean over {blob['extras'][name]['examples']} cells for every "
+        "model (its features did not predict it on held-out targets), not a per-model "
+        "prediction"]
     profiled = advise(load_dataset(str(d / "s.npz")), models[:1], advisor=str(adv),
                       layers=True, subsamples=2, cache_dir=str(d / "c"), width="pca:4")
     assert profiled.rows[0]["cut"] in ("0", "1", "2", "3")

@@ -145,7 +145,9 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
             for suffix in ("", "_lo", "_hi"):
                 row[name + suffix] = float(pred[name + suffix][i])
         rows.append(row)
-    notes = []
+    notes = [f"{name}: the benchmark's mean over {m.get('examples')} cells for every model "
+             "(its features did not predict it on held-out targets), not a per-model "
+             "prediction" for name, m in adv.extras.items() if m.get("alpha") == "inf"]
     if width != trained_width:
         notes.append(f"width {width}: the scores were transformed so, the advisor was fitted on "
                      f"scores at width {trained_width} (refit it on studies scored alike: "

@@ -244,7 +244,10 @@ def _advice_rows(result, shown: dict | None = None) -> list[dict]:
              "strategy": r["strategy"],
              "cut": r["cut"], "head": r["head_width"] or "linear",
              **{f"{k} [95%]": _ratio(r, k) for k in ("data_x", "time_x") if k in r},
-             "risk": r["risk"], "evidence": r["evidence"]} for r in result.rows]
+             # rank's risk label is a rule on the margins the advisor already reads: shown
+             # as evidence, not beside the advisor's answer as a second verdict
+             "evidence": r["evidence"] + (f"; rank's label {r['risk']}" if r.get("risk")
+                                          else "")} for r in result.rows]
 
 
 def _ratio(row: dict, key: str) -> str:

@@ -385,6 +385,9 @@ def test_cli_advise_and_fit(target, capsys):
                  "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "P(beats scratch)" in out and "advisor: fitted on 40 benchmark cells" in out
+    # one answer per model: rank's risk label is evidence, not a column beside P(beats)
+    header = out.splitlines()[0].split()
+    assert "risk" not in header and rows[0]["risk"] and f"rank's label {rows[0]['risk']}" in out
     # --fit on a study with too few finished cells: one clear error, nothing written
     (d / "study").mkdir()
     spec = write_study(d / "study", PAIR_SPEC)

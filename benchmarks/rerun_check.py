@@ -76,7 +76,10 @@ def compare(old: dict, new: dict) -> dict:
             if {x["verdict"], y["verdict"]} == {"POSITIVE", "NEGATIVE"}:
                 contradictions.append([*key, s, x["verdict"], y["verdict"]])
     n = len(rows)
-    share = (lambda k: float(np.mean([r[k] for r in rows])) if n else float("nan"))
+
+    def share(key):
+        return float(np.mean([r[key] for r in rows])) if n else float("nan")
+
     best_src_a, best_src_b = {}, {}
     for cells, best in ((a, best_src_a), (b, best_src_b)):
         for (source, target, size), t in cells.items():

@@ -2,28 +2,17 @@
 the same bytes on every run; and the small BERT its text sources start from."""
 
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks import bench_module
 
 
 @pytest.fixture(scope="module")
 def make_data():
     pytest.importorskip("fortune")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("make_data", ROOT / "benchmarks" /
-                                                      "make_data.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_module("make_data")
 
 
 def _rows(path):

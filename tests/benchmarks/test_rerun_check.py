@@ -1,26 +1,15 @@
 """benchmarks/rerun_check.py: two truth files of one part compared cell by cell."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks import bench_module
 
 
 @pytest.fixture(scope="module")
 def rerun():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("rerun_check", ROOT / "benchmarks" /
-                                                      "rerun_check.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_module("rerun_check")
 
 
 def _truth(cells):

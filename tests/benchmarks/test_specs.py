@@ -3,33 +3,18 @@ study spec, all are scored at one width (the shipped advisor is fitted on all of
 source is a model name the package can load, and the shipped-model parts put their sources on
 targets of the other parts, so that their pairs join those targets' candidate sets."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.benchmarks import ROOT, bench_module
 from transferscope.backends import check_model_name
 from transferscope.study import load_spec
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _module(name):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 @pytest.fixture(scope="module")
 def specs():
-    parts = _module("bench_parts")
+    parts = bench_module("bench_parts")
     return parts, {part: load_spec(ROOT / "benchmarks" / f"{part}.toml") for part in parts.PARTS}
 
 
@@ -76,7 +61,7 @@ def test_saved_truth_belongs_to_its_spec(specs):
 
 
 def test_truth_table_merges_a_target_over_parts():
-    tables = _module("tables")
+    tables = bench_module("tables")
 
     def part(source, acc):
         cell = {"complete": True, "best_acc": acc, "best_strategy": "full", "per_class": 8,
@@ -93,7 +78,7 @@ def test_truth_table_merges_a_target_over_parts():
 
 
 def test_build_never_replaces_saved_truth_with_less(tmp_path, monkeypatch):
-    build = _module("build")
+    build = bench_module("build")
     (tmp_path / "results").mkdir()
     saved = tmp_path / "results" / "images.json"
 
@@ -111,4 +96,4 @@ def test_build_never_replaces_saved_truth_with_less(tmp_path, monkeypatch):
     assert json.loads(saved.read_text()) == {**res(2), "cpu_seconds": 1.0}
     monkeypatch.setattr(build, "build", lambda part: {**res(5), "cpu_seconds": 1.0})
     assert build.main(["images"]) == 0  # more than saved: written
-    assert _module("build")._complete_cells(json.loads(saved.read_text())) == 5
+    assert bench_module("build")._complete_cells(json.loads(saved.read_text())) == 5

@@ -16,8 +16,9 @@ then over all examples:
 - advisor only: calibration of P(beats scratch) against "the best strategy's gain > 0": Brier
   score, expected calibration error over 10 equal-width bins (Naeini et al., AAAI 2015) and
   the reliability bins, with the ECE a calibrated predictor would show at this sample size
-  (consistency resampling, Brocker & Smith 2007); strategy accuracy (recommended = measured best) against "always
-  linear probe", "always full fine-tuning" and the layer rule's four quadrants.
+  (consistency resampling, Brocker & Smith 2007); strategy accuracy (recommended = measured
+  best) and regret (accuracy lost to the best) against "always linear probe", "always full
+  fine-tuning" and the layer rule's four quadrants.
 
 Means over cells come with 95 % BCa bootstrap intervals over the cells
 (:func:`transferscope.verdict.mean_interval`: none with fewer than 5 cells); F1, precision

@@ -113,7 +113,15 @@ def main(argv=None) -> int:
     ap.add_argument("new", type=Path)
     ap.add_argument("--json", type=Path, help="write the numbers here")
     args = ap.parse_args(argv)
-    res = [json.loads(p.read_text()) for p in (args.old, args.new)]
+    res = []
+    for p in (args.old, args.new):
+        try:
+            res.append(json.loads(p.read_text()))
+            res[-1]["pairs"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"rerun_check: expected a benchmark truth JSON (benchmarks/results/<part>.json"
+                  f"), got {p}: {exc}", file=sys.stderr)
+            return 2
     out = compare(*res)
     n = out["strategy_cells"]
     print("| shared (pair, size) cells | strategy cells | verdicts agree | contradictions "

@@ -47,3 +47,12 @@ def test_rerun_check_counts_agreement_contradictions_and_z(rerun):
     assert out["old_in_new"] == pytest.approx(2 / 3)
     assert out["best_strategy_agree"] == 2 and out["best_source_agree"] == 1  # a, both
     assert out["target_cells"] == 1
+
+
+def test_rerun_check_says_what_it_expected(rerun, tmp_path, capsys):
+    (tmp_path / "a.json").write_text('{"pairs": []}')
+    assert rerun.main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rerun_check: expected a benchmark truth JSON") and "\n" not in err
+    (tmp_path / "b.json").write_text("[1]")
+    assert rerun.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2

@@ -268,6 +268,28 @@ def test_ece_under_calibration_shrinks_with_examples_and_flags_miscalibration():
     assert wrong["ece_p"] < 0.01
 
 
+def test_a_strategy_is_recommended_only_on_the_kinds_of_target_it_was_measured_on():
+    recs = _synthetic()
+    for rec in recs:  # LoRA measured on the image targets alone, where it wins
+        t = int(rec["target"][1:])
+        rec["modality"] = "image" if t < 4 else "text"
+        if t < 4:
+            for size in rec["truth"].values():
+                size["strategies"]["lora"] = {"transfer_acc": size["best_acc"] + 0.05}
+    adv = fit_advisor(recs, strategy_alpha=float("inf"))
+    assert adv.strategies["lora"]["modalities"] == ["image"]
+    assert adv.strategies["full"]["modalities"] == ["image", "text"]
+    x = examples(recs).X[:10]
+    assert set(adv.predict(x, modality="image")["strategy"]) == {"lora"}
+    assert set(adv.predict(x)["strategy"]) == {"lora"}  # no kind given: every strategy
+    text = adv.predict(x, modality="text")
+    assert "lora" not in text["strategy_acc"] and "lora" not in text["strategy"]
+    assert text["unmeasured_strategies"] == ["lora"]
+    # a kind nothing was measured on: every strategy, extrapolated, and said so
+    series = adv.predict(x, modality="series")
+    assert "lora" in series["strategy_acc"] and len(series["unmeasured_strategies"]) == 3
+
+
 def test_the_ranking_penalty_is_chosen_on_held_out_targets():
     from scipy.stats import weightedtau
 
@@ -363,6 +385,22 @@ def test_advise_orders_candidates_with_predictions_and_evidence(target):
         f"{name}: the benchmark's mean over {blob['extras'][name]['examples']} cells for every "
         "model (its features did not predict it on held-out targets), not a per-model "
         "prediction"]
+    # only a random-init model: rank scores it as a twin, so there is no candidate to advise on
+    with pytest.raises(InputError, match="Expected at least one pretrained candidate"):
+        advise(load_dataset(str(d / "s.npz")), [f"random:{models[0]}"], advisor=str(adv),
+               cache_dir=str(d / "c"))
+    # a strategy measured on other kinds of target only is not recommended here, and said so
+    blob = json.loads(adv.read_text())
+    kind = load_dataset(str(d / "s.npz")).kind
+    for name, m in blob["strategies"].items():
+        m["modalities"] = ["text"] if name == "full" else [kind]
+    (d / "text_full.json").write_text(json.dumps(blob))
+    other = advise(load_dataset(str(d / "s.npz")), models, advisor=str(d / "text_full.json"),
+                   subsamples=2, cache_dir=str(d / "c"))
+    assert all(r["strategy"] != "full" and "full" not in r["strategy_evidence"]
+               for r in other.rows)
+    assert ("strategy: full not recommended: the advisor's training data measured it on text "
+            f"targets only, not on {kind}") in other.notes
     profiled = advise(load_dataset(str(d / "s.npz")), models[:1], advisor=str(adv),
                       layers=True, subsamples=2, cache_dir=str(d / "c"), width="pca:4")
     assert profiled.rows[0]["cut"] in ("0", "1", "2", "3")

@@ -123,10 +123,14 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
                   baselines=True, width=width, batch_size=batch_size, device=device,
                   cache_dir=cache_dir)
     cands = _scores_of(ranked.rows, METRICS)
+    if not cands:  # e.g. only random: names, which rank scores as twins, not candidates
+        raise InputError(f"Expected at least one pretrained candidate model, got only "
+                         f"baselines ({', '.join(r['model'] for r in ranked.rows)}); name the "
+                         "pretrained models (each one's random-init twin is added for you)")
     labels = np.asarray(data.labels)
     classes = len(np.unique(labels))
     per_class = len(labels) / classes * TRAIN_SHARE
-    pred = adv.predict(candidate_features(cands, per_class, classes))
+    pred = adv.predict(candidate_features(cands, per_class, classes), modality=data.kind)
     rows = []
     for i, c in enumerate(cands):
         per = {s: float(v[i]) for s, v in pred["strategy_acc"].items()}
@@ -148,6 +152,16 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
     notes = [f"{name}: the benchmark's mean over {m.get('examples')} cells for every model "
              "(its features did not predict it on held-out targets), not a per-model "
              "prediction" for name, m in adv.extras.items() if m.get("alpha") == "inf"]
+    skipped = pred.get("unmeasured_strategies") or []
+    if skipped and set(skipped) == set(adv.strategies):
+        notes.append(f"strategy: no strategy of the advisor's training data was measured on "
+                     f"{data.kind} targets; the pick is extrapolated from other kinds")
+    elif skipped:
+        notes.append(f"strategy: {', '.join(skipped)} not recommended: the advisor's training "
+                     f"data measured {'it' if len(skipped) == 1 else 'them'} on "
+                     + " / ".join(sorted({k for s in skipped
+                                          for k in adv.strategies[s].get("modalities", [])}))
+                     + f" targets only, not on {data.kind}")
     if width != trained_width:
         notes.append(f"width {width}: the scores were transformed so, the advisor was fitted on "
                      f"scores at width {trained_width} (refit it on studies scored alike: "

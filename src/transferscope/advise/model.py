@@ -92,6 +92,7 @@ class Examples:
     keys: list
     cells: np.ndarray = None  # (n,) which (target, size) cell each example is in
     extras: dict = field(default_factory=dict)  # name -> (n,) log ratios, NaN where unknown
+    modalities: list = field(default_factory=list)  # (n,) each example's record's modality
 
 
 #: Log ratios are clipped to +- this (x100 or /100): beyond it the log-linear reading of two
@@ -138,7 +139,7 @@ def examples(records: list[dict]) -> Examples:
         for frac, size in rec["truth"].items():
             if size.get("complete"):
                 by_cell.setdefault((rec["target"], frac), []).append((rec, size))
-    X, acc, beats, neg, best, groups, keys = [], [], [], [], [], [], []
+    X, acc, beats, neg, best, groups, keys, modality = [], [], [], [], [], [], [], []
     strat, extra, cell_of = {}, {name: [] for name in EXTRAS}, []
     for c, ((target, frac), cell) in enumerate(sorted(by_cell.items())):
         size0 = cell[0][1]
@@ -151,6 +152,7 @@ def examples(records: list[dict]) -> Examples:
             groups.append(target)
             cell_of.append(c)
             keys.append((target, rec["source"], frac))
+            modality.append(rec.get("modality"))
             for name, fn in EXTRAS.items():
                 extra[name].append(fn(rec, size))
             for s, arm in size["strategies"].items():
@@ -159,14 +161,17 @@ def examples(records: list[dict]) -> Examples:
     strategy_acc = {s: np.array([v.get(i, np.nan) for i in range(n)]) for s, v in strat.items()}
     return Examples(np.vstack(X) if X else np.zeros((0, len(FEATURES))), np.array(acc, float),
                     np.array(beats, bool), np.array(neg, bool), strategy_acc, best, groups,
-                    keys, np.array(cell_of, int), {k: np.array(v, float) for k, v in extra.items()})
+                    keys, np.array(cell_of, int), {k: np.array(v, float) for k, v in extra.items()},
+                    modality)
 
 
-def _strategy_models(z, strategy_acc: dict, alpha) -> dict:
+def _strategy_models(z, strategy_acc: dict, alpha, modalities=None) -> dict:
     """Per strategy, a ridge (penalty ``alpha``; ``inf``: intercept only) on its accuracy
     minus the linear probe's (``strategy_acc``: ``{strategy: (n,)}``, NaN where not
     measured); the linear probe 0 (a study without it: its most measured strategy).
-    Strategies measured on fewer than 4 examples are left out."""
+    Strategies measured on fewer than 4 examples are left out. With ``modalities`` (n,
+    each example's; none of them None) each model records the ``modalities`` it was
+    measured on: :meth:`Advisor.predict` recommends it only there."""
     if not strategy_acc:
         return {}
     ref = REFERENCE_STRATEGY if REFERENCE_STRATEGY in strategy_acc else min(
@@ -181,6 +186,10 @@ def _strategy_models(z, strategy_acc: dict, alpha) -> dict:
             sc, sb = _ridge_or_mean(z[ok], y[ok] - lp[ok], alpha)
             out[s] = {"coef": list(map(float, sc)), "intercept": sb}
     out[ref] = {"coef": [0.0] * z.shape[1], "intercept": 0.0}
+    if modalities is not None and len(modalities) and None not in modalities:
+        kinds = np.asarray(modalities)
+        for s in out:
+            out[s]["modalities"] = sorted(set(kinds[np.isfinite(strategy_acc[s])]))
     return out
 
 
@@ -409,7 +418,7 @@ class Advisor:
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         return np.where(np.isfinite(z), z, 0.0)
 
-    def predict(self, x, cells=None) -> dict:
+    def predict(self, x, cells=None, modality: str | None = None) -> dict:
         """Predictions for feature rows.
 
         Parameters
@@ -418,13 +427,20 @@ class Advisor:
             Candidates' features (:func:`~transferscope.advise.features.candidate_features`).
         cells : array-like of shape (n,), optional
             Which rows are candidates for the same target and data size (default: all).
+        modality : str, optional
+            The target's kind (``image``, ``text``, ``series``, ...): a strategy whose model
+            records the modalities it was measured on is predicted and recommended only for
+            those (no extrapolation from, e.g., LoRA on image models to a text model);
+            default: every strategy.
 
         Returns
         -------
         dict
             ``acc``, ``acc_lo``, ``acc_hi``, ``p_beats``, ``p_negative`` (arrays of shape
             (n,)), ``flag_negative`` (P(negative) at or above the advisor's threshold),
-            ``strategy_acc`` (``{strategy: (n,)}``) and ``strategy`` (list of n names); per
+            ``strategy_acc`` (``{strategy: (n,)}``), ``strategy`` (list of n names) and
+            ``unmeasured_strategies`` (those not measured on ``modality``: left out, unless
+            none was, when every strategy is extrapolated to it); per
             fitted extra (``data_x``, ``time_x``) the ratio and its ``_lo`` / ``_hi`` (95 %).
         """
         z = self._z(x)
@@ -436,7 +452,12 @@ class Advisor:
         hw = self.accuracy["halfwidth"]
         logit = z @ np.asarray(self.beats["coef"]) + self.beats["intercept"]
         neg = z @ np.asarray(self.negative["coef"]) + self.negative["intercept"]
-        per = {s: z @ np.asarray(m["coef"]) + m["intercept"] for s, m in self.strategies.items()}
+        per = {s: z @ np.asarray(m["coef"]) + m["intercept"] for s, m in self.strategies.items()
+               if modality is None or modality in m.get("modalities", [modality])}
+        unmeasured = sorted(set(self.strategies) - set(per))
+        if not per:  # no strategy measured on this kind of target: extrapolate from all
+            per = {s: z @ np.asarray(m["coef"]) + m["intercept"]
+                   for s, m in self.strategies.items()}
         names = sorted(per)
         best = [names[i] for i in np.argmax(np.stack([per[s] for s in names]), axis=0)] \
             if names else [None] * len(z)
@@ -445,7 +466,7 @@ class Advisor:
         out = {"acc": acc, "acc_lo": acc - hw, "acc_hi": acc + hw,
                "p_beats": p_beats, "p_negative": p_neg,
                "flag_negative": p_neg >= self.negative.get("threshold", 0.5),
-               "strategy_acc": per, "strategy": best}
+               "strategy_acc": per, "strategy": best, "unmeasured_strategies": unmeasured}
         for name, m in self.extras.items():
             log = z @ np.asarray(m["coef"]) + m["intercept"]
             out[f"log_{name}"] = log
@@ -538,7 +559,7 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
     # mean gains alone, when the features do not tell strategies apart on unseen targets)
     s_alpha = _choose_strategy_alpha(z, ex, groups) if strategy_alpha is None \
         else strategy_alpha
-    strategies = _strategy_models(z, ex.strategy_acc, s_alpha)
+    strategies = _strategy_models(z, ex.strategy_acc, s_alpha, ex.modalities)
     extras = {}
     for name, y in ex.extras.items():
         ok = np.isfinite(y)

@@ -285,7 +285,7 @@ def test_a_stopped_finetune_says_one_line_marks_its_run_failed_and_resumes(tmp_p
     url = f"sqlite:///{tmp_path / 'r.db'}"
     argv = [sys.executable, "-m", "transferscope.cli", "finetune", *FAST_FINETUNE, "--data",
             str(tmp_path / "s.npz"), "--model", f"torch:{tmp_path / 'net.py'}:slow",
-            "--strategy", "full", "--seeds", "1", "--patience", "50", "--batch-size", "8",
+            "--strategy", "full", "--seeds", "1", "--patience", "200", "--batch-size", "8",
             "--db", url]
     proc = subprocess.Popen([*argv, "--epochs", "200"], stderr=subprocess.PIPE, text=True)
     store, deadline = SQLRunStore(url), time.time() + 120

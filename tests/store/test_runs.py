@@ -285,9 +285,12 @@ def test_a_stopped_finetune_says_one_line_marks_its_run_failed_and_resumes(tmp_p
     url = f"sqlite:///{tmp_path / 'r.db'}"
     argv = [sys.executable, "-m", "transferscope.cli", "finetune", *FAST_FINETUNE, "--data",
             str(tmp_path / "s.npz"), "--model", f"torch:{tmp_path / 'net.py'}:slow",
-            "--strategy", "full", "--seeds", "1", "--patience", "200", "--batch-size", "8",
+            "--strategy", "full", "--seeds", "1", "--patience", "50", "--batch-size", "8",
             "--db", url]
-    proc = subprocess.Popen([*argv, "--epochs", "200"], stderr=subprocess.PIPE, text=True)
+    # the default SIGINT disposition in the child, as in a terminal: a shell starts background
+    # jobs (``.ci/run &``) with SIGINT ignored, and a child inherits that
+    proc = subprocess.Popen([*argv, "--epochs", "200"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     store, deadline = SQLRunStore(url), time.time() + 120
     while time.time() < deadline:  # wait until a run has logged an epoch
         rows = store.list(state="running") if (tmp_path / "r.db").exists() else []

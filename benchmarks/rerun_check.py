@@ -70,6 +70,7 @@ def compare(old: dict, new: dict) -> dict:
             z = (y["gain"] - x["gain"]) / se if se > 0 else (0.0 if y["gain"] == x["gain"]
                                                              else np.inf)
             rows.append({"cell": [*key, s], "old": x["gain"], "new": y["gain"], "z": float(z),
+                         "z_ok": bool(abs(z) <= Z95), "diff": abs(y["gain"] - x["gain"]),
                          "agree": x["verdict"] == y["verdict"],
                          "old_in_new": y["gain_lo"] <= x["gain"] <= y["gain_hi"],
                          "new_in_old": x["gain_lo"] <= y["gain"] <= x["gain_hi"]})
@@ -77,8 +78,8 @@ def compare(old: dict, new: dict) -> dict:
                 contradictions.append([*key, s, x["verdict"], y["verdict"]])
     n = len(rows)
 
-    def share(key):
-        return float(np.mean([r[key] for r in rows])) if n else float("nan")
+    def share(key, how=np.mean):
+        return float(how([r[key] for r in rows])) if n else float("nan")
 
     best_src_a, best_src_b = {}, {}
     for cells, best in ((a, best_src_a), (b, best_src_b)):
@@ -91,10 +92,7 @@ def compare(old: dict, new: dict) -> dict:
     return {
         "strategy_cells": n, "verdict_agree": sum(r["agree"] for r in rows),
         "contradictions": contradictions,
-        "median_abs_gain_diff": float(np.median([abs(r["new"] - r["old"]) for r in rows]))
-        if n else float("nan"),
-        "within_z95": float(np.mean([abs(r["z"]) <= Z95 for r in rows])) if n
-        else float("nan"),
+        "median_abs_gain_diff": share("diff", np.median), "within_z95": share("z_ok"),
         "old_in_new": share("old_in_new"), "new_in_old": share("new_in_old"),
         "z": rows,
         "pair_cells": len(shared),

@@ -96,4 +96,4 @@ def test_build_never_replaces_saved_truth_with_less(tmp_path, monkeypatch):
     assert json.loads(saved.read_text()) == {**res(2), "cpu_seconds": 1.0}
     monkeypatch.setattr(build, "build", lambda part: {**res(5), "cpu_seconds": 1.0})
     assert build.main(["images"]) == 0  # more than saved: written
-    assert bench_module("build")._complete_cells(json.loads(saved.read_text())) == 5
+    assert build._complete_cells(json.loads(saved.read_text())) == 5

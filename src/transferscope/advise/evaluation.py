@@ -72,12 +72,23 @@ def _f1(flags, actual):
     return float(precision), float(recall), float(f1)
 
 
+def _bin_of(p, bins: int):
+    """The equal-width bin edges (bins + 1,) and each probability's bin (n,)."""
+    edges = np.linspace(0, 1, bins + 1)
+    return edges, np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+
+
+def _nanmean(v) -> float:
+    """The mean of the finite values, NaN when there are none."""
+    v = np.asarray(v, float)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+
 def calibration(p, y, bins: int = BINS) -> dict:
     """Brier score, expected calibration error and reliability bins of probabilities ``p``
     (shape (n,)) for binary outcomes ``y`` (shape (n,))."""
     p, y = np.asarray(p, float), np.asarray(y, float)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    edges, which = _bin_of(p, bins)
     rel, ece = [], 0.0
     for b in range(bins):
         m = which == b
@@ -119,9 +130,7 @@ def ece_consistency(p, y, bins: int = BINS, draws: int = N_BOOT, seed: int = 0) 
         miscalibration is more than the sample size explains.
     """
     p, y = np.asarray(p, float), np.asarray(y, float)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    onehot = np.eye(bins)[which]  # (n, bins)
+    onehot = np.eye(bins)[_bin_of(p, bins)[1]]  # (n, bins): the bins of calibration()
     count = onehot.sum(0)
     used = count > 0
     mean_p = (p @ onehot)[used] / count[used]
@@ -286,21 +295,16 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
                       for name, picks in (("strategy", pred["strategy"]),
                                           ("always_lp", ["linear_probe"] * len(ex.acc)),
                                           ("always_full", ["full"] * len(ex.acc)))}
-            both = np.isfinite(regret["strategy"]) & np.isfinite(regret["always_full"])
             for name, v in regret.items():
-                row[f"{name}_regret"] = float(np.nanmean(v)) if np.isfinite(v).any() \
-                    else float("nan")
-            row["strategy_regret_vs_full"] = float(np.mean(
-                (regret["strategy"] - regret["always_full"])[both])) if both.any() \
-                else float("nan")
-            row["strategy_regret_examples"] = int(both.sum())
+                row[f"{name}_regret"] = _nanmean(v)
+            vs_full = regret["strategy"] - regret["always_full"]  # NaN where either is
+            row["strategy_regret_vs_full"] = _nanmean(vs_full)
+            row["strategy_regret_examples"] = int(np.isfinite(vs_full).sum())
             for key, v in (("strategy_acc", right), ("strategy_vs_lp", right - lp),
                            ("strategy_vs_full", right - full),
-                           ("strategy_regret_vs_full",
-                            np.where(both, regret["strategy"] - regret["always_full"], np.nan))):
+                           ("strategy_regret_vs_full", vs_full)):
                 row[f"{key}_lo"], row[f"{key}_hi"] = target_interval(
-                    lambda i, v=v: np.nanmean(v[i]) if np.isfinite(v[i]).any() else np.nan,
-                    ex.groups, seed)
+                    lambda i, v=v: _nanmean(v[i]), ex.groups, seed)
             rule = rule_strategies(records, ex)
             measured = [i for i, s in enumerate(rule)
                         if not np.isnan(ex.strategy_acc.get(s, np.full(len(rule), np.nan))[i])]

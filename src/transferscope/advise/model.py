@@ -452,12 +452,12 @@ class Advisor:
         hw = self.accuracy["halfwidth"]
         logit = z @ np.asarray(self.beats["coef"]) + self.beats["intercept"]
         neg = z @ np.asarray(self.negative["coef"]) + self.negative["intercept"]
-        per = {s: z @ np.asarray(m["coef"]) + m["intercept"] for s, m in self.strategies.items()
-               if modality is None or modality in m.get("modalities", [modality])}
-        unmeasured = sorted(set(self.strategies) - set(per))
-        if not per:  # no strategy measured on this kind of target: extrapolate from all
-            per = {s: z @ np.asarray(m["coef"]) + m["intercept"]
-                   for s, m in self.strategies.items()}
+        every = {s: z @ np.asarray(m["coef"]) + m["intercept"]
+                 for s, m in self.strategies.items()}
+        per = {s: v for s, v in every.items() if modality is None
+               or modality in self.strategies[s].get("modalities", [modality])}
+        unmeasured = sorted(set(every) - set(per))
+        per = per or every  # none measured on this kind of target: extrapolate from all
         names = sorted(per)
         best = [names[i] for i in np.argmax(np.stack([per[s] for s in names]), axis=0)] \
             if names else [None] * len(z)

@@ -236,6 +236,43 @@ def test_fit_json_round_trip_and_refusals(tmp_path):
         load_advisor(tmp_path / "c.json")
 
 
+def test_features_outside_the_training_range_are_read_at_its_edge(tmp_path):
+    recs = _synthetic(n_targets=4)  # 5 classes, 8 or 80 training samples per class
+    adv = fit_advisor(recs, source="synthetic")
+    ex = examples(recs)
+    col = {f: j for j, f in enumerate(FEATURES)}
+    finite = np.where(np.isfinite(ex.X), ex.X, np.nan)
+    np.testing.assert_allclose(adv.lo, np.nanmin(finite, axis=0))
+    np.testing.assert_allclose(adv.hi, np.nanmax(finite, axis=0))
+    x = ex.X[:6].copy()
+    far = x.copy()
+    far[:, col["log_classes"]] = np.log(100.0)
+    far[:, col["log_per_class"]] = np.log(5000.0)
+    far[0, col["linear_probe_vs_random"]] = 9.0
+    far[1, col["knn"]] = np.nan  # a missing score stays missing
+    near = x.copy()
+    near[:, col["log_classes"]] = np.log(5.0)
+    near[:, col["log_per_class"]] = np.log(80.0)
+    near[0, col["linear_probe_vs_random"]] = adv.hi[col["linear_probe_vs_random"]]
+    near[1, col["knn"]] = np.nan
+    clipped, outside = adv.clip(far)
+    np.testing.assert_allclose(clipped, near)
+    assert outside[:, col["log_classes"]].all() and outside[0, col["linear_probe_vs_random"]]
+    assert not outside[1, col["knn"]] and outside.sum() == 6 + 6 + 1
+    a, b = adv.predict(far), adv.predict(near)
+    for k in ("acc", "p_beats", "p_negative", "data_x"):
+        np.testing.assert_allclose(a[k], b[k])
+    assert a["strategy"] == b["strategy"] and (a["outside"] == outside).all()
+    # without the range (an advisor written before it was kept), nothing is clipped
+    blob = json.loads(adv.to_json(tmp_path / "a.json").read_text())
+    del blob["lo"], blob["hi"]
+    (tmp_path / "old.json").write_text(json.dumps(blob))
+    old = load_advisor(tmp_path / "old.json")
+    np.testing.assert_array_equal(old.clip(far)[0], far)
+    assert not old.predict(far)["outside"].any()
+    assert not np.allclose(old.predict(far)["p_beats"], a["p_beats"])
+
+
 def test_calibration_of_known_probabilities():
     p = np.array([0.1, 0.1, 0.9, 0.9])
     y = np.array([0, 0, 1, 1])
@@ -372,7 +409,11 @@ def test_advise_orders_candidates_with_predictions_and_evidence(target):
     assert {r["dim"] for r in res.rows} == {8, 32}
     # scored at the advisor's own width unless told otherwise (rank's default is pca:32)
     assert json.loads(adv.read_text())["trained_on"]["width"] == "none"
-    assert not any("width" in n for n in res.notes)
+    assert not any(n.startswith("width") for n in res.notes)
+    # the target's 3 classes and 40 samples per class lie outside the advisor's training data
+    # (5 classes; 8 or 80 per class): read at its edge, and said so
+    note = next(n for n in res.notes if n.startswith("range: "))
+    assert "classes 3 (the benchmark's: 5 to 5)" in note
     # a saving ratio whose held-out fit kept the mean alone is said to be the same for all
     blob = json.loads(adv.read_text())
     assert blob["extras"] and not any(n.startswith(("data_x", "time_x")) for n in res.notes)

@@ -62,6 +62,47 @@ def _evidence(c: dict) -> str:
     return "; ".join(parts)
 
 
+#: Features that describe the target or the model's size rather than a score: shown in their
+#: natural units when outside the advisor's training range.
+_SIZES = {"log_classes": ("classes", "{:.0f}"), "log_per_class": ("training samples per class",
+                                                                  "{:.0f}"),
+          "log_dim": ("feature width", "{:.0f}")}
+
+
+def _range_notes(adv: Advisor, x, outside, models: list[str]) -> list[str]:
+    """A note naming each feature some candidate had outside the advisor's training range
+    (read as the range's nearest edge: :meth:`~transferscope.advise.model.Advisor.clip`);
+    none when every feature lay inside it.
+
+    Parameters
+    ----------
+    adv : Advisor
+    x : ndarray of shape (n_candidates, n_features)
+        The candidates' features as computed (before clipping).
+    outside : ndarray of bool, shape (n_candidates, n_features)
+    models : list of str
+        The candidates' names, in row order.
+    """
+    parts = []
+    for j in np.flatnonzero(np.asarray(outside).any(axis=0)):
+        f, lo, hi = adv.features[j], adv.lo[j], adv.hi[j]
+        rows = np.flatnonzero(outside[:, j])
+        if f in _SIZES:
+            what, fmt = _SIZES[f]
+            value = lambda v, fmt=fmt: fmt.format(np.exp(v))  # noqa: E731
+        else:
+            what, value = f, "{:.3f}".format
+        if f in ("log_classes", "log_per_class") or len(rows) == 1 == len(models):
+            have = value(x[rows[0], j])  # the target's: the same for every candidate
+        else:
+            have = ", ".join(f"{value(x[i, j])} ({models[i]})" for i in rows)
+        parts.append(f"{what} {have} (the benchmark's: {value(lo)} to {value(hi)})")
+    if not parts:
+        return []
+    return ["range: outside the advisor's training data, read as its nearest edge (the models "
+            "are not fitted beyond it): " + "; ".join(parts)]
+
+
 def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool = False,
            subsamples: int = 0, seed: int = 0, width: str | None = None, batch_size: int = 64,
            device: str | None = None, cache_dir: str | None = None) -> AdviceResult:
@@ -130,7 +171,8 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
     labels = np.asarray(data.labels)
     classes = len(np.unique(labels))
     per_class = len(labels) / classes * TRAIN_SHARE
-    pred = adv.predict(candidate_features(cands, per_class, classes), modality=data.kind)
+    x = candidate_features(cands, per_class, classes)
+    pred = adv.predict(x, modality=data.kind)
     rows = []
     for i, c in enumerate(cands):
         per = {s: float(v[i]) for s, v in pred["strategy_acc"].items()}
@@ -152,6 +194,7 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
     notes = [f"{name}: the benchmark's mean over {m.get('examples')} cells for every model "
              "(its features did not predict it on held-out targets), not a per-model "
              "prediction" for name, m in adv.extras.items() if m.get("alpha") == "inf"]
+    notes += _range_notes(adv, x, pred["outside"], [c["model"] for c in cands])
     skipped = pred.get("unmeasured_strategies") or []
     if skipped and set(skipped) == set(adv.strategies):
         notes.append(f"strategy: no strategy of the advisor's training data was measured on "

@@ -32,6 +32,10 @@ Linear models over the standardised :data:`~transferscope.advise.features.FEATUR
   time to its selected epoch over the fine-tuned one's (only where the records carry those
   times).
 
+A feature outside the range it had in the training data is clipped to that range first
+(:meth:`Advisor.clip`): linear models extrapolate without bound, and the benchmark's targets
+span 2 to 5 classes and 5 to 80 samples per class.
+
 Every example is one (source, target, data size) cell of a benchmark record whose strategies
 all finished; leave-one-target-out holds out a target's every source and size at once.
 """
@@ -412,9 +416,41 @@ class Advisor:
     strategies: dict  # name -> coef, intercept
     trained_on: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)  # data_x / time_x: coef, intercept, halfwidth
+    #: each feature's smallest and largest training value (None: never measured); inputs
+    #: are clipped to them (:meth:`clip`). Empty in an advisor written before they were kept.
+    lo: list = field(default_factory=list)
+    hi: list = field(default_factory=list)
+
+    def clip(self, x):
+        """``x`` clipped to the range each feature had in the advisor's training data.
+
+        The models are linear in the features, so outside that range they extrapolate
+        without bound: a target of 100 classes, when the benchmark's have 2 to 5, would move
+        every candidate's P(beats scratch) by the class count's coefficient times 30 of its
+        standard deviations. Clipped, such a target is read as the benchmark's nearest one.
+
+        Parameters
+        ----------
+        x : array-like of shape (n, len(features))
+
+        Returns
+        -------
+        clipped : ndarray of shape (n, len(features))
+            NaN (a missing score) stays NaN.
+        outside : ndarray of bool, shape (n, len(features))
+            Where a value lay outside the range.
+        """
+        x = np.asarray(x, float)
+        if not self.lo:
+            return x, np.zeros(x.shape, bool)
+        lo = np.array([np.nan if v is None else v for v in self.lo], float)
+        hi = np.array([np.nan if v is None else v for v in self.hi], float)
+        with np.errstate(invalid="ignore"):
+            outside = (x < lo) | (x > hi)
+        return np.where(outside, np.clip(x, lo, hi), x), outside
 
     def _z(self, x):
-        x = np.asarray(x, float)
+        x = self.clip(x)[0]
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         return np.where(np.isfinite(z), z, 0.0)
 
@@ -441,9 +477,12 @@ class Advisor:
             ``strategy_acc`` (``{strategy: (n,)}``), ``strategy`` (list of n names) and
             ``unmeasured_strategies`` (those not measured on ``modality``: left out, unless
             none was, when every strategy is extrapolated to it); per
-            fitted extra (``data_x``, ``time_x``) the ratio and its ``_lo`` / ``_hi`` (95 %).
+            fitted extra (``data_x``, ``time_x``) the ratio and its ``_lo`` / ``_hi`` (95 %);
+            ``outside`` (bool array of shape (n, len(features))): the features outside the
+            training data's range, clipped to it (:meth:`clip`).
         """
         z = self._z(x)
+        outside = self.clip(x)[1]
         acc = z @ np.asarray(self.accuracy["coef"]) + self.accuracy["intercept"]
         if "level_coef" in self.accuracy:  # within the candidate set + its level
             zm = _cell_means(z, cells)
@@ -466,7 +505,8 @@ class Advisor:
         out = {"acc": acc, "acc_lo": acc - hw, "acc_hi": acc + hw,
                "p_beats": p_beats, "p_negative": p_neg,
                "flag_negative": p_neg >= self.negative.get("threshold", 0.5),
-               "strategy_acc": per, "strategy": best, "unmeasured_strategies": unmeasured}
+               "strategy_acc": per, "strategy": best, "unmeasured_strategies": unmeasured,
+               "outside": outside}
         for name, m in self.extras.items():
             log = z @ np.asarray(m["coef"]) + m["intercept"]
             out[f"log_{name}"] = log
@@ -534,6 +574,10 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
     scale = np.sqrt((np.where(finite, ex.X - mean, 0.0) ** 2).sum(axis=0)
                     / np.maximum(count, 1))
     scale = np.where(scale > 1e-12, scale, 1.0)
+    lo = [float(np.min(ex.X[finite[:, j], j])) if count[j] else None
+          for j in range(ex.X.shape[1])]
+    hi = [float(np.max(ex.X[finite[:, j], j])) if count[j] else None
+          for j in range(ex.X.shape[1])]
     z = np.where(np.isfinite(ex.X), (ex.X - mean) / scale, 0.0)
     # accuracy = the cell's level + each candidate's place within it: a ridge on the
     # within-cell deviations (what ranks the candidates) and one on the cell means (what
@@ -589,7 +633,7 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
                    beats={"coef": w.tolist(), "intercept": wb},
                    negative={"coef": nw.tolist(), "intercept": nb, "threshold": threshold},
                    strategies=strategies,
-                   extras=extras,
+                   extras=extras, lo=lo, hi=hi,
                    trained_on={"source": source, "examples": len(ex.acc),
                                "targets": len(set(ex.groups)),
                                "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],

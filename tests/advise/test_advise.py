@@ -12,10 +12,12 @@ from transferscope.advise.records import records_from_pairs
 from transferscope.errors import InputError
 
 
-def _synthetic(n_targets=8, n_sources=5, seed=0):
+def _synthetic(n_targets=8, n_sources=5, seed=0, hard_helps=0.0):
     """Benchmark records where the truth follows the probe: fine-tuned accuracy rises with
     the linear probe's margin over the random twin, a negative margin means negative
-    transfer, and the linear probe wins on few samples per class, full fine-tuning on many."""
+    transfer, and the linear probe wins on few samples per class, full fine-tuning on many.
+    ``hard_helps``: the gain over scratch also grows by that much per point of the target's
+    difficulty (a lower base accuracy)."""
     rng = np.random.default_rng(seed)
     rows, sizes = [], {}
     for t in range(n_targets):
@@ -29,8 +31,9 @@ def _synthetic(n_targets=8, n_sources=5, seed=0):
             for frac, per_class in ((0.1, 8.0), (1.0, 80.0)):
                 sizes[(f"t{t}", frac)] = {"per_class": per_class, "classes": 5}
                 scratch = base + (0.02 if frac == 1.0 else -0.05)
-                gain_full = 0.6 * margin + (0.04 if frac == 1.0 else -0.04)
-                gain_lp = 0.6 * margin + (-0.03 if frac == 1.0 else 0.03)
+                hard = hard_helps * (0.65 - base)
+                gain_full = 0.6 * margin + hard + (0.04 if frac == 1.0 else -0.04)
+                gain_lp = 0.6 * margin + hard + (-0.03 if frac == 1.0 else 0.03)
                 for strategy, gain in (("linear_probe", gain_lp), ("full", gain_full)):
                     g = gain + rng.normal(0, 0.01)
                     row = {"target": f"t{t}", "source": f"s{s}", "strategy": strategy,
@@ -71,6 +74,8 @@ def test_features_rank_candidates_within_a_target():
     assert x.shape == (3, len(FEATURES))
     np.testing.assert_allclose(x[:, col["logme_rank"]], [0.0, 1.0, 0.5])
     np.testing.assert_allclose(x[:, col["linear_probe_vs_random"]], 0.3)
+    np.testing.assert_allclose(x[:, col["linear_probe_random"]], 0.5)  # how hard, untrained
+    np.testing.assert_allclose(x[:, col["linear_probe_vs_raw"]], 0.2)
     np.testing.assert_allclose(x[:, col["log_per_class"]], np.log(20))
     assert np.isnan(x[:, col["sfda_rank"]]).all()  # not scored: NaN, filled by the predictor
     assert (x[:, col["logme_above_random"]] == 1).all()
@@ -188,7 +193,7 @@ def test_accuracy_is_a_cell_level_plus_a_place_within_it():
                                            adv.predict(ex.X[b])["acc"]])
     # shifting every candidate of a cell alike moves the level, not the order
     x = ex.X[a].copy()
-    x[:, FEATURES.index("linear_probe")] += 0.2
+    x[:, FEATURES.index("linear_probe_random")] += 0.2
     p0, p1 = adv.predict(ex.X[a])["acc"], adv.predict(x)["acc"]
     assert (np.argsort(p0) == np.argsort(p1)).all() and not np.allclose(p0, p1)
     # penalties and the negative-transfer threshold are chosen on the training targets
@@ -236,7 +241,27 @@ def test_fit_json_round_trip_and_refusals(tmp_path):
         load_advisor(tmp_path / "c.json")
 
 
-def test_features_outside_the_training_range_are_read_at_its_edge(tmp_path):
+def test_a_better_probe_never_lowers_p_beats_scratch():
+    """The candidate's own probe accuracies enter only through its margins over the twin and
+    the raw input, whose coefficients keep their sign: with the twin and the raw input fixed,
+    a higher accuracy never lowers P(beats scratch) nor raises P(negative)."""
+    # on these targets a hard one (low accuracies, the twin's included) gains more from
+    # transfer, which a free coefficient on the candidate's own accuracy would learn as "a
+    # lower probe accuracy, a better chance": not so here
+    adv = fit_advisor(_synthetic(n_targets=10, hard_helps=1.5), halfwidth=0.1)
+    for metric in ("linear_probe", "knn"):
+        cands = [{"scores": {"linear_probe": {"value": 0.6, "random": 0.55, "raw": 0.5},
+                             "knn": {"value": 0.55, "random": 0.5, "raw": 0.5}}, "dim": 64}
+                 for _ in range(9)]
+        for i, c in enumerate(cands):
+            c["scores"][metric]["value"] = 0.3 + 0.08 * i
+        p = adv.predict(candidate_features(cands, per_class=20, classes=5))
+        assert (np.diff(p["p_beats"]) >= -1e-12).all(), metric
+        assert (np.diff(p["p_negative"]) <= 1e-12).all(), metric
+    assert np.ptp(p["p_beats"]) > 0  # and it does move with it
+
+
+def test_sizes_outside_the_training_range_are_read_at_its_edge(tmp_path):
     recs = _synthetic(n_targets=4)  # 5 classes, 8 or 80 training samples per class
     adv = fit_advisor(recs, source="synthetic")
     ex = examples(recs)
@@ -249,16 +274,19 @@ def test_features_outside_the_training_range_are_read_at_its_edge(tmp_path):
     far[:, col["log_classes"]] = np.log(100.0)
     far[:, col["log_per_class"]] = np.log(5000.0)
     far[0, col["linear_probe_vs_random"]] = 9.0
-    far[1, col["knn"]] = np.nan  # a missing score stays missing
+    far[1, col["log_dim"]] = np.nan  # a missing value stays missing
+    far[2, col["log_dim"]] = np.log(4096.0)
     near = x.copy()
     near[:, col["log_classes"]] = np.log(5.0)
     near[:, col["log_per_class"]] = np.log(80.0)
-    near[0, col["linear_probe_vs_random"]] = adv.hi[col["linear_probe_vs_random"]]
-    near[1, col["knn"]] = np.nan
+    near[1, col["log_dim"]] = np.nan
+    near[2, col["log_dim"]] = np.log(64.0)
+    near[0, col["linear_probe_vs_random"]] = 9.0  # bounded by construction: left as it is
     clipped, outside = adv.clip(far)
     np.testing.assert_allclose(clipped, near)
-    assert outside[:, col["log_classes"]].all() and outside[0, col["linear_probe_vs_random"]]
-    assert not outside[1, col["knn"]] and outside.sum() == 6 + 6 + 1
+    assert outside[:, col["log_classes"]].all() and outside[:, col["log_per_class"]].all()
+    assert not outside[1, col["log_dim"]] and outside[2, col["log_dim"]]
+    assert outside.sum() == 6 + 6 + 1
     a, b = adv.predict(far), adv.predict(near)
     for k in ("acc", "p_beats", "p_negative", "data_x"):
         np.testing.assert_allclose(a[k], b[k])

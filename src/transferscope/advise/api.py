@@ -62,17 +62,16 @@ def _evidence(c: dict) -> str:
     return "; ".join(parts)
 
 
-#: Features that describe the target or the model's size rather than a score: shown in their
-#: natural units when outside the advisor's training range.
-_SIZES = {"log_classes": ("classes", "{:.0f}"), "log_per_class": ("training samples per class",
-                                                                  "{:.0f}"),
-          "log_dim": ("feature width", "{:.0f}")}
+#: The advisor's unbounded features (:data:`~transferscope.advise.features.UNBOUNDED`) in
+#: their natural units, for the note on those outside its training range.
+_SIZES = {"log_classes": "classes", "log_per_class": "training samples per class",
+          "log_dim": "feature width"}
 
 
 def _range_notes(adv: Advisor, x, outside, models: list[str]) -> list[str]:
-    """A note naming each feature some candidate had outside the advisor's training range
-    (read as the range's nearest edge: :meth:`~transferscope.advise.model.Advisor.clip`);
-    none when every feature lay inside it.
+    """A note naming each size some candidate had outside the advisor's training range (read
+    as the range's nearest edge: :meth:`~transferscope.advise.model.Advisor.clip`); none
+    when every one lay inside it.
 
     Parameters
     ----------
@@ -85,18 +84,14 @@ def _range_notes(adv: Advisor, x, outside, models: list[str]) -> list[str]:
     """
     parts = []
     for j in np.flatnonzero(np.asarray(outside).any(axis=0)):
-        f, lo, hi = adv.features[j], adv.lo[j], adv.hi[j]
-        rows = np.flatnonzero(outside[:, j])
-        if f in _SIZES:
-            what, fmt = _SIZES[f]
-            value = lambda v, fmt=fmt: fmt.format(np.exp(v))  # noqa: E731
-        else:
-            what, value = f, "{:.3f}".format
-        if f in ("log_classes", "log_per_class") or len(rows) == 1 == len(models):
-            have = value(x[rows[0], j])  # the target's: the same for every candidate
-        else:
-            have = ", ".join(f"{value(x[i, j])} ({models[i]})" for i in rows)
-        parts.append(f"{what} {have} (the benchmark's: {value(lo)} to {value(hi)})")
+        f, rows = adv.features[j], np.flatnonzero(outside[:, j])
+        size = lambda v: f"{np.exp(v):.0f}"  # noqa: E731
+        if f == "log_dim":
+            have = ", ".join(f"{size(x[i, j])} ({models[i]})" for i in rows)
+        else:  # the target's: the same for every candidate
+            have = size(x[rows[0], j])
+        parts.append(f"{_SIZES.get(f, f)} {have} (the benchmark's: {size(adv.lo[j])} to "
+                     f"{size(adv.hi[j])})")
     if not parts:
         return []
     return ["range: outside the advisor's training data, read as its nearest edge (the models "

@@ -3,8 +3,13 @@ already computes (``tscope rank`` with baselines).
 
 Per candidate, with its random-init twin's and the raw input's scores on the same target:
 
-- the linear probe's and kNN's cross-validated accuracies (comparable across targets) and their
-  margins over the twin and over the raw input;
+- the linear probe's and kNN's cross-validated accuracies (comparable across targets): the
+  twin's, which says how hard the target is for the architecture untrained, and the
+  candidate's margins over the twin and over the raw input (the candidate's own accuracy is
+  the twin's plus its margin, so it enters through the margins alone, whose coefficients
+  keep their sign: a better probe never lowers P(beats scratch). With the candidate's own
+  accuracy as a free feature instead, the benchmark's fit gave kNN accuracy -0.81 against
+  its margin's +0.41, i.e. a higher kNN margin meant a lower P(beats));
 - for LogME, shrinkage H-score, SFDA and N-LEEP (whose scales differ from target to target),
   the candidate's rank among the candidates on that target, scaled to [0, 1] (1: first; 0.5
   for a single candidate; tied scores share their mean rank), and whether it scores above
@@ -23,14 +28,19 @@ ACCURACY_METRICS = ("linear_probe", "knn")
 RANKED_METRICS = ("logme", "hscore_reg", "sfda", "nleep")
 METRICS = ACCURACY_METRICS + RANKED_METRICS  # what advise scores
 FEATURES = tuple(
-    [f for m in ACCURACY_METRICS for f in (m, f"{m}_vs_random", f"{m}_vs_raw")]
+    [f for m in ACCURACY_METRICS for f in (f"{m}_random", f"{m}_vs_random", f"{m}_vs_raw")]
     + [f for m in RANKED_METRICS for f in (f"{m}_rank", f"{m}_above_random")]
     + ["log_per_class", "log_classes", "log_dim"])
 
+#: Features without a bound of their own (log counts of samples, classes and feature
+#: dimensions), which the advisor clips to its training data's range: every other feature is
+#: an accuracy, a margin between two accuracies, a rank in [0, 1] or a 0/1 indicator.
+UNBOUNDED = ("log_per_class", "log_classes", "log_dim")
+
 #: Features whose larger values say the source fits the target better: its margins over its
 #: random-init twin and over the raw input, its ranks among the candidates, and whether it
-#: scores above its twin (the absolute accuracies and the target's and model's sizes are not:
-#: an easy target's high probe accuracy also helps the scratch model).
+#: scores above its twin (the twin's accuracies and the target's and model's sizes are not:
+#: an easy target helps the scratch model too).
 MONOTONE = tuple(f for f in FEATURES
                  if f.endswith(("_vs_random", "_vs_raw", "_rank", "_above_random")))
 
@@ -67,7 +77,7 @@ def candidate_features(candidates: list[dict], per_class: float, classes: int) -
         s = c.get("scores") or {}
         for m in ACCURACY_METRICS:
             v = _get(s, m, "value")
-            out[i, col[m]] = v
+            out[i, col[f"{m}_random"]] = _get(s, m, "random")
             out[i, col[f"{m}_vs_random"]] = v - _get(s, m, "random")
             out[i, col[f"{m}_vs_raw"]] = v - _get(s, m, "raw")
         for m in RANKED_METRICS:

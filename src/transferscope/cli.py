@@ -325,7 +325,7 @@ DEMO_CASES = (
     ("images: scikit-learn digits (8x8, 30 per class)", "sklearn:digits",
      ["zoo:lenet-mnist", "zoo:lenet-shuffled", "effnet-lite:0"], 30),
     ("text: Debian fortunes, 6 categories (30 per class)", "fortunes",
-     ["minilm", "wordllama:l2_supercat"], 30),
+     ["minilm", "wordllama:l2_supercat", "zoo:bert-shuffled"], 30),
 )
 
 

@@ -527,8 +527,9 @@ def test_demo_advises_on_the_shipped_sources(monkeypatch, capsys):
 
 
 def test_every_demo_model_loads_offline():
-    """Each case of the real demo names models its install ships (no download): two text
-    models, so that the text case, too, says which transfers and which less."""
+    """Each case of the real demo names models its install ships (no download): in the text
+    case MiniLM, WordLlama and the shipped shuffled-label BERT, so that it, too, says which
+    transfers and which does not."""
     from transferscope import cli
     from transferscope.backends import create_backend
 
@@ -539,6 +540,28 @@ def test_every_demo_model_loads_offline():
             if m.startswith("effnet"):
                 continue  # its own backend tests (geffnet, 20 MB of weights) cover it
             assert create_backend(name).name
+
+
+def test_the_shipped_text_model_is_the_small_bert_it_says():
+    """zoo:bert-shuffled: a Hugging Face folder inside the package (no download), the text
+    benchmark's architecture (2 blocks of width 64) over a vocabulary of about 4,000 tokens,
+    loaded as an hf: text model whose tokenizer keeps MiniLM's special tokens."""
+    pytest.importorskip("transformers")
+    from transferscope.backends import create_backend
+    from transferscope.data import Dataset
+    from transferscope.zoo import HERE, zoo_model
+
+    name = zoo_model("bert-shuffled")
+    assert name == f"hf:{HERE / 'bert-shuffled'}"
+    b = create_backend(name)
+    cfg = b.module.config
+    assert (cfg.hidden_size, cfg.num_hidden_layers, b.max_length) == (64, 2, 48)
+    assert 3000 < cfg.vocab_size < 5000 and len(b.tokenizer) == cfg.vocab_size
+    assert b.tokenizer.cls_token == "[CLS]" and b.tokenizer.pad_token_id == 0
+    data = Dataset("t", "text", ["The law is an ass.", "Eat your vegetables."], np.array([0, 1]))
+    assert b.features(data, ["hidden.2"])["hidden.2"].shape == (2, 64)
+    with pytest.raises(InputError, match="Expected a shipped model"):
+        zoo_model("bert")
 
 
 def test_sign_constrained_logistic_keeps_its_signs_and_is_exact_when_they_hold():

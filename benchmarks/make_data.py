@@ -267,6 +267,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     out = Path(args.out)
+    (HERE / "store").mkdir(exist_ok=True)  # where the parts' specs keep their runs
     for name, (n, c) in build(out).items():
         print(f"{name}: {n} samples, {c} classes")
     for name, (model, data_file, layer) in MEMORISED.items():

@@ -86,6 +86,7 @@ def test_build_never_replaces_saved_truth_with_less(tmp_path, monkeypatch):
         return {"pairs": [{"truth": {str(i): {"complete": True} for i in range(cells)}}]}
 
     saved.write_text(json.dumps(res(4)))
+    monkeypatch.chdir(tmp_path)  # main moves to ROOT; the test's cwd comes back after it
     monkeypatch.setattr(build, "HERE", tmp_path)
     monkeypatch.setattr(build, "ROOT", tmp_path)
     monkeypatch.setattr(build, "fit_shipped", lambda: {"rows": []})
@@ -97,3 +98,26 @@ def test_build_never_replaces_saved_truth_with_less(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "build", lambda part: {**res(5), "cpu_seconds": 1.0})
     assert build.main(["images"]) == 0  # more than saved: written
     assert build._complete_cells(json.loads(saved.read_text())) == 5
+
+
+def test_build_on_a_fresh_clone_keeps_the_saved_truth(tmp_path, monkeypatch):
+    """A fresh clone has no benchmarks/store (ignored by git): build makes the folder, finds
+    no finished pair in the new store and keeps the saved truth, instead of the store's
+    "create the folder first" error."""
+    import shutil
+
+    build = bench_module("build")
+    bench = tmp_path / "benchmarks"
+    (bench / "results").mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "images.toml", bench)
+    saved = ROOT / "benchmarks" / "results" / "images.json"
+    shutil.copy(saved, bench / "results")
+    (tmp_path / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "lenet.py", tmp_path / "examples")  # the part's model
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(build, "HERE", bench)
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    monkeypatch.setattr(build, "fit_shipped", lambda: {"rows": []})
+    assert build.main(["images"]) == 0
+    assert (bench / "store" / "images.db").exists()
+    assert (bench / "results" / "images.json").read_bytes() == saved.read_bytes()

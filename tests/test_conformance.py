@@ -100,7 +100,8 @@ def _zoo(prefix):
 CASES = {"torch": _torch, "effnet-lite": _effnet, "hf-text": _hf_text, "hf-image": _hf_image,
          "raw": lambda tmp: ("raw", _series()), "random": lambda tmp: ("random:" + _torch(tmp)[0],
                                                                       _series()),
-         "timm": _zoo("timm"), "torchvision": _zoo("torchvision"), "wordllama": _wordllama}
+         "timm": _zoo("timm"), "torchvision": _zoo("torchvision"), "wordllama": _wordllama,
+         "zoo": lambda tmp: ("zoo:lenet-mnist", _images())}
 
 
 def test_every_registered_backend_has_a_conformance_case():

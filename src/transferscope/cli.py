@@ -378,10 +378,6 @@ def cmd_demo(args) -> int:
 
 
 def _resolve_demo_model(name: str) -> str:
-    if name.startswith("zoo:"):
-        from transferscope.zoo import zoo_model
-
-        return zoo_model(name[4:])
     if name == "minilm":
         from transferscope.errors import require
 

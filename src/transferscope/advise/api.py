@@ -82,10 +82,12 @@ def _range_notes(adv: Advisor, x, outside, models: list[str]) -> list[str]:
     models : list of str
         The candidates' names, in row order.
     """
+    def size(v):  # a log size in its natural units
+        return f"{np.exp(v):.0f}"
+
     parts = []
     for j in np.flatnonzero(np.asarray(outside).any(axis=0)):
         f, rows = adv.features[j], np.flatnonzero(outside[:, j])
-        size = lambda v: f"{np.exp(v):.0f}"  # noqa: E731
         if f == "log_dim":
             have = ", ".join(f"{size(x[i, j])} ({models[i]})" for i in rows)
         else:  # the target's: the same for every candidate

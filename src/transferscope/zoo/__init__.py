@@ -6,9 +6,8 @@
 - ``lenet-shuffled`` (250 KB): the same kind of images with their labels shuffled once, trained
   to memorisation (Zhang et al., ICLR 2017): features fitted to noise, whose linear probe falls
   below a random network's. On the benchmark's image targets it never beat scratch beyond its
-  interval; on the
-  demo's digits full fine-tuning from it matched scratch at twice scratch's budget (README,
-  "The transfer benchmark");
+  interval; on the demo's digits full fine-tuning from it matched scratch at twice scratch's
+  budget (README, "The transfer benchmark");
 - ``bert-shuffled`` (1.5 MB, a Hugging Face folder): the text benchmark's small BERT (2 blocks
   of width 64, MiniLM's WordPiece vocabulary cut to 4,000 tokens) trained to memorise 1,500
   fortunes of five categories the demo's target does not use, their labels shuffled once; on

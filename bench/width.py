@@ -66,7 +66,10 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="images,series,text")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # the specs' paths are relative to the repository root
-    (ROOT / "benchmarks" / "store").mkdir(exist_ok=True)  # a fresh clone has no stores
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_parts import make_store
+
+    make_store(ROOT)
 
     from transferscope.advise.evaluation import evaluate_advice
     from transferscope.store import open_store

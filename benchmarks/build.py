@@ -47,7 +47,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_parts import MODALITY, PARTS
+from bench_parts import MODALITY, PARTS, make_store
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         ap.error(f"expected parts among {', '.join(PARTS)}, got {', '.join(unknown)}")
     os.chdir(ROOT)  # the specs' paths (data, stores) are relative to the repository root
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "store").mkdir(exist_ok=True)  # the parts' stores (a fresh clone has none)
+    make_store(ROOT)
     if args.run:
         from make_data import main as make_data
 
@@ -188,6 +188,12 @@ def main(argv=None) -> int:
                  f"{row['rule_acc']:.2f} (on {row['rule_examples']})" if "brier" in row
                  else ""),
               file=sys.stderr)
+    for row in loto.get("by_modality", []):
+        print(f"{row['modality']:>13}: {row['targets']} targets, {row['examples']} examples, "
+              f"mean P(beats) {row['mean_p']:.2f} vs beat {row['beat_rate']:.2f}, Brier "
+              f"{row['brier']:.3f}, ECE {row['ece']:.3f} (calibrated {row['ece_calibrated']:.3f},"
+              f" p {row['ece_p']:.2f}), NT F1 {row['f1']:.2f} ({row['nt_flagged']} flagged, "
+              f"{row['nt_actual']} negative)", file=sys.stderr)
     return 0
 
 

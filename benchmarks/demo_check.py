@@ -80,10 +80,13 @@ def main(argv=None) -> int:
     from transferscope import cli
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", default="text", choices=sorted(DEFAULT_MODEL))
+    ap.add_argument("--case", default="text", choices=sorted(DEFAULT_MODEL),
+                    help="which of the demo's cases to check (default %(default)s)")
     ap.add_argument("--model", help="a demo model name (zoo:..., minilm) or any model name "
                                     "(default: the case's shuffled-label source)")
-    ap.add_argument("--strategy", default="full")
+    ap.add_argument("--strategy", default="full",
+                    help="the fine-tuning strategy of the transfer arm (default %(default)s: "
+                         "what the advisor recommends for the demo's candidates)")
     ap.add_argument("--lr-grid", default="1,10",
                     help="learning-rate multipliers, both arms (default %(default)s: the text "
                          "benchmark's)")

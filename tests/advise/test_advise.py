@@ -584,3 +584,39 @@ def test_sign_constrained_logistic_keeps_its_signs_and_is_exact_when_they_hold()
     mono = MONOTONE_SIGNS > 0
     assert (np.asarray(adv.beats["coef"])[mono] >= 0).all()
     assert (np.asarray(adv.negative["coef"])[mono] <= 0).all()
+
+
+def test_calibration_by_modality_finds_the_modality_whose_probabilities_are_off():
+    """One modality's probabilities calibrated, the other's inverted: the pooled ECE mixes
+    them, the per-modality rows tell them apart (and count targets, examples, flags)."""
+    from types import SimpleNamespace
+
+    from transferscope.advise.evaluation import by_modality
+
+    rng = np.random.default_rng(0)
+    n = 200
+    p = rng.uniform(0.02, 0.98, 2 * n)
+    y = np.concatenate([rng.random(n) < p[:n], p[n:] < 0.5])  # text: the opposite
+    ex = SimpleNamespace(modalities=["image"] * n + ["text"] * n,
+                         groups=[f"t{i % 4}" for i in range(n)] + [f"u{i % 3}" for i in range(n)],
+                         beats=y, negative=~y & (p < 0.5), acc=np.zeros(2 * n))
+    flag = p < 0.2
+    rows = by_modality({"p_beats": p, "flag_negative": flag, "examples": ex})
+    image, text = rows
+    assert (image["modality"], image["targets"], image["examples"]) == ("image", 4, n)
+    assert (text["modality"], text["targets"], text["examples"]) == ("text", 3, n)
+    assert image["ece"] < 0.1 and image["ece_p"] > 0.05
+    assert text["ece"] > 0.4 and text["ece_p"] < 0.01
+    assert image["nt_flagged"] == int(flag[:n].sum())
+    assert text["nt_actual"] == int((~y & (p < 0.5))[n:].sum())
+    assert text["beat_rate"] == pytest.approx(float(np.mean(p[n:] < 0.5)))
+
+
+def test_evaluate_advice_reports_each_modality_as_the_pooled_row_when_there_is_one():
+    res = evaluate_advice(_synthetic(n_targets=4, n_sources=4))
+    adv = next(r for r in res["rows"] if r["predictor"] == "advisor")
+    (row,) = res["by_modality"]
+    assert row["modality"] == "image" and row["examples"] == adv["examples"]
+    assert row["brier"] == pytest.approx(adv["brier"]) and row["ece"] == pytest.approx(adv["ece"])
+    assert row["nt_flagged"] == adv["nt_flagged"] and row["f1"] == pytest.approx(adv["f1"],
+                                                                                 nan_ok=True)

@@ -228,7 +228,8 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         advisor's bins. ``targets``: how many targets were held out in turn. ``extras``:
         per saving ratio the advisor predicts (``data_x``, ``time_x``), its held-out
         ``examples``, ``median_abs_log_error``, ``median_factor``, ``factor95`` and
-        ``spearman``.
+        ``spearman``. ``by_modality``: the advisor's calibration and flags within each
+        modality (:func:`by_modality`).
     """
 
     pred = loto_predictions(records)
@@ -315,7 +316,50 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         row["note"] = "; ".join(notes)
         rows.append(row)
     return {"rows": rows, "reliability": reliability, "targets": len(set(ex.groups)),
-            "extras": _extras(pred, ex)}
+            "extras": _extras(pred, ex), "by_modality": by_modality(pred, seed)}
+
+
+def by_modality(pred: dict, seed: int = 0) -> list[dict]:
+    """The advisor's held-out calibration and negative-transfer flags within each modality.
+
+    One ECE over all examples can hide a modality whose probabilities are off (a well
+    calibrated modality averages out one that is not), and a user has one modality.
+
+    Parameters
+    ----------
+    pred : dict
+        :func:`~transferscope.advise.model.loto_predictions`'s output (``p_beats`` and
+        ``flag_negative`` of shape (n,), and its ``examples``).
+    seed : int
+        Seed of :func:`ece_consistency`'s draws.
+
+    Returns
+    -------
+    list of dict
+        One per modality, sorted by name: ``modality``, ``targets``, ``examples``,
+        ``mean_p`` (mean predicted P(beats scratch)) and ``beat_rate`` (the share that beat
+        it), ``brier``, ``ece`` and what a calibrated predictor would show there
+        (``ece_calibrated``, ``ece_calibrated_95``, ``ece_p``), ``nt_actual``,
+        ``nt_flagged``, ``precision``, ``recall``, ``f1`` (NaN where undefined).
+    """
+    ex = pred["examples"]
+    mods = np.asarray(ex.modalities if len(ex.modalities) == len(ex.acc)
+                      else ["?"] * len(ex.acc))
+    out = []
+    for m in sorted(set(mods.tolist())):
+        i = mods == m
+        p, y = pred["p_beats"][i], ex.beats[i]
+        cal = calibration(p, y)
+        precision, recall, f1 = _f1(pred["flag_negative"][i], ex.negative[i])
+        out.append({"modality": str(m),
+                    "targets": len({g for g, keep in zip(ex.groups, i, strict=True) if keep}),
+                    "examples": int(i.sum()), "mean_p": float(p.mean()),
+                    "beat_rate": float(np.mean(y)), "brier": cal["brier"], "ece": cal["ece"],
+                    **ece_consistency(p, y, seed=seed),
+                    "nt_actual": int(ex.negative[i].sum()),
+                    "nt_flagged": int(pred["flag_negative"][i].sum()),
+                    "precision": precision, "recall": recall, "f1": f1})
+    return out
 
 
 def _extras(pred: dict, ex) -> dict:

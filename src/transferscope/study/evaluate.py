@@ -438,13 +438,13 @@ def _advice(spec: StudySpec, pairs: list[dict]) -> dict:
                                  study_sizes(spec, pairs))
     targets = {r["target"] for r in records if any(s["complete"] for s in r["truth"].values())}
     if len(targets) < 2:
-        return {"rows": [], "reliability": [], "targets": len(targets),
+        return {"rows": [], "reliability": [], "by_modality": [], "targets": len(targets),
                 "note": f"advisor not evaluated: {len(targets)} target(s) with every strategy "
                         "finished; leave-one-target-out needs at least 2"}
     try:
         out = evaluate_advice(records, spec.metrics)
     except InputError as exc:
-        return {"rows": [], "reliability": [], "targets": len(targets),
+        return {"rows": [], "reliability": [], "by_modality": [], "targets": len(targets),
                 "note": f"advisor not evaluated: {exc}"}
     out["note"] = ""
     return out

@@ -153,6 +153,11 @@ def _advice(plt, advice: dict) -> list[str]:
         "strategy_vs_full", "strategy_vs_full_lo", "strategy_vs_full_hi", "strategy_regret",
         "always_full_regret", "strategy_regret_vs_full", "strategy_regret_vs_full_lo",
         "strategy_regret_vs_full_hi", "rule_acc", "note"]))
+    if len(advice.get("by_modality") or []) > 1:
+        out.append("<h3>The advisor within each modality</h3>")
+        out.append(_table(advice["by_modality"], [
+            "modality", "targets", "examples", "mean_p", "beat_rate", "brier", "ece",
+            "ece_calibrated", "ece_p", "nt_actual", "nt_flagged", "precision", "recall", "f1"]))
     rel = advice["reliability"]
     if rel:
         fig, ax = plt.subplots(figsize=(4, 4))

@@ -107,8 +107,9 @@ def fit_shipped(parts=PARTS) -> dict:
     if len(widths) != 1:
         raise SystemExit(f"the benchmark's parts are scored at different widths: {widths}")
     adv = fit_advisor(records, source="benchmark: " + ", ".join(sources), width=widths.pop())
-    adv.to_json(SHIPPED)
     loto = evaluate_advice(records)
+    adv.attach_held_out(loto["by_modality"])  # advise says how far to trust it per modality
+    adv.to_json(SHIPPED)
     (HERE / "results" / "advisor_loto.json").write_text(
         json.dumps({"trained_on": adv.trained_on, **loto}, indent=1) + "\n")
     return loto

@@ -272,7 +272,7 @@ def cmd_advise(args) -> int:
     int
         The exit status, 0.
     """
-    from transferscope.advise.api import advise
+    from transferscope.advise.api import advise, held_out_note
 
     if args.fit:
         from transferscope.advise.model import fit_advisor
@@ -286,11 +286,17 @@ def cmd_advise(args) -> int:
                              f"{', '.join(widths)}; set the same width in every spec")
         records = [r for spec in specs for r in study_records(spec)]
         adv = fit_advisor(records, source=", ".join(args.fit), width=widths[0])
+        if adv.trained_on["targets"] >= 2:  # held out target by target, as the shipped one
+            from transferscope.advise.evaluation import evaluate_advice
+
+            adv.attach_held_out(evaluate_advice(records)["by_modality"])
         out = adv.to_json(args.out)
         t = adv.trained_on
         print(f"advisor fitted on {t['examples']} (source, target, size) cells of "
               f"{t['targets']} targets (fingerprint {t['fingerprint']}) -> {out}; use it with "
               f"tscope advise --advisor {out}")
+        for kind in adv.held_out:
+            print(held_out_note(adv, kind))
         return 0
     if not args.data or not args.model:
         raise InputError("Expected --data and at least one --model (or --fit SPEC to refit "
@@ -344,8 +350,11 @@ def cmd_demo(args) -> int:
     int
         The exit status, 0.
     """
-    from transferscope.advise.api import advise
+    from transferscope.advise.api import advise, held_out_note
+    from transferscope.advise.model import load_advisor
     from transferscope.data import load_dataset, subsample
+
+    shipped = load_advisor()
 
     print("transferscope demo: which of these pretrained models will transfer to the target, "
           "and which will not? (the advisor fitted on the project's benchmark reads each "
@@ -358,10 +367,13 @@ def cmd_demo(args) -> int:
         except (InputError, OptionalDependencyError) as exc:
             print(f"== {title}: skipped ({exc})\n")
             continue
-        result = advise(data, list(shown), layers=False, subsamples=args.subsamples,
-                        seed=args.seed)
+        result = advise(data, list(shown), advisor=shipped, layers=False,
+                        subsamples=args.subsamples, seed=args.seed)
         print(f"== {title}")
         print(render(_advice_rows(result, shown), "table"))
+        held = held_out_note(shipped, data.kind)
+        if held:
+            print(held)
         rows = sorted(result.rows, key=lambda r: -r["p_beats_scratch"])
         if len(rows) > 1:
             top, low = rows[0], rows[-1]

@@ -523,6 +523,8 @@ def test_demo_advises_on_the_shipped_sources(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "zoo:lenet-mnist" in out and "zoo:lenet-shuffled" in out
     assert "most likely to transfer:" in out and "P(beats scratch)" in out
+    # and how far the advisor can be trusted on image targets, from its held-out record
+    assert "held out on 4 image targets" in out
     assert "== missing: skipped (Expected a fortunes category" in out
 
 
@@ -599,7 +601,7 @@ def test_calibration_by_modality_finds_the_modality_whose_probabilities_are_off(
     y = np.concatenate([rng.random(n) < p[:n], p[n:] < 0.5])  # text: the opposite
     ex = SimpleNamespace(modalities=["image"] * n + ["text"] * n,
                          groups=[f"t{i % 4}" for i in range(n)] + [f"u{i % 3}" for i in range(n)],
-                         beats=y, negative=~y & (p < 0.5), acc=np.zeros(2 * n))
+                         beats=y, negative=~y, acc=np.zeros(2 * n))
     flag = p < 0.2
     rows = by_modality({"p_beats": p, "flag_negative": flag, "examples": ex})
     image, text = rows
@@ -608,7 +610,9 @@ def test_calibration_by_modality_finds_the_modality_whose_probabilities_are_off(
     assert image["ece"] < 0.1 and image["ece_p"] > 0.05
     assert text["ece"] > 0.4 and text["ece_p"] < 0.01
     assert image["nt_flagged"] == int(flag[:n].sum())
-    assert text["nt_actual"] == int((~y & (p < 0.5))[n:].sum())
+    assert image["nt_caught"] == int((flag & ~y)[:n].sum()) > 0
+    assert text["nt_caught"] == 0  # its flags (P < 0.2) all beat scratch there
+    assert text["nt_actual"] == int((~y)[n:].sum())
     assert text["beat_rate"] == pytest.approx(float(np.mean(p[n:] < 0.5)))
 
 
@@ -620,3 +624,35 @@ def test_evaluate_advice_reports_each_modality_as_the_pooled_row_when_there_is_o
     assert row["brier"] == pytest.approx(adv["brier"]) and row["ece"] == pytest.approx(adv["ece"])
     assert row["nt_flagged"] == adv["nt_flagged"] and row["f1"] == pytest.approx(adv["f1"],
                                                                                  nan_ok=True)
+
+
+def test_the_advisor_keeps_its_held_out_record_and_advise_says_it(tmp_path):
+    """The leave-one-target-out rows per modality travel with the advisor's JSON, and the
+    note for a target names its own modality's numbers (or that there are none)."""
+    from transferscope.advise.api import held_out_note
+    from transferscope.advise.evaluation import by_modality
+
+    recs = _synthetic(n_targets=4, n_sources=4)
+    adv = fit_advisor(recs)
+    assert held_out_note(adv, "image") is None  # never evaluated: nothing claimed
+    rows = by_modality(loto_predictions(recs))
+    rows[0]["precision"] = float("nan")  # undefined (nothing flagged): kept as null in JSON
+    adv.attach_held_out(rows)
+    back = load_advisor(adv.to_json(tmp_path / "a.json"))
+    assert back.held_out == adv.held_out and back.held_out["image"]["precision"] is None
+    h = back.held_out["image"]
+    note = held_out_note(back, "image")
+    assert f"held out on {h['targets']} image targets ({h['examples']} candidates" in note
+    assert f"Brier {h['brier']:.3f}" in note and f"ECE {h['ece']:.3f}" in note
+    if h["nt_actual"]:
+        assert f"of {h['nt_actual']} negative transfers the flag caught {h['nt_caught']}" in note
+    # a modality whose ECE is beyond what chance explains is named so
+    back.held_out["image"]["ece_p"] = 0.01
+    assert "miscalibrated beyond chance, p 0.01" in held_out_note(back, "image")
+    assert "never evaluated on text targets" in held_out_note(back, "text")
+
+
+def test_the_shipped_advisor_knows_how_it_fared_on_each_modality():
+    adv = load_advisor()
+    assert set(adv.held_out) == {"image", "series", "text"}
+    assert sum(h["targets"] for h in adv.held_out.values()) == adv.trained_on["targets"]

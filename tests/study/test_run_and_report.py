@@ -84,6 +84,9 @@ def test_study_runs_resumes_without_duplicates_and_evaluates(study_dir):
     assert main(["advise", "--fit", str(study_dir), "--out", str(out)]) == 0
     mine = json.loads(out.read_text())
     assert mine["trained_on"]["examples"] == 8 and mine["trained_on"]["targets"] == 2
+    # with how it fared held out there, as the shipped advisor keeps its own
+    (held,) = mine["held_out"].values()
+    assert held["targets"] == 2 and held["examples"] == 8 and 0 <= held["brier"] <= 1
 
 
 def test_report_renders_in_headless_chromium(study_dir, tmp_path):

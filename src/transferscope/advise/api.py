@@ -68,6 +68,40 @@ _SIZES = {"log_classes": "classes", "log_per_class": "training samples per class
           "log_dim": "feature width"}
 
 
+def held_out_note(adv: Advisor, kind: str) -> str | None:
+    """One line on how the advisor fared held out on targets of ``kind`` (its
+    :attr:`~transferscope.advise.model.Advisor.held_out`): how calibrated P(beats scratch) was
+    and how many negative transfers its flag caught; None when it was never evaluated.
+
+    Parameters
+    ----------
+    adv : Advisor
+        The advisor.
+    kind : str
+        The target's modality (``"image"``, ``"text"``, ``"series"``, ...).
+
+    Returns
+    -------
+    str or None
+    """
+    if not adv.held_out:
+        return None
+    h = adv.held_out.get(kind)
+    if h is None:
+        return (f"held out: the advisor was never evaluated on {kind} targets (its training "
+                f"data: {', '.join(sorted(adv.held_out))}); read its numbers with care")
+    line = (f"held out on {h['targets']} {kind} targets ({h['examples']} candidates, each "
+            f"target predicted by an advisor fitted without it): P(beats scratch) Brier "
+            f"{h['brier']:.3f}, ECE {h['ece']:.3f} (a calibrated predictor would show "
+            f"{h['ece_calibrated']:.3f} there")
+    line += (f"; miscalibrated beyond chance, p {h['ece_p']:.2f})" if h["ece_p"] < 0.05
+             else ")")
+    if h["nt_actual"]:
+        line += (f"; of {h['nt_actual']} negative transfers the flag caught "
+                 f"{h['nt_caught']}, with {h['nt_flagged']} flagged in all")
+    return line
+
+
 def _range_notes(adv: Advisor, x, outside, models: list[str]) -> list[str]:
     """A note naming each size some candidate had outside the advisor's training range (read
     as the range's nearest edge: :meth:`~transferscope.advise.model.Advisor.clip`); none
@@ -192,6 +226,9 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
              "(its features did not predict it on held-out targets), not a per-model "
              "prediction" for name, m in adv.extras.items() if m.get("alpha") == "inf"]
     notes += _range_notes(adv, x, pred["outside"], [c["model"] for c in cands])
+    held = held_out_note(adv, data.kind)
+    if held:
+        notes.append(held)
     skipped = pred.get("unmeasured_strategies") or []
     if skipped and set(skipped) == set(adv.strategies):
         notes.append(f"strategy: no strategy of the advisor's training data was measured on "

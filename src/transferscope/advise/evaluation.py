@@ -340,7 +340,8 @@ def by_modality(pred: dict, seed: int = 0) -> list[dict]:
         ``mean_p`` (mean predicted P(beats scratch)) and ``beat_rate`` (the share that beat
         it), ``brier``, ``ece`` and what a calibrated predictor would show there
         (``ece_calibrated``, ``ece_calibrated_95``, ``ece_p``), ``nt_actual``,
-        ``nt_flagged``, ``precision``, ``recall``, ``f1`` (NaN where undefined).
+        ``nt_flagged``, ``nt_caught`` (flagged and negative), ``precision``, ``recall``,
+        ``f1`` (NaN where undefined).
     """
     ex = pred["examples"]
     mods = np.asarray(ex.modalities if len(ex.modalities) == len(ex.acc)
@@ -358,6 +359,7 @@ def by_modality(pred: dict, seed: int = 0) -> list[dict]:
                     **ece_consistency(p, y, seed=seed),
                     "nt_actual": int(ex.negative[i].sum()),
                     "nt_flagged": int(pred["flag_negative"][i].sum()),
+                    "nt_caught": int((pred["flag_negative"][i] & ex.negative[i]).sum()),
                     "precision": precision, "recall": recall, "f1": f1})
     return out
 

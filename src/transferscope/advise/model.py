@@ -423,6 +423,29 @@ class Advisor:
     #: are clipped to them (:meth:`clip`). Empty in an advisor written before they were kept.
     lo: list = field(default_factory=list)
     hi: list = field(default_factory=list)
+    #: how the advisor fared held out, per modality of its training targets
+    #: (:func:`~transferscope.advise.evaluation.by_modality`'s rows by modality); set by
+    #: :meth:`attach_held_out`, empty when it was not evaluated
+    held_out: dict = field(default_factory=dict)
+
+    def attach_held_out(self, rows: list[dict]) -> None:
+        """Keep the leave-one-target-out evaluation within each modality
+        (:func:`~transferscope.advise.evaluation.by_modality`'s rows) with the advisor, so that
+        :func:`~transferscope.advise.api.advise` can say how far to trust it on a target of
+        that kind.
+
+        Parameters
+        ----------
+        rows : list of dict
+            One per modality (``modality``, ``targets``, ``examples``, ``brier``, ``ece``,
+            ``ece_calibrated``, ``ece_p``, ``nt_actual``, ``nt_flagged``, ``nt_caught``,
+            ``precision``, ``recall``).
+        """
+        keep = ("targets", "examples", "brier", "ece", "ece_calibrated", "ece_p",
+                "nt_actual", "nt_flagged", "nt_caught", "precision", "recall")
+        self.held_out = {r["modality"]: {k: (None if isinstance(r[k], float) and r[k] != r[k]
+                                             else r[k]) for k in keep}
+                         for r in rows}
 
     def clip(self, x):
         """``x`` with its unbounded features (:data:`~transferscope.advise.features.UNBOUNDED`:

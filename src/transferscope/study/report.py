@@ -157,7 +157,8 @@ def _advice(plt, advice: dict) -> list[str]:
         out.append("<h3>The advisor within each modality</h3>")
         out.append(_table(advice["by_modality"], [
             "modality", "targets", "examples", "mean_p", "beat_rate", "brier", "ece",
-            "ece_calibrated", "ece_p", "nt_actual", "nt_flagged", "precision", "recall", "f1"]))
+            "ece_calibrated", "ece_p", "nt_actual", "nt_flagged", "nt_caught", "precision",
+            "recall", "f1"]))
     rel = advice["reliability"]
     if rel:
         fig, ax = plt.subplots(figsize=(4, 4))

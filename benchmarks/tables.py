@@ -116,6 +116,20 @@ def loto_table(loto: dict) -> list[str]:
     return out
 
 
+def modality_table(loto: dict) -> list[str]:
+    """The advisor held out within each modality: calibration of P(beats scratch) and its
+    negative-transfer flags."""
+    out = ["| modality | targets | (source, target, size) cells | mean P(beats) / share that "
+           "beat | Brier | ECE (a calibrated predictor's here, p) | negative transfers: "
+           "caught / all (flagged) |", "|---|---|---|---|---|---|---|"]
+    for r in loto.get("by_modality") or []:
+        out.append(f"| {r['modality']} | {r['targets']} | {r['examples']} | "
+                   f"{r['mean_p']:.2f} / {r['beat_rate']:.2f} | {r['brier']:.3f} | "
+                   f"{r['ece']:.3f} ({r['ece_calibrated']:.3f}, p {r['ece_p']:.2f}) | "
+                   f"{r['nt_caught']} / {r['nt_actual']} ({r['nt_flagged']}) |")
+    return out
+
+
 def width_table(width: dict) -> list[str]:
     """Mean tau over the metrics per width setting, the advisor's, and how far H-score, GBC and
     SFDA place the widest candidate above where fine-tuning does."""
@@ -141,6 +155,7 @@ def main() -> int:
     print(f"Leave-one-target-out over {loto['targets']} targets "
           f"({loto['trained_on'].get('examples')} examples):\n")
     print("\n".join(loto_table(loto)), end="\n\n")
+    print("\n".join(modality_table(loto)), end="\n\n")
     extras = loto.get("extras") or {}
     for name, e in extras.items():
         print(f"{name}: held-out median |log error| {e['median_abs_log_error']:.2f} "

@@ -77,6 +77,18 @@ def test_truth_table_merges_a_target_over_parts():
     assert "| t | 8 | 2 |" in rows[2] and "effnet-lite:0@32 (full) | 0.700" in rows[2]
 
 
+def test_the_modality_table_shows_the_saved_held_out_rows():
+    tables = bench_module("tables")
+    row = {"modality": "series", "targets": 3, "examples": 24, "mean_p": 0.51,
+           "beat_rate": 0.38, "brier": 0.204, "ece": 0.287, "ece_calibrated": 0.174,
+           "ece_p": 0.01, "nt_caught": 2, "nt_actual": 6, "nt_flagged": 3}
+    rows = tables.modality_table({"by_modality": [row]})
+    assert len(rows) == 3
+    assert rows[2] == ("| series | 3 | 24 | 0.51 / 0.38 | 0.204 | 0.287 (0.174, p 0.01) | "
+                       "2 / 6 (3) |")
+    assert len(tables.modality_table({})) == 2  # a loto file written before the rows
+
+
 def test_build_never_replaces_saved_truth_with_less(tmp_path, monkeypatch):
     build = bench_module("build")
     (tmp_path / "results").mkdir()

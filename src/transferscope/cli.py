@@ -287,10 +287,11 @@ def cmd_advise(args) -> int:
         records = [r for spec in specs for r in study_records(spec)]
         adv = fit_advisor(records, source=", ".join(args.fit), width=widths[0])
         if adv.trained_on["targets"] >= 2:  # held out target by target, as the shipped one
-            from transferscope.advise.evaluation import evaluate_advice
+            from transferscope.advise.evaluation import by_modality
+            from transferscope.advise.model import loto_predictions
 
             try:
-                adv.attach_held_out(evaluate_advice(records)["by_modality"])
+                adv.attach_held_out(by_modality(loto_predictions(records)))
             except InputError as exc:  # the fit stands; only its held-out record is missing
                 print(f"note: not evaluated held out ({exc})", file=sys.stderr)
         out = adv.to_json(args.out)

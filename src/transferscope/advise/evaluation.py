@@ -344,8 +344,7 @@ def by_modality(pred: dict, seed: int = 0) -> list[dict]:
         ``f1`` (NaN where undefined).
     """
     ex = pred["examples"]
-    mods = np.asarray(ex.modalities if len(ex.modalities) == len(ex.acc)
-                      else ["?"] * len(ex.acc))
+    mods, groups = np.asarray(ex.modalities, str), np.asarray(ex.groups)
     out = []
     for m in sorted(set(mods.tolist())):
         i = mods == m
@@ -353,7 +352,7 @@ def by_modality(pred: dict, seed: int = 0) -> list[dict]:
         cal = calibration(p, y)
         precision, recall, f1 = _f1(pred["flag_negative"][i], ex.negative[i])
         out.append({"modality": str(m),
-                    "targets": len({g for g, keep in zip(ex.groups, i, strict=True) if keep}),
+                    "targets": len(set(groups[i].tolist())),
                     "examples": int(i.sum()), "mean_p": float(p.mean()),
                     "beat_rate": float(np.mean(y)), "brier": cal["brier"], "ece": cal["ece"],
                     **ece_consistency(p, y, seed=seed),

@@ -1,4 +1,4 @@
-"""``zoo:<name>``: the small models the package ships (:mod:`transferscope.zoo`: two LeNet-5s
+"""``zoo:<name>``: the small models the package ships (:mod:`transferscope.zoo`: three LeNet-5s
 and a small BERT, the demo's sources), by name, so that what ``tscope demo`` shows can be
 ranked, advised on and fine-tuned like any model."""
 

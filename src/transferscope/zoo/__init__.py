@@ -8,6 +8,11 @@
   below a random network's. On the benchmark's image targets it never beat scratch beyond its
   interval; on the demo's digits full fine-tuning from it matched scratch at twice scratch's
   budget (README, "The transfer benchmark");
+- ``lenet-relabelled`` (250 KB): LeNet-5 trained on 7 successive tasks, each 1,000 of those
+  images with fresh random labels: a network that has lost its plasticity (Dohare et al.,
+  Nature 2024), fitting only 74 % of its last task's labels, with many units that never fire
+  on the demo's digits; on them full fine-tuning from it loses to scratch (-0.33, NEGATIVE;
+  README, "The demo");
 - ``bert-shuffled`` (1.5 MB, a Hugging Face folder): the text benchmark's small BERT (2 blocks
   of width 64, MiniLM's WordPiece vocabulary cut to 4,000 tokens) trained to memorise 1,500
   fortunes of five categories the demo's target does not use, their labels shuffled once; on
@@ -18,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ZOO = {"lenet-mnist": "lenet-mnist.safetensors", "lenet-shuffled": "lenet-shuffled.safetensors",
-       "bert-shuffled": "bert-shuffled"}
+       "lenet-relabelled": "lenet-relabelled.safetensors", "bert-shuffled": "bert-shuffled"}
 
 
 def zoo_model(name: str) -> str:
@@ -27,7 +32,7 @@ def zoo_model(name: str) -> str:
     Parameters
     ----------
     name : str
-        ``"lenet-mnist"``, ``"lenet-shuffled"`` or ``"bert-shuffled"``.
+        ``"lenet-mnist"``, ``"lenet-shuffled"``, ``"lenet-relabelled"`` or ``"bert-shuffled"``.
 
     Returns
     -------

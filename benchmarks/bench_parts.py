@@ -1,16 +1,17 @@
 """The benchmark's parts: one study spec each (``benchmarks/<part>.toml``), in build order.
 
-The shipped-* parts put the models the package ships (EfficientNet-Lite0 and Lite1, WordLlama,
-MiniLM) on targets of the images and text parts: their pairs join those targets' candidate sets.
+The shipped-* parts put the models the package ships (EfficientNet-Lite0, Lite1 and Lite2,
+WordLlama, MiniLM) on targets of the images and text parts: their pairs join those targets'
+candidate sets.
 """
 
 from pathlib import Path
 
 PARTS = ("images", "series", "text", "shipped-images", "shipped-text", "shipped-images-lite1",
-         "shipped-text-minilm")
+         "shipped-text-minilm", "shipped-images-lite2")
 MODALITY = {"images": "image", "series": "series", "text": "text", "shipped-images": "image",
             "shipped-text": "text", "shipped-images-lite1": "image",
-            "shipped-text-minilm": "text"}
+            "shipped-text-minilm": "text", "shipped-images-lite2": "image"}
 ROOT = Path(__file__).resolve().parent.parent
 
 

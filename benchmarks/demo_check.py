@@ -3,8 +3,8 @@ same architecture from scratch, under the benchmark's protocol.
 
     python benchmarks/demo_check.py                   # text, zoo:bert-shuffled: ~5 min, 2 cores
     python benchmarks/demo_check.py --lr-grid 0.1,1,10,100   # the grid widened: ~8 min
-    python benchmarks/demo_check.py --case images     # zoo:lenet-relabelled: ~3 min
-    python benchmarks/demo_check.py --case images --model effnet-lite:0@32   # ~25 min
+    python benchmarks/demo_check.py --case images     # zoo:lenet-relabelled: ~1 min
+    python benchmarks/demo_check.py --case images --model effnet-lite:0@32   # ~30 min
     python benchmarks/demo_check.py --model minilm    # slow on a CPU (about 20 min a run)
 
 The target is the one ``tscope demo`` advises on (:data:`transferscope.cli.DEMO_CASES`: the

@@ -332,7 +332,8 @@ def cmd_advise(args) -> int:
 
 
 #: (title, dataset, candidates, samples per class): in each case one candidate measured to
-#: transfer and one measured not to (README, "The demo"; ``benchmarks/demo_check.py``).
+#: transfer and one measured not to (README, "The transfer benchmark";
+#: ``benchmarks/demo_check.py``).
 #: EfficientNet-Lite0 reads the 8 x 8 digits at 32 px, as the benchmark measured it.
 DEMO_CASES = (
     ("images: scikit-learn digits (8x8, 30 per class)", "sklearn:digits",

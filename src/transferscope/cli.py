@@ -385,9 +385,11 @@ def cmd_demo(args) -> int:
         rows = sorted(result.rows, key=lambda r: -r["p_beats_scratch"])
         if len(rows) > 1:
             top, low = rows[0], rows[-1]
+            flag = (f"; P(negative transfer) {low['p_negative']:.2f}, flagged"
+                    if low["flag_negative"] else "")
             print(f"most likely to transfer: {shown[top['model']]} (P(beats scratch) "
                   f"{top['p_beats_scratch']:.2f}, {top['strategy']}); least likely: "
-                  f"{shown[low['model']]} (P(beats scratch) {low['p_beats_scratch']:.2f})")
+                  f"{shown[low['model']]} (P(beats scratch) {low['p_beats_scratch']:.2f}{flag})")
         print()
     print("Next: advise on your own models and data, e.g.\n"
           "  tscope advise --data path/to/image_folders --model effnet-lite:0 --model "

@@ -1,6 +1,7 @@
 """The advisor: features, fit, JSON, leave-one-target-out evaluation, advise and its CLI."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -525,6 +526,8 @@ def test_demo_advises_on_the_shipped_sources(monkeypatch, capsys):
     assert "least likely: zoo:lenet-relabelled" in out
     row = next(line for line in out.splitlines() if line.startswith("zoo:lenet-relabelled"))
     assert " NT " in row  # P(negative transfer) above the flag's threshold
+    assert re.search(r"least likely: zoo:lenet-relabelled \(P\(beats scratch\) 0\.\d\d; "
+                     r"P\(negative transfer\) 0\.\d\d, flagged\)", out)
     # and how far the advisor can be trusted on image targets, from its held-out record
     assert "held out on 4 image targets" in out
     assert "== missing: skipped (Expected a fortunes category" in out

@@ -136,8 +136,7 @@ def relabelled(tasks: int = RELABELLINGS, per_task: int = 1000, epochs: int = 60
 
     torch.set_num_threads(1)
     net = lenet()
-    pre = Preprocessing(size=net.preprocessing["size"], mean=tuple(net.preprocessing["mean"]),
-                        std=tuple(net.preprocessing["std"]))
+    pre = Preprocessing(**net.preprocessing)  # what the backend reads it with
 
     def tensors(name):
         images = np.asarray(load_dataset(name).inputs)

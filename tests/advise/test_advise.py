@@ -557,17 +557,16 @@ def test_the_relabelled_lenet_has_lost_units_on_the_demos_digits():
     from torch import nn
 
     from transferscope.backends import create_backend
-    from transferscope.backends.images import Preprocessing, to_tensor_batch
+    from transferscope.backends.images import to_tensor_batch
     from transferscope.data import load_dataset
     from transferscope.zoo import zoo_model
 
-    digits = np.asarray(load_dataset("sklearn:digits").inputs)[:600]
+    digits = list(np.asarray(load_dataset("sklearn:digits").inputs)[:600])
     silent = {}
     for name in ("lenet-mnist", "lenet-relabelled"):
-        net = create_backend(zoo_model(name)).module
-        pre = Preprocessing(size=28, mean=(0.1307,) * 3, std=(0.3081,) * 3)
+        b = create_backend(zoo_model(name))
         with torch.no_grad():
-            conv2 = nn.Sequential(*list(net)[:5])(to_tensor_batch(list(digits), pre))
+            conv2 = nn.Sequential(*list(b.module)[:5])(to_tensor_batch(digits, b.preprocessing))
         silent[name] = float((conv2.amax(dim=(0, 2, 3)) <= 0).float().mean())
     assert silent["lenet-mnist"] == 0.0
     assert silent["lenet-relabelled"] >= 0.25

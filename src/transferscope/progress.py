@@ -209,8 +209,9 @@ def echo(text: str) -> None:
         from tqdm import tqdm
 
         tqdm.write(text, file=sys.stderr)
-    else:
-        print(text, file=sys.stderr, flush=True)
+    else:  # one write: print's text and newline are two, which pool workers can interleave
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 class Progress:

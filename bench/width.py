@@ -1,6 +1,6 @@
 """Do the transferability scores reward feature width, and does a width transform fix it?
 
-    python bench/width.py [--widths none,pca:32,standardize] [--parts images,series,text]
+    python bench/width.py [--widths none,pca:32,standardize] [--parts images,series,text,text-hard]
 
 On the project's benchmark (``benchmarks/``: run its studies first), every (source, target)
 pair is scored again with each width setting applied to every model alike
@@ -63,7 +63,7 @@ def _width_pref(records, metric) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", default="none,pca:32,standardize")
-    ap.add_argument("--parts", default="images,series,text")
+    ap.add_argument("--parts", default="images,series,text,text-hard")
     args = ap.parse_args(argv)
     os.chdir(ROOT)  # the specs' paths are relative to the repository root
     sys.path.insert(0, str(ROOT / "benchmarks"))

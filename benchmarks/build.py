@@ -9,7 +9,7 @@ has none yet gets none); so does one whose store has fewer complete (pair, size)
 the saved JSON (a rerun under way), unless ``--replace``.
 
 then it refits the advisor shipped with the package (``src/transferscope/advise/advisor.json``)
-on every saved part and writes its leave-one-target-out evaluation, beside every single
+on every saved part of ``bench_parts.PARTS`` (not the ``MEASURED_ONLY`` ones) and writes its leave-one-target-out evaluation, beside every single
 metric's, to ``results/advisor_loto.json`` (:mod:`transferscope.advise.evaluation`).
 
 Each part is a study spec (``benchmarks/<part>.toml``); run it first with
@@ -47,7 +47,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_parts import MODALITY, PARTS, make_store
+from bench_parts import ALL_PARTS, MODALITY, PARTS, make_store
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -89,7 +89,8 @@ def build(part: str) -> dict:
 
 
 def fit_shipped(parts=PARTS) -> dict:
-    """Fit the advisor on every part's saved records, write it where the package ships it
+    """Fit the advisor on every part's saved records (``PARTS``: the ``MEASURED_ONLY`` ones are
+    built and shown, not fitted on), write it where the package ships it
     (``src/transferscope/advise/advisor.json``), and write its leave-one-target-out
     evaluation against every single metric to ``benchmarks/results/advisor_loto.json``."""
     from transferscope.advise.evaluation import evaluate_advice
@@ -124,7 +125,8 @@ def main(argv=None) -> int:
     """Write ``benchmarks/results/<part>.json`` for each part asked for, then refit the
     shipped advisor on all saved parts and evaluate it leave-one-target-out."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("parts", nargs="*", help=f"parts among {', '.join(PARTS)} (default: all)")
+    ap.add_argument("parts", nargs="*",
+                    help=f"parts among {', '.join(ALL_PARTS)} (default: all)")
     ap.add_argument("--run", action="store_true",
                     help="first build the data (make_data.py) and run the studies "
                          "(resumable: finished runs are kept)")
@@ -133,9 +135,9 @@ def main(argv=None) -> int:
                     help="write a part's truth even where its store has fewer complete cells "
                          "than the saved JSON (default: keep the saved one)")
     args = ap.parse_args(argv)
-    unknown = sorted(set(args.parts) - set(PARTS))
+    unknown = sorted(set(args.parts) - set(ALL_PARTS))
     if unknown:
-        ap.error(f"expected parts among {', '.join(PARTS)}, got {', '.join(unknown)}")
+        ap.error(f"expected parts among {', '.join(ALL_PARTS)}, got {', '.join(unknown)}")
     os.chdir(ROOT)  # the specs' paths (data, stores) are relative to the repository root
     (HERE / "results").mkdir(exist_ok=True)
     make_store(ROOT)
@@ -145,13 +147,13 @@ def main(argv=None) -> int:
         from transferscope.study import load_spec, run_study
 
         make_data([])
-        for part in args.parts or PARTS:
+        for part in args.parts or ALL_PARTS:
             summary = run_study(load_spec(HERE / f"{part}.toml"), jobs=args.jobs)
             failed = [f for s in summary.values() for f in s["failed"]]
             if failed:
                 print(f"{part}: {len(failed)} runs failed, e.g. {failed[0]}", file=sys.stderr)
                 return 1
-    for part in args.parts or PARTS:
+    for part in args.parts or ALL_PARTS:
         dest = HERE / "results" / f"{part}.json"
         res = build(part)
         if not res["pairs"]:  # a fresh machine keeps what was measured; nothing yet: no file

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench_parts import PARTS
+from bench_parts import ALL_PARTS, MEASURED_ONLY
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -27,13 +27,15 @@ def _short(name: str) -> str:
         ".safetensors", "")
 
 
-def size_table(parts: dict) -> list[str]:
-    """One row per part: targets, pairs, complete cells, CPU hours, NEGATIVE cells."""
+def size_table(parts: dict, measured_only=MEASURED_ONLY) -> list[str]:
+    """One row per part: targets, pairs, complete cells, CPU hours, NEGATIVE cells; the
+    ``all`` row sums the parts the advisor is fitted on, and the ``measured_only`` ones
+    follow it, marked."""
     out = ["| part | modality | targets | pairs | complete (pair, size) cells | runs finished "
            "/ planned | CPU hours | NEGATIVE cells (best strategy) | of them robust to a "
            "doubled scratch budget | cells whose best strategy or scratch chose the learning-"
            "rate grid's edge in most seeds |", "|---|---|---|---|---|---|---|---|---|---|"]
-    targets_all, pairs_all, cells_all = set(), 0, 0
+    targets_all, pairs_all, cells_all, fitted, after = set(), 0, 0, set(), []
     for name, res in parts.items():
         pairs = res["pairs"]
         targets = {p["target"] for p in pairs}
@@ -46,17 +48,22 @@ def size_table(parts: dict) -> list[str]:
         edged = (f"{sum(bool(e) for e in edges)} of {len(cells)}"
                  if all(e is not None for e in edges) else "not recorded")
         runs = res["runs"].get("train", {})
-        out.append(f"| {name} | {pairs[0]['modality'] if pairs else ''} | {len(targets)} | "
-                   f"{len(pairs)} | {len(cells)} | {runs.get('finished', '?')} / "
-                   f"{runs.get('planned', '?')} | {res['cpu_seconds'] / 3600:.2f} | {len(neg)} "
-                   f"| {robust} | {edged} |")
+        row = (f"| {name}{' (not fitted on)' if name in measured_only else ''} | "
+               f"{pairs[0]['modality'] if pairs else ''} | {len(targets)} | "
+               f"{len(pairs)} | {len(cells)} | {runs.get('finished', '?')} / "
+               f"{runs.get('planned', '?')} | {res['cpu_seconds'] / 3600:.2f} | {len(neg)} "
+               f"| {robust} | {edged} |")
+        if name in measured_only:
+            after.append(row)
+            continue
+        out.append(row)
         targets_all |= targets
         pairs_all += len(pairs)
         cells_all += len(cells)
-    modalities = {p["modality"] for res in parts.values() for p in res["pairs"]}
-    out.append(f"| all | {len(modalities)} modalities | {len(targets_all)} | {pairs_all} | "
+        fitted |= {p["modality"] for p in pairs}
+    out.append(f"| all | {len(fitted)} modalities | {len(targets_all)} | {pairs_all} | "
                f"{cells_all} | | | | | |")
-    return out
+    return out + after
 
 
 def truth_table(parts: dict) -> list[str]:
@@ -147,7 +154,7 @@ def width_table(width: dict) -> list[str]:
 
 def main() -> int:
     """Print every table from the saved results."""
-    parts = {p: json.loads((HERE / "results" / f"{p}.json").read_text()) for p in PARTS
+    parts = {p: json.loads((HERE / "results" / f"{p}.json").read_text()) for p in ALL_PARTS
              if (HERE / "results" / f"{p}.json").exists()}
     print("\n".join(size_table(parts)), end="\n\n")
     print("\n".join(truth_table(parts)), end="\n\n")

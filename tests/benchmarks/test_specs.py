@@ -15,12 +15,14 @@ from transferscope.study import load_spec
 @pytest.fixture(scope="module")
 def specs():
     parts = bench_module("bench_parts")
-    return parts, {part: load_spec(ROOT / "benchmarks" / f"{part}.toml") for part in parts.PARTS}
+    return parts, {part: load_spec(ROOT / "benchmarks" / f"{part}.toml")
+                   for part in parts.ALL_PARTS}
 
 
 def test_every_part_is_a_spec_at_one_width_with_loadable_sources(specs):
     names, parts = specs
-    assert set(names.MODALITY) == set(names.PARTS)
+    assert set(names.MODALITY) == set(names.ALL_PARTS)
+    assert not set(names.PARTS) & set(names.MEASURED_ONLY)
     assert len({s.width for s in parts.values()}) == 1
     assert len({s.db for s in parts.values()}) == len(parts)  # one store each
     for part, spec in parts.items():
@@ -46,6 +48,21 @@ def test_shipped_parts_join_the_candidate_sets_of_other_parts(specs):
 def _owner(parts, target):
     return next(p for p, s in parts.items() if not p.startswith("shipped-") and
                 target in s.targets)
+
+
+def test_the_shipped_advisor_is_fitted_on_the_fitted_parts_alone(specs):
+    from transferscope.advise.model import load_advisor
+
+    names, _ = specs
+    trained = load_advisor().trained_on
+    fitted = [f"benchmarks/results/{p}.json" for p in names.PARTS
+              if (ROOT / "benchmarks" / "results" / f"{p}.json").exists()]
+    assert trained["source"] == "benchmark: " + ", ".join(fitted)
+    saved = [json.loads((ROOT / "benchmarks" / "results" / f"{p}.json").read_text())["pairs"]
+             for p in names.PARTS]
+    assert trained["targets"] == len({r["target"] for pairs in saved for r in pairs})
+    for part in names.MEASURED_ONLY:
+        assert f"results/{part}.json" not in trained["source"]
 
 
 def test_saved_truth_belongs_to_its_spec(specs):

@@ -9,8 +9,9 @@ has none yet gets none); so does one whose store has fewer complete (pair, size)
 the saved JSON (a rerun under way), unless ``--replace``.
 
 then it refits the advisor shipped with the package (``src/transferscope/advise/advisor.json``)
-on every saved part of ``bench_parts.PARTS`` (not the ``MEASURED_ONLY`` ones) and writes its leave-one-target-out evaluation, beside every single
-metric's, to ``results/advisor_loto.json`` (:mod:`transferscope.advise.evaluation`).
+on every saved part of ``bench_parts.PARTS`` (not the ``MEASURED_ONLY`` ones) and writes its
+leave-one-target-out evaluation, beside every single metric's, to
+``results/advisor_loto.json`` (:mod:`transferscope.advise.evaluation`).
 
 Each part is a study spec (``benchmarks/<part>.toml``); run it first with
 ``tscope study run benchmarks/<part>.toml`` (resumable: what has finished is kept). This

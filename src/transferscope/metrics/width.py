@@ -22,8 +22,8 @@ Which one ranks better is measured on the project's benchmark (``bench/width.py`
 ten metrics with the fine-tuned accuracy is +0.48 with ``none``, +0.51 with ``pca:32``,
 +0.52 with ``pca:64`` and +0.43 with ``standardize``; with ``none``, H-score, GBC and SFDA place
 the widest candidate above where fine-tuning does (+0.30, where +1 would be the whole
-candidate list), with ``pca:32`` not (-0.05 to -0.10). ``pca:32`` is the default (:data:`DEFAULT_WIDTH`): it led when it was
-chosen, and ``pca:64``'s lead since is 0.005.
+candidate list), with ``pca:32`` not (-0.05 to -0.10). ``pca:32`` is the default
+(:data:`DEFAULT_WIDTH`): it led when it was chosen, and ``pca:64``'s lead since is 0.005.
 """
 
 from __future__ import annotations

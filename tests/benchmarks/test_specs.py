@@ -94,6 +94,23 @@ def test_truth_table_merges_a_target_over_parts():
     assert "| t | 8 | 2 |" in rows[2] and "effnet-lite:0@32 (full) | 0.700" in rows[2]
 
 
+def test_the_size_table_sums_the_fitted_parts_and_marks_the_others():
+    tables = bench_module("tables")
+
+    def part(target, modality):
+        cell = {"complete": True, "best_strategy": "full", "verdict": "INCONCLUSIVE",
+                "strategies": {"full": {}}}
+        return {"pairs": [{"target": target, "source": "s", "modality": modality,
+                           "truth": {"0.2": cell, "1.0": cell}}],
+                "runs": {"train": {"finished": 4, "planned": 4}}, "cpu_seconds": 3600.0}
+
+    rows = tables.size_table({"a": part("t1", "image"), "b": part("t2", "series")},
+                             measured_only=("b",))
+    assert rows[2].startswith("| a | image | 1 | 1 | 2 | 4 / 4 | 1.00 | 0 |")
+    assert rows[3].startswith("| all | 1 modalities | 1 | 1 | 2 |")  # b not summed
+    assert rows[4].startswith("| b (not fitted on) | series | 1 | 1 | 2 |")
+
+
 def test_the_modality_table_shows_the_saved_held_out_rows():
     tables = bench_module("tables")
     row = {"modality": "series", "targets": 3, "examples": 24, "mean_p": 0.51,

@@ -418,6 +418,34 @@ def target(tmp_path):
     return tmp_path, adv.to_json(tmp_path / "advisor.json")
 
 
+def test_a_target_no_probe_learns_is_said_to_give_the_advisor_nothing(target):
+    from transferscope.advise.api import _unlearnable_note, advise
+    from transferscope.data import load_dataset
+
+    d, adv = target
+    rng = np.random.default_rng(1)
+    y = np.arange(60) % 3  # labels that have nothing to do with the series
+    np.savez(d / "noise.npz", X=rng.standard_normal((60, 1, 24)).astype(np.float32),
+             y=rng.permutation(y))
+    res = advise(load_dataset(str(d / "noise.npz")), [f"torch:{d / 'net.py'}:fcn"],
+                 advisor=str(adv), layers=False, subsamples=2, cache_dir=str(d / "c"))
+    note = next(n for n in res.notes if n.startswith("target: "))
+    assert "largest class (0.333)" in note and "unreliable" in note
+
+    def cand(value, random, raw):
+        return {"model": "m", "scores": {"linear_probe": {"value": value, "random": random,
+                                                          "raw": raw}}}
+
+    labels = np.array([0] * 54 + [1] * 46)  # the largest class: 0.54
+    # Covid3Month_disc's numbers: 0.607 is 0.15 of the way from 0.54 to 1
+    [note] = _unlearnable_note([cand(0.607, 0.595, 0.524)], labels)
+    assert "0.607 (m)" in note and "0.15 of the way" in note
+    assert "0.620 (m's random twin)" in _unlearnable_note([cand(0.6, 0.62, 0.5)], labels)[0]
+    assert _unlearnable_note([cand(0.6, 0.7, 0.5)], labels) == []  # 0.35 of the way
+    assert _unlearnable_note([cand(0.55, 0.5, 0.7)], labels) == []  # the raw input learns it
+    assert _unlearnable_note([cand(None, None, None)], labels) == []  # nothing to judge by
+
+
 def test_advise_orders_candidates_with_predictions_and_evidence(target):
     from transferscope.advise.api import advise
     from transferscope.data import load_dataset
@@ -438,7 +466,7 @@ def test_advise_orders_candidates_with_predictions_and_evidence(target):
     assert {r["dim"] for r in res.rows} == {8, 32}
     # scored at the advisor's own width unless told otherwise (rank's default is pca:32)
     assert json.loads(adv.read_text())["trained_on"]["width"] == "none"
-    assert not any(n.startswith("width") for n in res.notes)
+    assert not any(n.startswith(("width", "target:")) for n in res.notes)
     # the target's 3 classes and 40 samples per class lie outside the advisor's training data
     # (5 classes; 8 or 80 per class): read at its edge, and said so
     note = next(n for n in res.notes if n.startswith("range: "))

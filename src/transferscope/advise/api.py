@@ -102,6 +102,57 @@ def held_out_note(adv: Advisor, kind: str) -> str | None:
     return line
 
 
+#: Below this share of the way from always answering the target's largest class to every
+#: answer right, reached by the best linear probe of any candidate, its twin or the raw input,
+#: ``advise`` says the target gives the advisor nothing to read. On the benchmark the fitted
+#: targets' shares are 0.40 (text-c) to 1.00; the one below, Covid3Month_disc (0.15 in the
+#: benchmark's scores, the best probe 0.607 where the largest class is 0.536; 0.23 when
+#: ``advise`` scores all of its training part), was left out of the fit, and held out the
+#: advisor flagged all 8 of its cells as negative transfers where none was
+#: (``benchmarks/bench_parts.py``, ``MEASURED_ONLY``). A rule of thumb between the two, not a
+#: fitted boundary.
+LEARNABLE_SHARE = 0.3
+
+
+def _unlearnable_note(cands: list[dict], labels) -> list[str]:
+    """A note when no probe learns the target beyond its largest class
+    (:data:`LEARNABLE_SHARE`); none otherwise, or without linear-probe scores.
+
+    Parameters
+    ----------
+    cands : list of dict
+        The candidates (:func:`_scores_of`): each with ``model`` and ``scores``, the linear
+        probe's accuracy for the model, its random-init twin and the raw input.
+    labels : array-like of shape (n_samples,)
+        The target's labels, as scored.
+
+    Returns
+    -------
+    list of str
+        Zero or one note.
+    """
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    majority = counts.max() / counts.sum()
+    best, who = -np.inf, ""
+    for c in cands:
+        s = c["scores"].get("linear_probe") or {}
+        for key, name in (("value", c["model"]), ("random", f"{c['model']}'s random twin"),
+                          ("raw", "the raw input")):
+            if s.get(key) is not None and s[key] > best:
+                best, who = float(s[key]), name
+    if not np.isfinite(best) or majority >= 1.0:
+        return []
+    share = (best - majority) / (1.0 - majority)
+    if share >= LEARNABLE_SHARE:
+        return []
+    return [f"target: nothing here learns it much beyond its largest class: the best linear "
+            f"probe, {best:.3f} ({who}), goes {max(share, 0.0):.2f} of the way from always "
+            f"answering the largest class ({majority:.3f}) to every answer right (below "
+            f"{LEARNABLE_SHARE}); on the benchmark's one such target, held out, the advisor "
+            "flagged every candidate NT and none lost to scratch: read P(beats scratch) and NT "
+            "here as unreliable, and check the labels"]
+
+
 def _range_notes(adv: Advisor, x, outside, models: list[str]) -> list[str]:
     """A note naming each size some candidate had outside the advisor's training range (read
     as the range's nearest edge: :meth:`~transferscope.advise.model.Advisor.clip`); none
@@ -226,6 +277,7 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
              "(its features did not predict it on held-out targets), not a per-model "
              "prediction" for name, m in adv.extras.items() if m.get("alpha") == "inf"]
     notes += _range_notes(adv, x, pred["outside"], [c["model"] for c in cands])
+    notes += _unlearnable_note(cands, labels)
     held = held_out_note(adv, data.kind)
     if held:
         notes.append(held)

@@ -16,13 +16,13 @@ transfer benchmark").
 from pathlib import Path
 
 PARTS = ("images", "series", "text", "shipped-images", "shipped-text", "shipped-images-lite1",
-         "shipped-text-minilm", "shipped-images-lite2", "text-hard")
+         "shipped-text-minilm", "shipped-images-lite2", "text-hard", "shipped-images-relabelled")
 MEASURED_ONLY = ("series-ucr",)
 ALL_PARTS = PARTS + MEASURED_ONLY
 MODALITY = {"images": "image", "series": "series", "text": "text", "shipped-images": "image",
             "shipped-text": "text", "shipped-images-lite1": "image",
             "shipped-text-minilm": "text", "shipped-images-lite2": "image", "text-hard": "text",
-            "series-ucr": "series"}
+            "shipped-images-relabelled": "image", "series-ucr": "series"}
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -12,7 +12,8 @@
   images with fresh random labels: a network that has lost its plasticity (Dohare et al.,
   Nature 2024), fitting only 74 % of its last task's labels, with many units that never fire
   on the demo's digits; on them full fine-tuning from it loses to scratch (-0.33, NEGATIVE;
-  README, "The transfer benchmark");
+  README, "The transfer benchmark"); a benchmark source too, on the Fashion-MNIST targets
+  (``benchmarks/shipped-images-relabelled.toml``: NEGATIVE on 3 of its 4 cells);
 - ``bert-shuffled`` (1.5 MB, a Hugging Face folder): the text benchmark's small BERT (2 blocks
   of width 64, MiniLM's WordPiece vocabulary cut to 4,000 tokens) trained to memorise 1,500
   fortunes of five categories the demo's target does not use, their labels shuffled once; on

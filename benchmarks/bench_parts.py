@@ -2,15 +2,16 @@
 
 The shipped-* parts put the models the package ships (EfficientNet-Lite0, Lite1 and Lite2,
 WordLlama, MiniLM) on targets of the images and text parts: their pairs join those targets'
-candidate sets. ``text-hard`` adds a harder text target (6 classes) with the text part's
-sources, in a part of its own so that the text part's stored truth stays as measured.
+candidate sets. ``text-hard`` adds two later text targets (text-d of 6 classes, text-e of
+general quips) with the text part's sources, in a part of its own so that the text part's
+stored truth stays as measured.
 
 :data:`PARTS` are what the shipped advisor is fitted on. :data:`MEASURED_ONLY` parts are run,
 built and shown like them, but left out of the fit: ``series-ucr`` (aeon's Covid3Month_disc
 with the series part's sources) is a target the FCNs hardly learn (from scratch on all its
 training part 0.568 on a test set whose largest class is 0.525 of it; 61 test series), and
-with it in the fit the held-out predictions on the other 11 targets got worse (README, "The
-transfer benchmark").
+with it in the fit the held-out predictions on the other targets got worse in order and
+calibration (``admit_check.py``; README, "The transfer benchmark").
 """
 
 from pathlib import Path

@@ -116,10 +116,14 @@ TEXT_TARGETS = {"text-a": ("computers", "politics", "science", "work"),
                 "text-c": ("platitudes", "wisdom", "fortunes", "linux")}
 #: The general text source's categories (disjoint from every target's).
 TEXT_GENERAL = ("cookie", "people", "miscellaneous", "art", "knghtbrd")
-#: A harder text target: 6 categories (chance 1/6), no near source, none of the demo's
-#: categories (``FORTUNE_CATEGORIES``), 100 per class for training and 100 tested (each of
-#: these categories has 200 to 290 entries).
-TEXT_HARD = ("text-d", ("disclaimer", "perl", "literature", "startrek", "drugs", "education"))
+#: Later text targets, none with a near source or a category of the demo's
+#: (``FORTUNE_CATEGORIES``) or of another target: name -> (categories, tested per class);
+#: 100 per class for training. text-d: 6 categories (chance 1/6; each has 200 to 290
+#: entries); text-e: 4 of general quips and jokes (150 to 196 entries each), whose words
+#: differ less from class to class.
+TEXT_LATE = {"text-d": (("disclaimer", "perl", "literature", "startrek", "drugs", "education"),
+                        100),
+             "text-e": (("humorists", "ethnic", "kids", "love"), 50)}
 
 
 def fortune_entries(category: str) -> list[str]:
@@ -146,8 +150,8 @@ def _save_text(path: Path, texts, labels) -> None:
 
 
 def build_text(out: Path, rng) -> dict[str, tuple[int, int]]:
-    """Text targets (``text-*_train.csv``: 100 per class, ``_test.csv``: 150 per class; the
-    6-class ``text-d``: 100 tested per class) and
+    """Text targets (``text-*_train.csv``: 100 per class, ``_test.csv``: 150 per class; those
+    of :data:`TEXT_LATE`: 100 or 50 tested per class) and
     text sources' pretraining data: ``src-text-a`` / ``src-text-b`` (200 per class of the same
     categories as text-a / text-b, entries no target uses: near), ``src-text-general`` (300 per
     class of five other categories: same domain, other classes) and ``src-text-shuffled``
@@ -175,18 +179,19 @@ def build_text(out: Path, rng) -> dict[str, tuple[int, int]]:
     _save_text(out / "src-text-general.csv", texts, labels)
     _save_text(out / "src-text-shuffled.csv", texts, rng.permutation(labels))
     made["src-text-general"] = made["src-text-shuffled"] = (len(texts), len(TEXT_GENERAL))
-    # drawn after everything above, so that the earlier files stay as they were
-    name, cats = TEXT_HARD
-    parts = {"train": ([], []), "test": ([], [])}
-    for c in cats:
-        e = fortune_entries(c)
-        order = rng.permutation(len(e))
-        for part, lo, hi in (("train", 0, 100), ("test", 100, 200)):
-            parts[part][0].extend(e[i] for i in order[lo:hi])
-            parts[part][1].extend([c] * (hi - lo))
-    for part, (texts, labels) in parts.items():
-        _save_text(out / f"{name}_{part}.csv", texts, labels)
-        made[f"{name}_{part}"] = (len(texts), len(cats))
+    # drawn after everything above (and each after the one before), so that the earlier
+    # files stay as they were
+    for name, (cats, tested) in TEXT_LATE.items():
+        parts = {"train": ([], []), "test": ([], [])}
+        for c in cats:
+            e = fortune_entries(c)
+            order = rng.permutation(len(e))
+            for part, lo, hi in (("train", 0, 100), ("test", 100, 100 + tested)):
+                parts[part][0].extend(e[i] for i in order[lo:hi])
+                parts[part][1].extend([c] * (hi - lo))
+        for part, (texts, labels) in parts.items():
+            _save_text(out / f"{name}_{part}.csv", texts, labels)
+            made[f"{name}_{part}"] = (len(texts), len(cats))
     return made
 
 

@@ -50,20 +50,25 @@ def test_text_parts_are_disjoint_and_balanced(make_data, tmp_path):
         assert f.read_bytes() == (again / f.name).read_bytes()
 
 
-def test_the_hard_text_target_is_six_categories_no_other_part_or_the_demo_uses(make_data,
-                                                                              tmp_path):
+def test_the_later_text_targets_use_categories_no_other_part_or_the_demo_uses(make_data,
+                                                                           tmp_path):
     from transferscope.data.loaders import FORTUNE_CATEGORIES
 
     made = make_data.build_text(tmp_path, np.random.default_rng(0))
-    name, cats = make_data.TEXT_HARD
-    assert len(cats) == 6 and made[f"{name}_train"] == made[f"{name}_test"] == (600, 6)
-    train, test = _rows(tmp_path / f"{name}_train.csv"), _rows(tmp_path / f"{name}_test.csv")
-    for rows in (train, test):
-        labels = [lab for _, lab in rows]
-        assert all(labels.count(c) == 100 for c in cats)
-    assert not {t for t, _ in train} & {t for t, _ in test}
-    used = {c for other in make_data.TEXT_TARGETS.values() for c in other}
-    assert not set(cats) & (used | set(make_data.TEXT_GENERAL) | set(FORTUNE_CATEGORIES))
+    seen = {c for other in make_data.TEXT_TARGETS.values() for c in other}
+    seen |= set(make_data.TEXT_GENERAL) | set(FORTUNE_CATEGORIES)
+    assert len(make_data.TEXT_LATE["text-d"][0]) == 6
+    for name, (cats, tested) in make_data.TEXT_LATE.items():
+        assert made[f"{name}_train"] == (100 * len(cats), len(cats))
+        assert made[f"{name}_test"] == (tested * len(cats), len(cats))
+        train = _rows(tmp_path / f"{name}_train.csv")
+        test = _rows(tmp_path / f"{name}_test.csv")
+        for rows, n in ((train, 100), (test, tested)):
+            labels = [lab for _, lab in rows]
+            assert all(labels.count(c) == n for c in cats)
+        assert not {t for t, _ in train} & {t for t, _ in test}
+        assert not set(cats) & seen, name
+        seen |= set(cats)
 
 
 def test_tiny_bert_loads_as_an_hf_text_model(make_data, tmp_path):

@@ -18,12 +18,12 @@ remedy is to score every model in the same number of dimensions:
   dropped): removes scale differences between models, not the dimension count.
 
 Which one ranks better is measured on the project's benchmark (``bench/width.py``): over its
-11 targets of three modalities (22 target x size cells), the mean weighted Kendall tau of the
-ten metrics with the fine-tuned accuracy is +0.48 with ``none``, +0.51 with ``pca:32``,
-+0.52 with ``pca:64`` and +0.43 with ``standardize``; with ``none``, H-score, GBC and SFDA place
+12 targets of three modalities (24 target x size cells), the mean weighted Kendall tau of the
+ten metrics with the fine-tuned accuracy is +0.44 with ``none``, +0.47 with ``pca:32``,
++0.48 with ``pca:64`` and +0.40 with ``standardize``; with ``none``, H-score, GBC and SFDA place
 the widest candidate above where fine-tuning does (+0.30, where +1 would be the whole
 candidate list), with ``pca:32`` not (-0.05 to -0.10). ``pca:32`` is the default
-(:data:`DEFAULT_WIDTH`): it led when it was chosen, and ``pca:64``'s lead since is 0.005.
+(:data:`DEFAULT_WIDTH`): it led when it was chosen, and ``pca:64``'s lead since is 0.007.
 """
 
 from __future__ import annotations

@@ -51,23 +51,20 @@ def judge(records: list[dict], on_targets: set[str]) -> dict:
         cells), ``brier``, ``flagged``, ``negative``, ``caught``, ``f1``, and ``by_modality``:
         per modality ``brier`` and ``flagged``.
     """
-    import scipy.stats
-
-    from transferscope.advise.evaluation import _cells
+    from transferscope.advise.evaluation import _cells, _f1, _rank_stats
     from transferscope.advise.model import loto_predictions
 
     pred = loto_predictions(records)
     ex = pred["examples"]
     keep = np.array([k[0] in on_targets for k in ex.keys])
-    taus = [scipy.stats.weightedtau(pred["acc"][idx], ex.acc[idx])[0]
-            for (target, _), idx in _cells(ex).items()
-            if target in on_targets and len(idx) > 1 and np.ptp(ex.acc[idx]) > 0]
+    taus, _ = _rank_stats(pred["acc"], ex.acc,
+                          {k: v for k, v in _cells(ex).items() if k[0] in on_targets})
     beats = np.asarray(ex.beats, float)[keep]
     p = pred["p_beats"][keep]
     neg = np.asarray(ex.negative, bool)[keep]
     flag = np.asarray(pred["flag_negative"], bool)[keep]
     caught = int((neg & flag).sum())
-    f1 = 2 * caught / max(int(neg.sum()) + int(flag.sum()), 1)
+    f1 = _f1(flag, neg)[2]
     mods = np.asarray(ex.modalities)[keep]
     return {"cells": int(keep.sum()), "tau": float(np.nanmean(taus)),
             "brier": float(np.mean((p - beats) ** 2)), "flagged": int(flag.sum()),

@@ -136,20 +136,82 @@ def test_target_intervals_resample_whole_targets():
     assert all(np.isnan(target_interval(lambda i: 0.0, few)))
 
 
-def test_p_negative_never_exceeds_p_not_beating_scratch():
-    # a NEGATIVE verdict is one way of not beating scratch: the two separately fitted
-    # logistic models are made coherent, on every input, also far outside the training data
+def test_p_negative_and_p_beats_are_one_ordinal_model_and_coherent_everywhere():
+    # a NEGATIVE verdict is one way of not beating scratch: one score and two cut points,
+    # so P(negative) + P(beats) < 1 on every input, also far outside the training data
     adv = fit_advisor(_synthetic())
+    np.testing.assert_array_equal(adv.negative["coef"], -np.asarray(adv.beats["coef"]))
+    assert adv.negative["intercept"] < -adv.beats["intercept"]  # c1 < c2
     rng = np.random.default_rng(1)
     x = rng.normal(0, 1, (200, len(FEATURES))) * 3 + np.asarray(adv.mean)
     p = adv.predict(x)
-    assert (p["p_negative"] <= 1 - p["p_beats"] + 1e-12).all()
-    # the bound binds somewhere: the raw negative model alone would break it there
-    raw = 1 / (1 + np.exp(-(adv._z(x) @ np.asarray(adv.negative["coef"])
+    raw = 1 / (1 + np.exp(-(adv._z(x)[0] @ np.asarray(adv.negative["coef"])
                             + adv.negative["intercept"])))
-    assert (raw > 1 - p["p_beats"] + 1e-6).any()
+    np.testing.assert_allclose(p["p_negative"], raw, rtol=1e-9, atol=1e-15)  # no cap needed
+    assert (p["p_negative"] + p["p_beats"] <= 1 + 1e-15).all()
     np.testing.assert_array_equal(p["flag_negative"],
                                   p["p_negative"] >= adv.negative["threshold"])
+
+
+def test_without_a_negative_example_two_logistic_models_are_fitted_and_capped():
+    from transferscope.advise.model import coherent_negative
+
+    recs = _synthetic()
+    for rec in recs:
+        for size in rec["truth"].values():
+            if size["verdict"] == "NEGATIVE":
+                size["verdict"] = "INCONCLUSIVE"
+    adv = fit_advisor(recs)
+    assert not np.any(adv.negative["coef"]) and adv.negative["threshold"] == 0.5
+    assert np.any(adv.beats["coef"])
+    # the cap of a separately fitted pair: P(beats) 0.6 leaves P(negative) at most 0.4
+    np.testing.assert_allclose(coherent_negative([0.9, 0.1], [0.6, 0.6]), [0.4, 0.1])
+
+
+def _ordinal_nll(t, z, level, c):
+    """The proportional-odds objective written out from its probabilities (no gradient)."""
+    d = z.shape[1]
+    w, c1, c2 = t[:d], t[d], t[d] + np.exp(t[d + 1])
+    s = z @ w
+    cdf = [1 / (1 + np.exp(-(c1 - s))), 1 / (1 + np.exp(-(c2 - s)))]
+    p = np.choose(level, [cdf[0], cdf[1] - cdf[0], 1 - cdf[1]])
+    return -np.log(p).sum() + 0.5 / c * np.sum(w * w)
+
+
+def test_ordinal_regression_is_the_penalised_maximum_likelihood():
+    from scipy.optimize import check_grad, minimize
+
+    from transferscope.advise.model import _ordinal, _ordinal_loss
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((300, 3))
+    latent = z @ [1.0, -0.5, 0.0] + rng.logistic(size=300)
+    level = np.digitize(latent, [-1.0, 0.8])
+    # its analytic gradient is the objective's
+    for _ in range(3):
+        t = rng.normal(size=5)
+        assert check_grad(lambda t: _ordinal_loss(t, z, level, np.full(3, 2.0))[0],
+                          lambda t: _ordinal_loss(t, z, level, np.full(3, 2.0))[1],
+                          t) < 1e-4
+    # its optimum is the one a derivative-free search finds on the objective written apart
+    w, c1, c2 = _ordinal(z, level, 0.5)
+    ref = minimize(_ordinal_nll, np.zeros(5), args=(z, level, 0.5), method="Nelder-Mead",
+                   options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 40000,
+                            "maxfev": 40000}).x
+    np.testing.assert_allclose(np.r_[w, c1, c2], np.r_[ref[:4], ref[3] + np.exp(ref[4])],
+                               atol=1e-4)
+    # without features, the cut points are the log-odds of the cumulative shares
+    _, c1, c2 = _ordinal(np.zeros((300, 1)), level, 1.0)
+    shares = np.array([(level <= 0).mean(), (level <= 1).mean()])
+    np.testing.assert_allclose([c1, c2], np.log(shares / (1 - shares)), atol=1e-6)
+    # with many examples and a weak penalty it recovers the generating model
+    z = rng.standard_normal((20000, 3))
+    level = np.digitize(z @ [1.0, -0.5, 0.0] + rng.logistic(size=20000), [-1.0, 0.8])
+    w, c1, c2 = _ordinal(z, level, 1e6)
+    np.testing.assert_allclose(np.r_[w, c1, c2], [1.0, -0.5, 0.0, -1.0, 0.8], atol=0.06)
+    # a sign the data contradict pins that coefficient at 0
+    w, _, _ = _ordinal(z, level, 1e6, np.array([0.0, 1.0, 0.0]))
+    assert w[1] == 0.0 and w[0] > 0.5
 
 
 def test_data_and_time_saved_follow_the_scratch_curve():

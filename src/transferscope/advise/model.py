@@ -13,15 +13,21 @@ Linear models over the standardised :data:`~transferscope.advise.features.FEATUR
   on); an interval
   of +- the 95th percentile of the absolute leave-one-target-out residuals (a
   split-conformal band over targets: Lei et al., JASA 2018);
-- P(fine-tuning beats training from scratch): L2-regularised logistic regression whose
-  coefficients on the features that say a source fits better (margins, ranks, "above the
-  twin": :data:`~transferscope.advise.features.MONOTONE`) are kept >= 0 (L-BFGS-B within
-  bounds), its penalty chosen by leave-one-target-out Brier score (its probabilities
-  are judged by their calibration: Brier score, ECE);
-- P(negative transfer): the same (those coefficients <= 0) on "the best strategy's verdict
-  is NEGATIVE" (fine-tuning loses to scratch beyond its interval: rarer than "does not beat
-  scratch"), bounded by 1 - P(beats) (:func:`coherent_negative`), and the threshold at which
-  the advisor flags it, chosen by leave-one-target-out F1;
+- P(fine-tuning beats training from scratch) and P(negative transfer) (the best strategy's
+  verdict is NEGATIVE: fine-tuning loses to scratch beyond its interval, rarer than "does not
+  beat scratch"): one L2-regularised proportional-odds model (ordinal logistic regression:
+  McCullagh, JRSS B 1980) of the three ordered outcomes negative < neither < beats
+  (:func:`_ordinal`): one score and two cut points, so P(negative) + P(beats) < 1 by
+  construction and both outcomes inform the one score. Its coefficients on the features
+  that say a source fits better (margins, ranks, "above the twin":
+  :data:`~transferscope.advise.features.MONOTONE`) are kept >= 0 (L-BFGS-B within
+  bounds), its penalty chosen by leave-one-target-out ranked probability score (Brier of
+  P(negative) plus Brier of P(beats); its probabilities are judged by their calibration:
+  Brier score, ECE), and the threshold of P(negative) at which the advisor flags it by
+  leave-one-target-out F1. (Two separate logistic models, the earlier advisor, gave held-out NT F1
+  0.46 and Brier 0.138 on the benchmark's 136 cells; this one 0.55 and 0.122.) Where one
+  outcome never occurs in the training data, two logistic models on what does, P(negative)
+  bounded by 1 - P(beats) (:func:`coherent_negative`);
 - per strategy, its test accuracy minus the linear probe's (ridge); the recommended
   strategy is the one predicted best among those the benchmark measured;
 - the data and training time transfer saves (ridge on logs, its penalty chosen on held-out
@@ -58,7 +64,8 @@ RIDGE_ALPHA = 3.0
 #: Penalties tried for the within-cell (ranking) ridge, chosen per fit by inner
 #: leave-one-target-out weighted Kendall tau (the larger on ties).
 RANK_ALPHAS = (0.3, 3.0, 30.0, 300.0, 3000.0)
-#: Inverse logistic penalties tried (chosen per fit by inner leave-one-target-out Brier score).
+#: Inverse penalties of the outcome model tried (chosen per fit by inner leave-one-target-out
+#: ranked probability score: :func:`_choose_c`).
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 REFERENCE_STRATEGY = "linear_probe"  # strategies are predicted as gains over it
 #: Strategy and saving-ratio ridge penalties tried (``inf``: the benchmark's means, no
@@ -83,7 +90,8 @@ MIN_EXTRA = 6  # examples (from at least 2 targets) to fit data_x or time_x
 #: fits that would choose them see 2 targets or less): its mean alone below that.
 MIN_EXTRA_TARGETS = 4
 LOGISTIC_C = 1.0
-#: Signs of the logistic coefficients (+1: >= 0 for "beats scratch", <= 0 for "negative"):
+#: Signs of the outcome model's coefficients (+1: >= 0 on the score that raises P(beats) and
+#: lowers P(negative)):
 #: the :data:`~transferscope.advise.features.MONOTONE` features (on the benchmark, without
 #: them the negative-transfer model gave LogME's rank and the probe's margin over the raw
 #: input positive weights, i.e. a better-fitting source more likely negative).
@@ -339,25 +347,114 @@ def _logistic(z, y, c, signs=None):
     return w[:-1], float(w[-1])
 
 
-def _inner_probabilities(z, y, groups, c, signs=None) -> np.ndarray:
-    """Leave-one-group-out logistic probabilities of ``y`` (inside a training set)."""
-    p = np.full(len(y), np.nan)
+def _ordinal_loss(t, z, level, pen):
+    """Penalised negative log-likelihood of the proportional-odds model and its gradient
+    (``t``: coefficients, the first cut point, the log of the gap to the second)."""
+    d = z.shape[1]
+    w, c1, gap = t[:d], t[d], np.exp(t[d + 1])
+    s = z @ w
+    a, b = c1 - s, c1 + gap - s  # P(level <= 0) = sigma(a), P(level <= 1) = sigma(b)
+    sa, sb = 1.0 / (1.0 + np.exp(-a)), 1.0 / (1.0 + np.exp(-b))
+    lo, mid, hi = level == 0, level == 1, level == 2
+    # log sigma(a); log(sigma(b) - sigma(a)) = b + log(1 - e^(a - b)) - log(1 + e^a)
+    # - log(1 + e^b); log(1 - sigma(b)) = -log(1 + e^b)
+    ll = (-np.logaddexp(0.0, -a[lo]).sum()
+          + (b[mid] + np.log(-np.expm1(a[mid] - b[mid])) - np.logaddexp(0.0, a[mid])
+             - np.logaddexp(0.0, b[mid])).sum()
+          - np.logaddexp(0.0, b[hi]).sum())
+    da, db = np.zeros(len(s)), np.zeros(len(s))  # d log-likelihood / d a, d b
+    da[lo] = 1.0 - sa[lo]
+    between = np.maximum(sb[mid] - sa[mid], 1e-300)
+    da[mid] = -sa[mid] * (1.0 - sa[mid]) / between
+    db[mid] = sb[mid] * (1.0 - sb[mid]) / between
+    db[hi] = -sb[hi]
+    grad = np.r_[-z.T @ (da + db), (da + db).sum(), db.sum() * gap]
+    return -ll + 0.5 * np.sum(pen * w * w), -grad + np.r_[pen * w, 0.0, 0.0]
+
+
+def _ordinal(z, level, c, signs=None):
+    """Proportional-odds (ordinal logistic) regression of ``level`` (0: negative transfer,
+    1: fine-tuning neither beats scratch nor loses beyond its interval, 2: it beats scratch)
+    on ``z`` (McCullagh, "Regression models for ordinal data", JRSS B 1980): one score
+    ``s = z @ w`` and two cut points ``c1 < c2``, P(level <= k) = sigma(c_{k+1} - s).
+
+    Penalty 1/(2C) ||w||^2, cut points free; with ``signs`` (shape (n_features,)), +1 keeps a
+    coefficient >= 0 (a larger feature never makes a better outcome less likely), -1 <= 0;
+    L-BFGS-B within those bounds.
+
+    Returns
+    -------
+    w : ndarray of shape (n_features,)
+    c1, c2 : float
+        So that P(negative) = sigma(c1 - s) and P(beats) = sigma(s - c2): the same
+        ``{coef, intercept}`` pairs as two logistic models, ``(-w, c1)`` and ``(w, -c2)``,
+        coherent by construction (P(negative) + P(beats) < 1).
+    """
+    from scipy.optimize import minimize
+
+    d = z.shape[1]
+    pen = np.full(d, 1.0 / c)
+    signs = np.zeros(d) if signs is None else np.asarray(signs)
+    counts = np.array([(level <= k).mean() for k in (0, 1)])
+    cuts = np.log(np.clip(counts, 1e-3, 1 - 1e-3) / (1 - np.clip(counts, 1e-3, 1 - 1e-3)))
+    t0 = np.r_[np.zeros(d), cuts[0], np.log(max(cuts[1] - cuts[0], 1e-3))]
+    bounds = [(0.0, None) if g > 0 else (None, 0.0) if g < 0 else (None, None)
+              for g in signs] + [(None, None), (-30.0, 30.0)]
+    t = minimize(_ordinal_loss, t0, args=(z, np.asarray(level), pen), jac=True,
+                 method="L-BFGS-B", bounds=bounds,
+                 options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10}).x
+    return t[:d], float(t[d]), float(t[d] + np.exp(t[d + 1]))
+
+
+def _levels(beats, negative) -> np.ndarray:
+    """The ordered outcome (0 negative, 1 neither, 2 beats scratch) of each example."""
+    return np.where(np.asarray(negative, bool), 0, np.where(np.asarray(beats, bool), 2, 1))
+
+
+def _outcome_models(z, beats, negative, c, signs=None):
+    """``(beats, negative)``: the ``{coef, intercept}`` of P(beats scratch) and of
+    P(negative transfer) (:func:`_ordinal` on the three ordered outcomes; where one of them
+    never occurs, two logistic models on what does, :func:`_binary`, P(negative) with
+    ``signs`` negated)."""
+    level = _levels(beats, negative)
+    if len(np.unique(level)) == 3:
+        w, c1, c2 = _ordinal(z, level, c, signs)
+        return {"coef": w, "intercept": -c2}, {"coef": -w, "intercept": c1}
+    neg_signs = None if signs is None else -np.asarray(signs)
+    w, b = _binary(z, np.asarray(beats, bool), c, signs)
+    nw, nb = _binary(z, np.asarray(negative, bool), c, neg_signs)
+    return {"coef": w, "intercept": b}, {"coef": nw, "intercept": nb}
+
+
+def _sigmoid(t):
+    return 1.0 / (1.0 + np.exp(-t))
+
+
+def _inner_probabilities(z, beats, negative, groups, c, signs=None):
+    """Leave-one-group-out (P(beats), P(negative)) inside a training set, each (n,)."""
+    p_beats, p_neg = np.full(len(z), np.nan), np.full(len(z), np.nan)
     for g in np.unique(groups):
         held = groups == g
-        w, b = _binary(z[~held], y[~held], c, signs)
-        p[held] = 1.0 / (1.0 + np.exp(-(z[held] @ w + b)))
-    return p
+        mb, mn = _outcome_models(z[~held], beats[~held], negative[~held], c, signs)
+        p_beats[held] = _sigmoid(z[held] @ mb["coef"] + mb["intercept"])
+        p_neg[held] = coherent_negative(_sigmoid(z[held] @ mn["coef"] + mn["intercept"]),
+                                        p_beats[held])
+    return p_beats, p_neg
 
 
-def _choose_c(z, y, groups, signs=None) -> float:
-    """The inverse penalty from :data:`C_GRID` with the lowest leave-one-target-out Brier
-    score on the training set (the stronger penalty on ties); :data:`LOGISTIC_C` with fewer
-    than 3 targets."""
+def _choose_c(z, beats, negative, groups, signs=None) -> float:
+    """The inverse penalty from :data:`C_GRID` with the lowest leave-one-target-out ranked
+    probability score on the training set (the stronger penalty on ties): for the three
+    ordered outcomes, Brier(P(negative)) + Brier(P(beats)) (Epstein, J. Appl. Meteor. 1969);
+    :data:`LOGISTIC_C` with fewer than 3 targets."""
     if len(np.unique(groups)) < 3:
         return LOGISTIC_C
-    briers = [np.mean((_inner_probabilities(z, y, groups, c, signs) - y) ** 2)
-              for c in C_GRID]
-    return float(C_GRID[int(np.argmin(np.round(briers, 12)))])
+    beats, negative = np.asarray(beats, float), np.asarray(negative, float)
+    scores = []
+    for c in C_GRID:
+        pb, pn = _inner_probabilities(z, beats, negative, groups, c, signs)
+        scores.append(np.mean((pb - beats) ** 2) + np.mean((pn - negative) ** 2))
+    return float(C_GRID[int(np.argmin(np.round(scores, 12)))])
 
 
 def coherent_negative(p_negative, p_beats):
@@ -380,20 +477,15 @@ def coherent_negative(p_negative, p_beats):
     return np.minimum(np.asarray(p_negative, float), 1.0 - np.asarray(p_beats, float))
 
 
-def _choose_threshold(z, y, groups, c, beats=None, c_beats=None, signs=None) -> float:
+def _choose_threshold(z, beats, negative, groups, c, signs=None) -> float:
     """The P(negative transfer) at or above which the advisor flags it: the threshold with
     the best leave-one-target-out F1 on the training set (the higher one on ties), on the
-    probabilities the advisor predicts (bounded by the held-out P(beats) when ``beats``, the
-    outcome "beats scratch", and its ``c_beats`` are given: :func:`coherent_negative`;
-    ``signs``: the P(beats) model's coefficient signs, negated for P(negative)); 0.5 with
-    fewer than 3 targets or no negative example."""
-    y = np.asarray(y, bool)
+    probabilities the advisor predicts (:func:`_outcome_models` at inverse penalty ``c``);
+    0.5 with fewer than 3 targets or no negative example."""
+    y = np.asarray(negative, bool)
     if len(np.unique(groups)) < 3 or not y.any():
         return 0.5
-    p = _inner_probabilities(z, y, groups, c, None if signs is None else -signs)
-    if beats is not None:
-        p = coherent_negative(p, _inner_probabilities(z, np.asarray(beats, bool), groups,
-                                                      c_beats, signs))
+    p = _inner_probabilities(z, np.asarray(beats, bool), y, groups, c, signs)[1]
     best, best_f1 = 0.5, -1.0
     for t in np.unique(np.round(p, 6))[::-1]:
         flag = p >= t
@@ -577,9 +669,10 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
         chosen from :data:`RANK_ALPHAS` by leave-one-target-out weighted tau on ``records``
         (:func:`_choose_rank_alpha`).
     c : float, optional
-        Inverse logistic penalty; default: chosen from :data:`C_GRID` per outcome by
-        leave-one-target-out Brier score on ``records`` (:data:`LOGISTIC_C` with fewer than
-        3 targets). The negative-transfer flag's threshold is chosen likewise, for F1.
+        Inverse penalty of the outcome model (P(beats), P(negative): :func:`_ordinal`);
+        default: chosen from :data:`C_GRID` by leave-one-target-out ranked probability score
+        on ``records`` (:data:`LOGISTIC_C` with fewer than 3 targets). The
+        negative-transfer flag's threshold is chosen likewise, for F1.
     strategy_alpha : float, optional
         The strategy ridges' penalty; default: chosen from :data:`STRATEGY_ALPHAS` by how
         often the pick is right on held-out targets.
@@ -631,12 +724,10 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
     level, b = _ridge(zm * np.isin(FEATURES, LEVEL_FEATURES), ym, alpha)
     # the coefficients of margins, ranks and "above the twin" keep the sign that says a
     # source which fits the target better does not make transfer less likely to pay off
-    signs, neg_signs = MONOTONE_SIGNS, -MONOTONE_SIGNS
-    c_beats = c if c is not None else _choose_c(z, ex.beats, groups, signs)
-    c_neg = c if c is not None else _choose_c(z, ex.negative, groups, neg_signs)
-    w, wb = _binary(z, ex.beats, c_beats, signs)
-    nw, nb = _binary(z, ex.negative, c_neg, neg_signs)
-    threshold = _choose_threshold(z, ex.negative, groups, c_neg, ex.beats, c_beats, signs)
+    signs = MONOTONE_SIGNS
+    c_out = c if c is not None else _choose_c(z, ex.beats, ex.negative, groups, signs)
+    m_beats, m_neg = _outcome_models(z, ex.beats, ex.negative, c_out, signs)
+    threshold = _choose_threshold(z, ex.beats, ex.negative, groups, c_out, signs)
     # each strategy's accuracy minus the linear probe's on the same cell (what decides between
     # them; the level they share cancels), the linear probe itself 0; the penalty chosen by
     # how often the pick is right on held-out training targets (infinite: the benchmark's
@@ -670,15 +761,17 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
     return Advisor(features=list(FEATURES), mean=mean.tolist(), scale=scale.tolist(),
                    accuracy={"coef": coef.tolist(), "level_coef": level.tolist(),
                              "intercept": b, "halfwidth": halfwidth},
-                   beats={"coef": w.tolist(), "intercept": wb},
-                   negative={"coef": nw.tolist(), "intercept": nb, "threshold": threshold},
+                   beats={"coef": np.asarray(m_beats["coef"]).tolist(),
+                          "intercept": float(m_beats["intercept"])},
+                   negative={"coef": np.asarray(m_neg["coef"]).tolist(),
+                             "intercept": float(m_neg["intercept"]), "threshold": threshold},
                    strategies=strategies,
                    extras=extras, lo=lo, hi=hi,
                    trained_on={"source": source, "examples": len(ex.acc),
                                "targets": len(set(ex.groups)),
                                "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16],
                                "alpha": alpha, "rank_alpha": r_alpha,
-                               "c_beats": c_beats, "c_negative": c_neg,
+                               "c_beats": c_out, "c_negative": c_out,
                                "strategy_alpha": s_alpha if np.isfinite(s_alpha) else "inf",
                                "width": width})
 

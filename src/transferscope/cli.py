@@ -382,6 +382,11 @@ def cmd_demo(args) -> int:
         held = held_out_note(shipped, data.kind)
         if held:
             print(held)
+        for line in result.notes:  # what qualifies the predictions on this target
+            if line.startswith(("range:", "difficulty:", "target:")):
+                for name, short in shown.items():
+                    line = line.replace(f"({name})", f"({short})")
+                print(f"note: {line}")
         rows = sorted(result.rows, key=lambda r: -r["p_beats_scratch"])
         if len(rows) > 1:
             top, low = rows[0], rows[-1]

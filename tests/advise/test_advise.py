@@ -618,8 +618,10 @@ def test_demo_advises_on_the_shipped_sources(monkeypatch, capsys):
     assert " NT " in row  # P(negative transfer) above the flag's threshold
     assert re.search(r"least likely: zoo:lenet-relabelled \(P\(beats scratch\) 0\.\d\d; "
                      r"P\(negative transfer\) 0\.\d\d, flagged\)", out)
-    # and how far the advisor can be trusted on image targets, from its held-out record
+    # and how far the advisor can be trusted on image targets, from its held-out record, and
+    # where the target lies outside its training data (digits: 10 classes)
     assert "held out on 4 image targets" in out
+    assert re.search(r"note: range: .*classes 10 \(the benchmark's: 2 to \d\)", out)
     assert "== missing: skipped (Expected a fortunes category" in out
 
 
@@ -793,3 +795,29 @@ def test_width_alone_never_orders_candidates_on_a_target():
     pred = adv.predict(x)
     assert pred["acc"][0] == pytest.approx(pred["acc"][1], abs=1e-12)
     assert adv.predict(x[[0]])["acc"][0] == pytest.approx(pred["acc"][0])  # cell level alike
+
+
+def test_a_target_harder_than_any_benchmark_target_is_named_with_the_way_it_moves_p_beats():
+    from transferscope.advise.api import _difficulty_notes
+
+    adv = load_advisor()
+    j = {f: FEATURES.index(f) for f in ("linear_probe_random", "knn_random")}
+    x = np.tile(np.asarray(adv.mean), (3, 1))  # inside every range
+    assert _difficulty_notes(adv, x, ["a", "b", "c"]) == []
+    lo, hi = adv.lo[j["knn_random"]], adv.hi[j["knn_random"]]
+    x[1, j["knn_random"]] = lo - 0.03
+    [note] = _difficulty_notes(adv, x, ["a", "b", "c"])
+    assert note.startswith("difficulty: harder for the untrained architecture")
+    assert f"kNN accuracy {lo - 0.03:.3f} (b) (the benchmark's: {lo:.3f} to {hi:.3f}" in note
+    assert "linear-probe" not in note and "(a)" not in note
+    # the direction is the advisor's own: a lower twin kNN accuracy moves P(beats) the way its
+    # coefficient says, and the predictions move so
+    coef = adv.beats["coef"][j["knn_random"]]
+    assert ("a lower one raises" if coef < 0 else "a lower one lowers") in note
+    inside = adv.predict(x[[0]])["p_beats"][0]
+    x[0, j["knn_random"]] = lo - 0.03
+    assert (adv.predict(x[[0]])["p_beats"][0] > inside) == (coef < 0)
+    x[2, j["linear_probe_random"]] = adv.hi[j["linear_probe_random"]] + 0.01
+    [note] = _difficulty_notes(adv, x, ["a", "b", "c"])
+    assert note.startswith("difficulty: easier and harder")
+    assert "linear-probe accuracy" in note and "a higher one" in note

@@ -186,6 +186,65 @@ def _range_notes(adv: Advisor, x, outside, models: list[str]) -> list[str]:
             "are not fitted beyond it): " + "; ".join(parts)]
 
 
+#: The features that say how hard the target is for each candidate's untrained architecture
+#: (its random-init twin's probe accuracies), in words; the advisor leaves them unclipped
+#: (:meth:`~transferscope.advise.model.Advisor.clip`), so the note below says when one lies
+#: beyond every benchmark cell's.
+_TWIN = {"linear_probe_random": "linear-probe", "knn_random": "kNN"}
+
+
+def _difficulty_notes(adv: Advisor, x, models: list[str]) -> list[str]:
+    """A note (``difficulty: ...``) when some candidate's random-init twin reads the target
+    with an accuracy outside the range of the advisor's training cells: a target harder (or
+    easier) for the untrained architecture than any it was fitted on, where P(beats scratch)
+    extrapolates along the twin accuracy's coefficient (not sign-constrained: an easier
+    target helps the scratch model too).
+
+    Parameters
+    ----------
+    adv : Advisor
+    x : ndarray of shape (n_candidates, n_features)
+        The candidates' features as computed.
+    models : list of str
+        The candidates' names, in row order.
+
+    Returns
+    -------
+    list of str
+        One note, or none when every twin accuracy lay inside the range (or the advisor
+        keeps no range).
+    """
+    if not adv.lo:
+        return []
+    x = np.asarray(x, float)
+    parts, sides = [], set()
+    for f, words in _TWIN.items():
+        j = adv.features.index(f)
+        lo, hi = adv.lo[j], adv.hi[j]
+        if lo is None or hi is None:
+            continue
+        with np.errstate(invalid="ignore"):
+            below, above = x[:, j] < lo, x[:, j] > hi
+        for rows, side, lower in ((np.flatnonzero(below), "harder", "lower"),
+                                  (np.flatnonzero(above), "easier", "higher")):
+            if not len(rows):
+                continue
+            sides.add(side)
+            coef = adv.beats["coef"][j]  # which way this advisor moves P(beats) out there
+            effect = ("does not move P(beats scratch)" if abs(coef) < 1e-12 else
+                      ("raises" if (coef < 0) == (lower == "lower") else "lowers")
+                      + " P(beats scratch)")
+            parts.append(f"the random-init twin's {words} accuracy "
+                         + ", ".join(f"{x[i, j]:.3f} ({models[i]})" for i in rows)
+                         + f" (the benchmark's: {lo:.3f} to {hi:.3f}; a {lower} one {effect} "
+                           "in this advisor)")
+    if not parts:
+        return []
+    return [f"difficulty: {' and '.join(sorted(sides))} for the untrained architecture than any "
+            "target the advisor was fitted on, so its P(beats scratch) extrapolates: "
+            + "; ".join(parts)]
+
+
 def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool = False,
            subsamples: int = 0, seed: int = 0, width: str | None = None, batch_size: int = 64,
            device: str | None = None, cache_dir: str | None = None) -> AdviceResult:
@@ -278,6 +337,7 @@ def advise(data, models, *, advisor: Advisor | str | None = None, layers: bool =
              "(its features did not predict it on held-out targets), not a per-model "
              "prediction" for name, m in adv.extras.items() if m.get("alpha") == "inf"]
     notes += _range_notes(adv, x, pred["outside"], [c["model"] for c in cands])
+    notes += _difficulty_notes(adv, x, [c["model"] for c in cands])
     notes += _unlearnable_note(cands, labels)
     held = held_out_note(adv, data.kind)
     if held:

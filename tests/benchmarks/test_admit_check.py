@@ -39,7 +39,7 @@ def test_drop_each_leaves_out_one_part_at_a_time_and_bounds_the_flag_by_its_best
     assert [name for name, _, _ in rows] == ["all parts", "without series", "without text"]
     both = admit._pairs(["series", "text"])
     assert rows[0][2] == admit.judge(both, {r["target"] for r in both})
-    for (name, targets, r), kept in zip(rows[1:], ("text", "series"), strict=True):
+    for (_, targets, r), kept in zip(rows[1:], ("text", "series"), strict=True):
         alone = admit._pairs([kept])
         assert targets == {p["target"] for p in alone}
         assert r["cells"] == sum(s["complete"] for p in alone for s in p["truth"].values())

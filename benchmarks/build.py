@@ -181,6 +181,7 @@ def main(argv=None) -> int:
               f"{row['median_regret']:.3f}), NT F1 {row['f1']:.2f} "
               f"({row['nt_flagged']} flagged, {row['nt_actual']} negative)"
               + (f", Brier {row['brier']:.3f} [{row['brier_lo']:.3f}, {row['brier_hi']:.3f}]"
+                 f" (of P(negative) {row['brier_negative']:.3f})"
                  f", ECE {row['ece']:.3f} [{row['ece_lo']:.3f}, {row['ece_hi']:.3f}] (calibrated "
                  f"{row['ece_calibrated']:.3f}, p {row['ece_p']:.2f}), "
                  f"strategy {row['strategy_acc']:.2f} vs always-LP "

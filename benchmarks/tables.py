@@ -96,7 +96,7 @@ def truth_table(parts: dict) -> list[str]:
 def loto_table(loto: dict) -> list[str]:
     """The advisor and every single metric, held out target by target."""
     out = ["| predictor | weighted tau [95 %] | top-1 regret (median) | NT precision / recall "
-           "/ F1 | Brier [95 %] | ECE [95 %] (a calibrated predictor's here, p) | strategy "
+           "/ F1 | Brier [95 %] (of P(negative) [95 %]; its mean / the negative share) | ECE [95 %] (a calibrated predictor's here, p) | strategy "
            "accuracy [95 %] (always LP / always full / the layer rule) | strategy accuracy "
            "minus always-full's [95 %] | accuracy lost to the best strategy: advisor / always "
            "LP / always full (advisor minus always-full [95 %]) |",
@@ -105,7 +105,10 @@ def loto_table(loto: dict) -> list[str]:
         nt = (f"{r['precision']:.2f} / {r['recall']:.2f} / {r['f1']:.2f} "
               f"[{r['f1_lo']:.2f}, {r['f1_hi']:.2f}] ({r['nt_flagged']} flagged, "
               f"{r['nt_actual']} negative)" if r.get("f1") == r.get("f1") else "")
-        cal = (f"| {r['brier']:.3f} [{r['brier_lo']:.3f}, {r['brier_hi']:.3f}] | "
+        cal = (f"| {r['brier']:.3f} [{r['brier_lo']:.3f}, {r['brier_hi']:.3f}] "
+               f"({r['brier_negative']:.3f} [{r['brier_negative_lo']:.3f}, "
+               f"{r['brier_negative_hi']:.3f}]; {r['mean_p_negative']:.2f} / "
+               f"{r['negative_rate']:.2f}) | "
                f"{r['ece']:.3f} [{r['ece_lo']:.3f}, {r['ece_hi']:.3f}] (calibrated: "
                f"{r['ece_calibrated']:.3f}, p {r['ece_p']:.2f}) | "
                f"{r['strategy_acc']:.2f} [{r['strategy_acc_lo']:.2f}, "

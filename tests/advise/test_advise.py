@@ -116,6 +116,15 @@ def test_the_advisor_learns_the_truth_held_out_target_by_target():
     assert adv["strategy_vs_lp"] == pytest.approx(adv["strategy_acc"] - adv["always_lp_acc"])
     assert 0 <= adv["ece_lo"] < adv["ece_hi"] <= 1
     assert 0 < adv["ece_calibrated"] <= adv["ece_calibrated_95"] < 1 and 0 < adv["ece_p"] <= 1
+    # P(negative) is judged too: its Brier score is the held-out predictions' own, and on
+    # this learnable truth it beats always answering the negative share
+    pred = loto_predictions(recs)
+    neg = pred["examples"].negative.astype(float)
+    assert adv["brier_negative"] == pytest.approx(np.mean((pred["p_negative"] - neg) ** 2))
+    assert adv["negative_rate"] == pytest.approx(neg.mean())
+    assert adv["mean_p_negative"] == pytest.approx(pred["p_negative"].mean())
+    assert adv["brier_negative"] < neg.mean() * (1 - neg.mean())
+    assert adv["brier_negative_lo"] <= adv["brier_negative"] <= adv["brier_negative_hi"]
 
 
 def test_target_intervals_resample_whole_targets():

@@ -214,7 +214,9 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         ``nt_flagged``, ``nt_actual``, ``precision``, ``recall``, ``f1`` (with ``_lo`` /
         ``_hi``) and ``note``; for the advisor also ``brier``, ``ece``, what ECE a calibrated
         predictor would show here (``ece_calibrated``, ``ece_calibrated_95``, ``ece_p``:
-        :func:`ece_consistency`),
+        :func:`ece_consistency`), ``brier_negative`` (of P(negative) against the NEGATIVE
+        verdicts; with ``_lo`` / ``_hi`` over targets), ``mean_p_negative`` and
+        ``negative_rate``,
         ``strategy_acc``, ``always_lp_acc``, ``always_full_acc``, ``strategy_vs_lp`` and
         ``strategy_vs_full`` (strategy accuracy minus the constant's; these five with
         ``_lo`` / ``_hi`` over targets, except the constants); ``strategy_regret``,
@@ -288,6 +290,14 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
                 row[f"{key}_lo"], row[f"{key}_hi"] = target_interval(
                     lambda i, k=key: calibration(pred["p_beats"][i], ex.beats[i])[k],
                     ex.groups, seed)
+            # P(negative), which advise shows beside the flag, judged the same way
+            neg = np.asarray(ex.negative, float)
+            row["brier_negative"] = float(np.mean((pred["p_negative"] - neg) ** 2))
+            row["mean_p_negative"] = float(np.mean(pred["p_negative"]))
+            row["negative_rate"] = float(neg.mean())
+            row["brier_negative_lo"], row["brier_negative_hi"] = target_interval(
+                lambda i: float(np.mean((pred["p_negative"][i] - neg[i]) ** 2)),
+                ex.groups, seed)
             # regret: the accuracy lost by following a pick instead of the best measured
             # strategy (exact matches count a 0.001 loss as a miss; this does not)
             regret = {name: ex.acc - np.array([ex.strategy_acc.get(k, np.full(len(ex.acc),

@@ -147,7 +147,8 @@ def _advice(plt, advice: dict) -> list[str]:
     out.append(_table(advice["rows"], [
         "predictor", "cells", "tau", "tau_lo", "tau_hi", "regret", "regret_lo", "regret_hi",
         "median_regret", "nt_flagged", "nt_actual", "precision", "recall", "f1", "f1_lo",
-        "f1_hi", "brier", "brier_lo", "brier_hi", "ece", "ece_lo", "ece_hi", "ece_calibrated",
+        "f1_hi", "brier", "brier_lo", "brier_hi", "brier_negative", "mean_p_negative",
+        "negative_rate", "ece", "ece_lo", "ece_hi", "ece_calibrated",
         "ece_p", "strategy_acc",
         "strategy_acc_lo", "strategy_acc_hi", "always_lp_acc", "always_full_acc",
         "strategy_vs_full", "strategy_vs_full_lo", "strategy_vs_full_hi", "strategy_regret",

@@ -104,7 +104,10 @@ def loto_table(loto: dict) -> list[str]:
     for r in loto["rows"]:
         nt = (f"{r['precision']:.2f} / {r['recall']:.2f} / {r['f1']:.2f} "
               f"[{r['f1_lo']:.2f}, {r['f1_hi']:.2f}] ({r['nt_flagged']} flagged, "
-              f"{r['nt_actual']} negative)" if r.get("f1") == r.get("f1") else "")
+              f"{r['nt_actual']} negative"
+              + (f"; of the {r['nt_robust']} robust to a doubled scratch budget, "
+                 f"{r['nt_robust_caught']} flagged" if "nt_robust" in r else "")
+              + ")" if r.get("f1") == r.get("f1") else "")
         cal = (f"| {r['brier']:.3f} [{r['brier_lo']:.3f}, {r['brier_hi']:.3f}] "
                f"({r['brier_negative']:.3f} [{r['brier_negative_lo']:.3f}, "
                f"{r['brier_negative_hi']:.3f}]; {r['mean_p_negative']:.2f} / "

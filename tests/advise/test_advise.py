@@ -830,3 +830,25 @@ def test_a_target_harder_than_any_benchmark_target_is_named_with_the_way_it_move
     [note] = _difficulty_notes(adv, x, ["a", "b", "c"])
     assert note.startswith("difficulty: easier and harder")
     assert "linear-probe accuracy" in note and "a higher one" in note
+
+
+def test_negatives_that_hold_at_twice_the_scratch_budget_are_counted_and_caught():
+    """The issue's "truly negative" cells (NEGATIVE, robust to a doubled scratch budget) are
+    told apart from the others; every predictor's row says how many of them it flagged."""
+    recs = _synthetic()
+    negative = [(rec, size) for rec in recs for size in rec["truth"].values()
+                if size["verdict"] == "NEGATIVE"]
+    assert len(negative) >= 4
+    held = negative[::2]  # half hold; of the rest one was checked and vanished
+    for rec, size in held:
+        size["strategies"][size["best_strategy"]]["budget_holds"] = True
+    size = negative[1][1]
+    size["strategies"][size["best_strategy"]]["budget_holds"] = False
+    ex = examples(recs)
+    assert ex.robust.sum() == len(held) and not (ex.robust & ~ex.negative).any()
+    res = evaluate_advice(recs, metrics=["linear_probe"])
+    flags = loto_predictions(recs)["flag_negative"]
+    adv, lp = res["rows"]
+    assert adv["nt_robust"] == lp["nt_robust"] == len(held)
+    assert adv["nt_robust_caught"] == int((ex.robust & flags).sum())
+    assert 0 <= lp["nt_robust_caught"] <= len(held)

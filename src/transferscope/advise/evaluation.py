@@ -212,7 +212,9 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         ``rows``: one per predictor (``advisor``, then each metric) with ``cells``,
         ``examples``, ``tau`` / ``regret`` (means with ``_lo`` / ``_hi``), ``median_regret``,
         ``nt_flagged``, ``nt_actual``, ``precision``, ``recall``, ``f1`` (with ``_lo`` /
-        ``_hi``) and ``note``; for the advisor also ``brier``, ``ece``, what ECE a calibrated
+        ``_hi``), ``nt_robust`` (the negatives that hold against scratch at twice its
+        budget: the issue's "truly negative") and ``nt_robust_caught`` (those flagged), and
+        ``note``; for the advisor also ``brier``, ``ece``, what ECE a calibrated
         predictor would show here (``ece_calibrated``, ``ece_calibrated_95``, ``ece_p``:
         :func:`ece_consistency`), ``brier_negative`` (of P(negative) against the NEGATIVE
         verdicts; with ``_lo`` / ``_hi`` over targets), ``mean_p_negative`` and
@@ -264,6 +266,9 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
         precision, recall, f1 = _f1(flags, ex.negative)
         row.update(nt_flagged=int(flags.sum()), nt_actual=int(ex.negative.sum()),
                    precision=precision, recall=recall, f1=f1)
+        if ex.robust is not None:  # the negatives that hold at twice scratch's budget
+            row.update(nt_robust=int(ex.robust.sum()),
+                       nt_robust_caught=int((ex.robust & flags).sum()))
         for k, key in enumerate(("precision", "recall", "f1")):
             if row[key] != row[key]:
                 row[f"{key}_lo"] = row[f"{key}_hi"] = float("nan")

@@ -115,6 +115,9 @@ class Examples:
     cells: np.ndarray = None  # (n,) which (target, size) cell each example is in
     extras: dict = field(default_factory=dict)  # name -> (n,) log ratios, NaN where unknown
     modalities: list = field(default_factory=list)  # (n,) each example's record's modality
+    #: (n,) NEGATIVE and holding against scratch at twice its budget (the benchmark's "truly
+    #: negative"; False where the budget was not checked)
+    robust: np.ndarray = None
 
 
 #: Log ratios are clipped to +- this (x100 or /100): beyond it the log-linear reading of two
@@ -162,6 +165,7 @@ def examples(records: list[dict]) -> Examples:
             if size.get("complete"):
                 by_cell.setdefault((rec["target"], frac), []).append((rec, size))
     X, acc, beats, neg, best, groups, keys, modality = [], [], [], [], [], [], [], []
+    robust = []
     strat, extra, cell_of = {}, {name: [] for name in EXTRAS}, []
     for c, ((target, frac), cell) in enumerate(sorted(by_cell.items())):
         size0 = cell[0][1]
@@ -170,6 +174,8 @@ def examples(records: list[dict]) -> Examples:
             acc.append(size["best_acc"])
             beats.append(size["beats_scratch"])
             neg.append(size["verdict"] == "NEGATIVE")
+            robust.append(size["verdict"] == "NEGATIVE" and (size["strategies"].get(
+                size["best_strategy"]) or {}).get("budget_holds") is True)
             best.append(size["best_strategy"])
             groups.append(target)
             cell_of.append(c)
@@ -184,7 +190,7 @@ def examples(records: list[dict]) -> Examples:
     return Examples(np.vstack(X) if X else np.zeros((0, len(FEATURES))), np.array(acc, float),
                     np.array(beats, bool), np.array(neg, bool), strategy_acc, best, groups,
                     keys, np.array(cell_of, int), {k: np.array(v, float) for k, v in extra.items()},
-                    modality)
+                    modality, np.array(robust, bool))
 
 
 def _strategy_models(z, strategy_acc: dict, alpha, modalities=None) -> dict:

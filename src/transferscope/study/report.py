@@ -146,7 +146,8 @@ def _advice(plt, advice: dict) -> list[str]:
         return out + [f"<p>{html.escape(advice['note'])}</p>"]
     out.append(_table(advice["rows"], [
         "predictor", "cells", "tau", "tau_lo", "tau_hi", "regret", "regret_lo", "regret_hi",
-        "median_regret", "nt_flagged", "nt_actual", "precision", "recall", "f1", "f1_lo",
+        "median_regret", "nt_flagged", "nt_actual", "nt_robust", "nt_robust_caught",
+        "precision", "recall", "f1", "f1_lo",
         "f1_hi", "brier", "brier_lo", "brier_hi", "brier_negative", "mean_p_negative",
         "negative_rate", "ece", "ece_lo", "ece_hi", "ece_calibrated",
         "ece_p", "strategy_acc",

@@ -96,7 +96,8 @@ def truth_table(parts: dict) -> list[str]:
 def loto_table(loto: dict) -> list[str]:
     """The advisor and every single metric, held out target by target."""
     out = ["| predictor | weighted tau [95 %] | top-1 regret (median) | NT precision / recall "
-           "/ F1 | Brier [95 %] (of P(negative) [95 %]; its mean / the negative share) | ECE [95 %] (a calibrated predictor's here, p) | strategy "
+           "/ F1 | Brier [95 %] (of P(negative) [95 %]; its mean / the negative share) "
+           "| ECE [95 %] (a calibrated predictor's here, p) | strategy "
            "accuracy [95 %] (always LP / always full / the layer rule) | strategy accuracy "
            "minus always-full's [95 %] | accuracy lost to the best strategy: advisor / always "
            "LP / always full (advisor minus always-full [95 %]) |",

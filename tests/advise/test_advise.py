@@ -840,7 +840,7 @@ def test_negatives_that_hold_at_twice_the_scratch_budget_are_counted_and_caught(
                 if size["verdict"] == "NEGATIVE"]
     assert len(negative) >= 4
     held = negative[::2]  # half hold; of the rest one was checked and vanished
-    for rec, size in held:
+    for _, size in held:
         size["strategies"][size["best_strategy"]]["budget_holds"] = True
     size = negative[1][1]
     size["strategies"][size["best_strategy"]]["budget_holds"] = False

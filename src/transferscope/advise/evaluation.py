@@ -301,7 +301,7 @@ def evaluate_advice(records: list[dict], metrics=None, seed: int = 0) -> dict:
             row["mean_p_negative"] = float(np.mean(pred["p_negative"]))
             row["negative_rate"] = float(neg.mean())
             row["brier_negative_lo"], row["brier_negative_hi"] = target_interval(
-                lambda i: float(np.mean((pred["p_negative"][i] - neg[i]) ** 2)),
+                lambda i, y=neg: float(np.mean((pred["p_negative"][i] - y[i]) ** 2)),
                 ex.groups, seed)
             # regret: the accuracy lost by following a pick instead of the best measured
             # strategy (exact matches count a 0.001 loss as a miss; this does not)

@@ -388,6 +388,17 @@ def _ordinal(z, level, c, signs=None):
     coefficient >= 0 (a larger feature never makes a better outcome less likely), -1 <= 0;
     L-BFGS-B within those bounds.
 
+    Parameters
+    ----------
+    z : ndarray of shape (n, n_features)
+        Standardised features.
+    level : ndarray of int, shape (n,)
+        Each example's outcome, 0, 1 or 2 (:func:`_levels`).
+    c : float
+        Inverse penalty.
+    signs : ndarray of shape (n_features,), optional
+        Sign constraints (+1, -1 or 0: free).
+
     Returns
     -------
     w : ndarray of shape (n_features,)

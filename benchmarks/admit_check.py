@@ -60,7 +60,7 @@ def judge(records: list[dict], on_targets: set[str]) -> dict:
         ``by_modality``: per modality ``brier`` and ``flagged``.
     """
     from transferscope.advise.evaluation import _cells, _f1, _rank_stats
-    from transferscope.advise.model import loto_predictions
+    from transferscope.advise.model import best_f1_threshold, loto_predictions
 
     pred = loto_predictions(records)
     ex = pred["examples"]
@@ -74,8 +74,7 @@ def judge(records: list[dict], on_targets: set[str]) -> dict:
     caught = int((neg & flag).sum())
     f1 = _f1(flag, neg)[2]
     p_neg = pred["p_negative"][keep]
-    best_f1 = max((_f1(p_neg >= t, neg)[2] for t in np.unique(p_neg)), default=0.0) \
-        if neg.any() else 0.0
+    best_f1 = best_f1_threshold(p_neg, neg)[1] if neg.any() else 0.0
     mods = np.asarray(ex.modalities)[keep]
     return {"cells": int(keep.sum()), "tau": float(np.nanmean(taus)),
             "brier": float(np.mean((p - beats) ** 2)), "flagged": int(flag.sum()),

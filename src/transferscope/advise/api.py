@@ -225,15 +225,14 @@ def _difficulty_notes(adv: Advisor, x, models: list[str]) -> list[str]:
             continue
         with np.errstate(invalid="ignore"):
             below, above = x[:, j] < lo, x[:, j] > hi
-        for rows, side, lower in ((np.flatnonzero(below), "harder", "lower"),
-                                  (np.flatnonzero(above), "easier", "higher")):
+        coef = adv.beats["coef"][j]  # which way this advisor moves P(beats) out there
+        for rows, side, lower, step in ((np.flatnonzero(below), "harder", "lower", -1.0),
+                                        (np.flatnonzero(above), "easier", "higher", 1.0)):
             if not len(rows):
                 continue
             sides.add(side)
-            coef = adv.beats["coef"][j]  # which way this advisor moves P(beats) out there
-            effect = ("does not move P(beats scratch)" if abs(coef) < 1e-12 else
-                      ("raises" if (coef < 0) == (lower == "lower") else "lowers")
-                      + " P(beats scratch)")
+            effect = ("does not move" if abs(coef) < 1e-12 else
+                      "raises" if coef * step > 0 else "lowers") + " P(beats scratch)"
             parts.append(f"the random-init twin's {words} accuracy "
                          + ", ".join(f"{x[i, j]:.3f} ({models[i]})" for i in rows)
                          + f" (the benchmark's: {lo:.3f} to {hi:.3f}; a {lower} one {effect} "

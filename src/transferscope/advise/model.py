@@ -459,19 +459,24 @@ def _inner_probabilities(z, beats, negative, groups, c, signs=None):
     return p_beats, p_neg
 
 
-def _choose_c(z, beats, negative, groups, signs=None) -> float:
+def _choose_c(z, beats, negative, groups, signs=None):
     """The inverse penalty from :data:`C_GRID` with the lowest leave-one-target-out ranked
     probability score on the training set (the stronger penalty on ties): for the three
     ordered outcomes, Brier(P(negative)) + Brier(P(beats)) (Epstein, J. Appl. Meteor. 1969);
-    :data:`LOGISTIC_C` with fewer than 3 targets."""
+    :data:`LOGISTIC_C` with fewer than 3 targets.
+
+    Returns ``(c, p_negative)``: the penalty and the held-out P(negative) at it, shape (n,),
+    for :func:`_choose_threshold` (None with fewer than 3 targets)."""
     if len(np.unique(groups)) < 3:
-        return LOGISTIC_C
+        return LOGISTIC_C, None
     beats, negative = np.asarray(beats, float), np.asarray(negative, float)
-    scores = []
+    scores, held = [], []
     for c in C_GRID:
         pb, pn = _inner_probabilities(z, beats, negative, groups, c, signs)
         scores.append(np.mean((pb - beats) ** 2) + np.mean((pn - negative) ** 2))
-    return float(C_GRID[int(np.argmin(np.round(scores, 12)))])
+        held.append(pn)
+    k = int(np.argmin(np.round(scores, 12)))
+    return float(C_GRID[k]), held[k]
 
 
 def coherent_negative(p_negative, p_beats):
@@ -494,23 +499,44 @@ def coherent_negative(p_negative, p_beats):
     return np.minimum(np.asarray(p_negative, float), 1.0 - np.asarray(p_beats, float))
 
 
-def _choose_threshold(z, beats, negative, groups, c, signs=None) -> float:
+def best_f1_threshold(p, y, decimals: int | None = None) -> tuple[float, float]:
+    """The threshold on ``p`` whose flags ``p >= t`` have the best F1 against ``y`` (the
+    higher threshold on ties; thresholds: the distinct values of ``p``, rounded to
+    ``decimals`` when given, as the advisor stores its threshold).
+
+    Parameters
+    ----------
+    p : array-like of shape (n,)
+        Scores, e.g. P(negative transfer).
+    y : array-like of bool, shape (n,)
+        The outcomes flagged for; at least one True.
+
+    Returns
+    -------
+    threshold, f1 : float
+    """
+    p, y = np.asarray(p, float), np.asarray(y, bool)
+    best, best_f1 = 0.5, -1.0
+    for t in np.unique(p if decimals is None else np.round(p, decimals))[::-1]:
+        flag = p >= t
+        f1 = 2.0 * int((flag & y).sum()) / (flag.sum() + y.sum())
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(t), f1
+    return best, best_f1
+
+
+def _choose_threshold(z, beats, negative, groups, c, signs=None, p_negative=None) -> float:
     """The P(negative transfer) at or above which the advisor flags it: the threshold with
-    the best leave-one-target-out F1 on the training set (the higher one on ties), on the
-    probabilities the advisor predicts (:func:`_outcome_models` at inverse penalty ``c``);
-    0.5 with fewer than 3 targets or no negative example."""
+    the best leave-one-target-out F1 on the training set (:func:`best_f1_threshold`), on the
+    probabilities the advisor predicts (:func:`_outcome_models` at inverse penalty ``c``;
+    ``p_negative``: those held-out probabilities when already computed, as
+    :func:`_choose_c` does); 0.5 with fewer than 3 targets or no negative example."""
     y = np.asarray(negative, bool)
     if len(np.unique(groups)) < 3 or not y.any():
         return 0.5
-    p = _inner_probabilities(z, np.asarray(beats, bool), y, groups, c, signs)[1]
-    best, best_f1 = 0.5, -1.0
-    for t in np.unique(np.round(p, 6))[::-1]:
-        flag = p >= t
-        tp = int((flag & y).sum())
-        f1 = 2.0 * tp / (flag.sum() + y.sum())
-        if f1 > best_f1 + 1e-12:
-            best, best_f1 = float(t), f1
-    return best
+    if p_negative is None:
+        p_negative = _inner_probabilities(z, np.asarray(beats, bool), y, groups, c, signs)[1]
+    return best_f1_threshold(p_negative, y, decimals=6)[0]
 
 
 def _binary(z, y, c, signs=None):
@@ -742,9 +768,10 @@ def fit_advisor(records: list[dict], *, alpha: float = RIDGE_ALPHA,
     # the coefficients of margins, ranks and "above the twin" keep the sign that says a
     # source which fits the target better does not make transfer less likely to pay off
     signs = MONOTONE_SIGNS
-    c_out = c if c is not None else _choose_c(z, ex.beats, ex.negative, groups, signs)
+    c_out, held_neg = (c, None) if c is not None else _choose_c(z, ex.beats, ex.negative,
+                                                                groups, signs)
     m_beats, m_neg = _outcome_models(z, ex.beats, ex.negative, c_out, signs)
-    threshold = _choose_threshold(z, ex.beats, ex.negative, groups, c_out, signs)
+    threshold = _choose_threshold(z, ex.beats, ex.negative, groups, c_out, signs, held_neg)
     # each strategy's accuracy minus the linear probe's on the same cell (what decides between
     # them; the level they share cancels), the linear probe itself 0; the penalty chosen by
     # how often the pick is right on held-out training targets (infinite: the benchmark's
